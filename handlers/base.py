@@ -1,0 +1,333 @@
+"""Base handlers: what every API response has in common, whatever its style.
+
+`APIHandler` reads JSON, identifies the caller once in `prepare()`, and turns domain
+exceptions into a status and an error code in `write_error`. An API style subclasses
+it only to say how a result and an error are wrapped (`envelope`, `error_envelope`)
+and, where its document says so, which status an error gets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from pymongo.errors import ConnectionFailure, PyMongoError
+from tornado.web import HTTPError, RequestHandler
+
+from config import Config
+from models.common import Context
+from models.core import Gatehouse
+from models.errors import (
+    AccountExists,
+    CodeInvalid,
+    DeliveryFailed,
+    DomainError,
+    Forbidden,
+    InvalidCredentials,
+    InvalidRequest,
+    NotAuthenticated,
+    NotFound,
+    RateLimited,
+    TokenInvalid,
+    Unavailable,
+)
+from models.validation import Field, parse_fields
+
+access_log = logging.getLogger("gatehouse.access")
+app_log = logging.getLogger("gatehouse")
+
+F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+
+# Domain error → (HTTP status, stable error code). Order matters: subclasses first.
+ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
+    (InvalidRequest, 400, "INVALID_REQUEST"),
+    (InvalidCredentials, 401, "INVALID_CREDENTIALS"),
+    (NotAuthenticated, 403, "NOT_AUTHENTICATED"),
+    (TokenInvalid, 401, "INVALID_TOKEN"),
+    (Forbidden, 403, "FORBIDDEN"),
+    (NotFound, 404, "NOT_FOUND"),
+    (AccountExists, 409, "ACCOUNT_EXISTS"),
+    (CodeInvalid, 400, "INVALID_CODE"),
+    (RateLimited, 429, "RATE_LIMITED"),
+    (DeliveryFailed, 503, "DELIVERY_FAILED"),
+    (Unavailable, 503, "UNAVAILABLE"),
+)
+HTTP_CODES = {
+    400: "INVALID_REQUEST",
+    401: "NOT_AUTHENTICATED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+    503: "UNAVAILABLE",
+}
+HTTP_MESSAGES = {
+    404: "no such endpoint",
+    405: "method not allowed on this endpoint",
+    413: "request body too large",
+    415: "send the body as JSON (Content-Type: application/json)",
+}
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+URL_TOKEN_PARAMS = ("access_token", "token", "refresh_token", "code", "password")
+
+
+def allow_anonymous(method: F) -> F:
+    """Mark a handler method as callable without a token (login, sign-up, health)."""
+    method.__allow_anonymous__ = True  # type: ignore[attr-defined]
+    return method
+
+
+def is_db_outage(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout)
+
+
+def translate(exc: BaseException | None, status_code: int) -> tuple[int, str, str]:
+    """(status, code, message) for any exception a request may end with."""
+    if isinstance(exc, DomainError):
+        for cls, status, code in ERROR_TABLE:
+            if isinstance(exc, cls):
+                return status, code, exc.message
+    if exc is not None and is_db_outage(exc):
+        return 503, "UNAVAILABLE", Unavailable.default_message
+    if isinstance(exc, HTTPError):
+        status = exc.status_code
+        return status, HTTP_CODES.get(status, "ERROR"), exc.log_message or HTTP_MESSAGES.get(status, "request failed")
+    if status_code >= 500:
+        return 500, "INTERNAL_ERROR", "internal error; it has been logged"
+    return status_code, HTTP_CODES.get(status_code, "ERROR"), HTTP_MESSAGES.get(status_code, "request failed")
+
+
+class CommonMixin:
+    """Headers, client identity and logging shared by the API and console handlers."""
+
+    request: Any
+    settings: dict
+
+    def initialize(self) -> None:
+        # Requests in flight, so a graceful shutdown can wait for them to finish.
+        self.settings["inflight"] = self.settings.get("inflight", 0) + 1
+
+    def on_finish(self) -> None:
+        self.settings["inflight"] -= 1
+
+    @property
+    def gh(self) -> Gatehouse:
+        return self.settings["gatehouse"]
+
+    @property
+    def config(self) -> Config:
+        return self.settings["config"]
+
+    @property
+    def request_id(self) -> str:
+        rid = getattr(self, "_request_id", None)
+        if rid is None:
+            incoming = self.request.headers.get("X-Request-ID", "")
+            trusted = self.config.trust_proxy and REQUEST_ID_RE.match(incoming)
+            rid = self._request_id = incoming if trusted else uuid.uuid4().hex
+        return rid
+
+    @property
+    def client_ip(self) -> str:
+        """The client address; X-Forwarded-For is believed only behind configured proxies,
+        and then only the hop our own proxy appended (a client can prepend anything)."""
+        hops = self.config.trust_proxy
+        if hops:
+            forwarded = [h.strip() for h in self.request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+            if len(forwarded) >= hops:
+                return forwarded[-hops][:64]
+        return self.request.remote_ip or ""
+
+    @property
+    def is_https(self) -> bool:
+        if self.config.trust_proxy:
+            proto = self.request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip()
+            if proto:
+                return proto == "https"
+        return self.request.protocol == "https"
+
+    def context(self) -> Context:
+        return Context(
+            ip=self.client_ip,
+            user_agent=self.request.headers.get("User-Agent", "")[:512],
+            style=getattr(self, "style", "native"),
+            request_id=self.request_id,
+        )
+
+    def common_headers(self) -> None:
+        self.clear_header("Server")  # type: ignore[attr-defined]
+        self.set_header("X-Content-Type-Options", "nosniff")  # type: ignore[attr-defined]
+        self.set_header("X-Request-ID", self.request_id)  # type: ignore[attr-defined]
+        self.set_header("Referrer-Policy", "no-referrer")  # type: ignore[attr-defined]
+        if self.is_https:
+            self.set_header("Strict-Transport-Security", "max-age=31536000; includeSubDomains")  # type: ignore[attr-defined]
+
+
+class APIHandler(CommonMixin, RequestHandler):
+    """JSON in, JSON out, token auth (no cookies, hence no XSRF)."""
+
+    style = "native"
+    SUPPORTED_METHODS = ("GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS")
+
+    def set_default_headers(self) -> None:
+        self.common_headers()
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+
+    # ---- the caller ----------------------------------------------------------------
+
+    _account: dict | None = None
+    _session: dict | None = None
+    _token: str | None = None
+    _authenticated: bool = False
+
+    @property
+    def current_account(self) -> dict:
+        if not self._authenticated:
+            raise RuntimeError("current_account read before authenticate()")
+        assert self._account is not None
+        return self._account
+
+    @property
+    def current_session(self) -> dict:
+        if not self._authenticated:
+            raise RuntimeError("current_session read before authenticate()")
+        assert self._session is not None
+        return self._session
+
+    def bearer_token(self) -> str | None:
+        """The token in Authorization: raw (as API 003 shows) or `Bearer <token>`."""
+        header = self.request.headers.get("Authorization", "").strip()
+        if not header:
+            return None
+        scheme, _, rest = header.partition(" ")
+        if rest and scheme.lower() in ("bearer", "token", "jwt"):
+            header = rest.strip()
+        return header if 0 < len(header) <= 4096 else None
+
+    async def authenticate(self) -> None:
+        """Identify the caller once per request; `NotAuthenticated` when there is none."""
+        token = self.bearer_token()
+        if not token:
+            raise NotAuthenticated()
+        self._account, self._session = await self.resolve_token(token)
+        self._token = token
+        self._authenticated = True
+
+    async def resolve_token(self, token: str) -> tuple[dict, dict]:
+        return await self.gh.auth.authenticate_opaque(token)
+
+    async def prepare(self) -> None:
+        for name in URL_TOKEN_PARAMS:
+            if name in self.request.query_arguments:
+                raise InvalidRequest(f"'{name}' is not accepted in the URL; send it in a header or the JSON body")
+        if len(self.request.body or b"") > self.config.max_body_bytes:
+            raise HTTPError(413, f"request body over {self.config.max_body_bytes} bytes")
+        if self.request.method != "OPTIONS" and not self._implements(self.request.method):
+            raise HTTPError(405)
+        method = getattr(self, self.request.method.lower())
+        if not getattr(method, "__allow_anonymous__", False):
+            await self.authenticate()
+
+    # ---- the request body ------------------------------------------------------------
+
+    def is_json_request(self) -> bool:
+        ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        return ctype == "application/json" or ctype.endswith("+json")
+
+    def json_body(self) -> dict[str, Any]:
+        """The body as a JSON object. No body at all is an empty object; a body that is
+        not JSON, or JSON that is not an object, is a 400/415."""
+        body = self.request.body or b""
+        ctype = self.request.headers.get("Content-Type", "")
+        if not body.strip():
+            return {}
+        if ctype and not self.is_json_request():
+            raise HTTPError(415)
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("the body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise InvalidRequest("the body must be a JSON object")
+        return data
+
+    def fields(self, spec: Mapping[str, Field]) -> dict[str, Any]:
+        return parse_fields(self.json_body(), spec)
+
+    # ---- answers ---------------------------------------------------------------------
+
+    def envelope(self, data: Any) -> Any:
+        """How this style wraps a successful result."""
+        return data
+
+    def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
+        """How this style wraps an error."""
+        return {"error": message}
+
+    def error_status(self, status: int, code: str, exc: BaseException | None) -> int:
+        """A style may move an error to the status its document prescribes."""
+        return status
+
+    def reply(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(self.envelope(data), separators=(",", ":")))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        status, code, message = translate(exc, status_code)
+        status = self.error_status(status, code, exc)
+        if isinstance(exc, RateLimited):
+            self.set_header("Retry-After", str(exc.retry_after))
+        if status == 405:
+            self.set_header("Allow", ", ".join(m for m in ("GET", "POST", "DELETE") if self._implements(m)))
+        # Error responses are built fresh: headers set by the handler before failing
+        # (a token in a body, say) must not survive into them.
+        self.clear_header("Content-Type")
+        self.set_default_headers()
+        self.set_status(status)
+        self.finish(json.dumps(self.error_envelope(status, code, message, exc), separators=(",", ":")))
+
+    def _implements(self, method: str) -> bool:
+        name = method.lower()
+        return getattr(type(self), name, None) not in (None, getattr(RequestHandler, name, None))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, (DomainError, HTTPError)):
+            return  # expected outcomes; the access log has the status
+        if value is not None and is_db_outage(value):
+            app_log.warning("database unavailable: %s", type(value).__name__)
+            return
+        super().log_exception(typ, value, tb)
+
+
+def log_request(handler: RequestHandler) -> None:
+    """One line per request: never the query string, headers, tokens or bodies."""
+    status = handler.get_status()
+    latency_ms = 1000.0 * handler.request.request_time()
+    account = getattr(handler, "_account", None)
+    record = {
+        "rid": getattr(handler, "_request_id", None) or "-",
+        "method": handler.request.method,
+        "path": handler.request.path[:200],
+        "status": status,
+        "ms": round(latency_ms, 2),
+        "ip": getattr(handler, "client_ip", handler.request.remote_ip),
+        "account": account["id"] if account else None,
+    }
+    level = logging.INFO if status < 500 else logging.ERROR
+    config = handler.settings.get("config")
+    if config is not None and config.log_format == "json":
+        access_log.log(level, json.dumps(record, separators=(",", ":")))
+    else:
+        access_log.log(
+            level,
+            "{status} {method} {path} {ms:.1f}ms ip={ip} account={account} rid={rid}".format(**record),
+        )

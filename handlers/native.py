@@ -1,0 +1,179 @@
+"""The native API (document 003): opaque tokens and the SUCCESS envelope.
+
+{"code": "SUCCESS", "message": "", "time": 1700000000, "data": …}
+{"code": "INVALID_CREDENTIALS", "message": "…", "time": 1700000000, "data": null}
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tornado.web import HTTPError
+
+from models.accounts import account_view
+from models.common import epoch
+from models.errors import AccountNotFound, InvalidRequest
+from models.sessions import session_view
+from models.validation import Field
+
+from .base import APIHandler, allow_anonymous
+
+LOGIN_FIELDS = {
+    "username": Field(str, required=True, max_len=320),
+    "password": Field(str, required=True, max_len=4096),
+}
+REGISTER_FIELDS = {
+    "username": Field(str, max_len=64),
+    "password": Field(str, required=True, max_len=4096),
+    "nickname": Field(str, max_len=100, allow_empty=True),
+    "phone": Field(str, max_len=32),
+    "email": Field(str, max_len=254),
+}
+
+
+class NativeHandler(APIHandler):
+    style = "native"
+
+    def envelope(self, data: Any) -> Any:
+        return {"code": "SUCCESS", "message": "", "time": int(time.time()), "data": data}
+
+    def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
+        body: dict[str, Any] = {"code": code, "message": message, "time": int(time.time()), "data": None}
+        field = getattr(exc, "field", None)
+        if field:
+            body["field"] = field
+        return body
+
+    def login_view(self, account: dict, session: dict, token: str) -> dict:
+        """The /auth/auth and /auth/me answer: identical by the document."""
+        return {
+            "token": token,
+            "account": public_account(account),
+            "session": session["_id"],
+            "lastActive": epoch(session["last_active"]),
+            "created": epoch(session["created"]),
+        }
+
+
+def public_account(account: dict) -> dict:
+    """The account as document 003 shows it (plus its id)."""
+    view = account_view(account)
+    return {k: view[k] for k in ("id", "nickname", "username", "email", "phone")}
+
+
+class RegisterHandler(NativeHandler):
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields(REGISTER_FIELDS)
+        if not f.get("username"):
+            raise InvalidRequest("'username' is required", field="username")
+        account = await self.gh.auth.register(
+            self.context(),
+            username=f["username"],
+            password=f["password"],
+            email=f.get("email"),
+            phone=f.get("phone"),
+            nickname=f.get("nickname", ""),
+        )
+        self.reply(public_account(account))
+
+
+class LoginHandler(NativeHandler):
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields(LOGIN_FIELDS)
+        login = await self.gh.auth.login_password(f["username"], f["password"], self.context())
+        assert login.token is not None
+        self.reply(self.login_view(login.account, login.session, login.token))
+
+
+class MeHandler(NativeHandler):
+    async def get(self) -> None:
+        self.reply(self.login_view(self.current_account, self.current_session, self._token or ""))
+
+
+class LogoutHandler(NativeHandler):
+    async def post(self) -> None:
+        await self.gh.auth.logout(self.current_session, self.context())
+        self.reply("Logged out")
+
+
+class SessionsHandler(NativeHandler):
+    async def get(self) -> None:
+        sessions = await self.gh.sessions.list_for_account(self.current_account["id"])
+        current = self.current_session["_id"]
+        self.reply({"sessions": [session_view(s, current) for s in sessions]})
+
+
+class SessionHandler(NativeHandler):
+    async def delete(self, session_id: str) -> None:
+        account = self.current_account
+        await self.gh.auth.kick(session_id, self.context(), by=f"account:{account['id']}", account_id=account["id"])
+        self.reply({"revoked": session_id})
+
+
+class RevokeOthersHandler(NativeHandler):
+    async def post(self) -> None:
+        account = self.current_account
+        count = await self.gh.auth.kick_all(
+            account["id"], self.context(), by=f"account:{account['id']}", except_id=self.current_session["_id"]
+        )
+        self.reply({"revoked": count})
+
+
+class PasswordHandler(NativeHandler):
+    FIELDS = {
+        "password": Field(str, required=True, max_len=4096),
+        "new_password": Field(str, required=True, max_len=4096),
+    }
+
+    async def post(self) -> None:
+        f = self.fields(self.FIELDS)
+        ended = await self.gh.auth.change_password(
+            self.current_account,
+            f["password"],
+            f["new_password"],
+            self.context(),
+            keep_session=self.current_session["_id"],
+        )
+        self.reply({"sessionsEnded": ended})
+
+
+class TestDeleteHandler(NativeHandler):
+    """Testing only (GATEHOUSE_TEST_ENDPOINTS=1): delete an account by username."""
+
+    @allow_anonymous
+    async def delete(self) -> None:
+        f = self.fields({"username": Field(str, required=True, max_len=320)})
+        account = await self.gh.accounts.find_by_login(f["username"])
+        if account is None:
+            raise AccountNotFound()
+        await self.gh.auth.delete_account(account, self.context(), by="test_delete")
+        self.reply("Deleted")
+
+
+class NotFoundHandler(NativeHandler):
+    """The last route: a JSON 404 for any unknown path, whatever the method."""
+
+    @allow_anonymous
+    async def get(self, *args: Any) -> None:
+        raise HTTPError(404)
+
+    post = delete = put = patch = get
+
+
+def routes(test_endpoints: bool) -> list[tuple[str, type]]:
+    table: list[tuple[str, type]] = [
+        (r"/auth/register", RegisterHandler),
+        (r"/auth/auth", LoginHandler),
+        (r"/auth/me", MeHandler),
+        (r"/auth/logout", LogoutHandler),
+        (r"/auth/sessions", SessionsHandler),
+        (r"/auth/sessions/revoke_others", RevokeOthersHandler),
+        (r"/auth/sessions/([0-9a-f]{32})", SessionHandler),
+        (r"/auth/password", PasswordHandler),
+    ]
+    if test_endpoints:
+        table.append((r"/auth/test_delete", TestDeleteHandler))
+    return table

@@ -1,0 +1,209 @@
+"""Accounts: creation with unique identifiers, lookup by any login name, and their views."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from .common import Clock, epoch
+from .errors import AccountExists, InvalidRequest
+from .passwords import PasswordHasher
+from .validation import (
+    classify_login,
+    email_key,
+    normalize_email,
+    normalize_phone,
+    normalize_username,
+    username_key,
+)
+
+IDENTITY_TIERS = (0, 1, 2)  # normal, VIP, VVIP
+_FIELD_BY_INDEX = {"username_key": "username", "email_key": "email", "phone": "phone"}
+
+
+class Accounts:
+    def __init__(self, db: AsyncDatabase, hasher: PasswordHasher, clock: Clock, phone_region: str) -> None:
+        self.coll = db.accounts
+        self.counters = db.counters
+        self.hasher = hasher
+        self.clock = clock
+        self.region = phone_region
+
+    async def _next_id(self) -> int:
+        for _ in range(3):  # a first-ever upsert racing another one retries as an update
+            try:
+                doc = await self.counters.find_one_and_update(
+                    {"_id": "accounts"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+                )
+                return int(doc["seq"])
+            except DuplicateKeyError:
+                continue
+        raise RuntimeError("account id counter contention")  # pragma: no cover
+
+    def normalize_identifiers(
+        self, username: str | None, email: str | None, phone: str | None
+    ) -> tuple[str | None, str | None, str | None]:
+        return (
+            normalize_username(username) if username else None,
+            normalize_email(email) if email else None,
+            normalize_phone(phone, self.region) if phone else None,
+        )
+
+    async def create(
+        self,
+        *,
+        password: str | None,
+        username: str | None = None,
+        email: str | None = None,
+        phone: str | None = None,
+        nickname: str = "",
+        identity: int = 0,
+        roles: tuple[str, ...] = (),
+        phone_verified: bool = False,
+        style: str = "native",
+    ) -> dict:
+        """Insert a new account. Identifiers must already be normalized. Uniqueness is the
+        database's job (partial unique indexes), so two concurrent sign-ups of one name
+        give exactly one account and one `AccountExists`."""
+        if not (username or email or phone):
+            raise InvalidRequest("a username, an e-mail address or a phone number is required")
+        if identity not in IDENTITY_TIERS:
+            raise InvalidRequest("identity must be 0 (normal), 1 (VIP) or 2 (VVIP)", field="identity")
+        if password is not None:
+            self.hasher.check_policy(password, username, email, phone)
+            password_hash = await self.hasher.hash(password)
+        else:
+            password_hash = None  # phone-code accounts (API 001) have no password
+        now = self.clock()
+        doc: dict[str, Any] = {
+            "id": await self._next_id(),
+            "uid": str(uuid.uuid4()),
+            "username": username,
+            "username_key": username_key(username) if username else None,
+            "email": email,
+            "email_key": email_key(email) if email else None,
+            "phone": phone,
+            "nickname": nickname or "",
+            "identity": identity,
+            "password_hash": password_hash,
+            "phone_verified": phone_verified,
+            "email_verified": False,
+            "disabled": False,
+            "roles": list(roles),
+            "created": now,
+            "password_changed": now,
+            "style": style,
+        }
+        # Never store nulls under the uniquely indexed keys: leave the field out.
+        doc = {k: v for k, v in doc.items() if v is not None or k not in _FIELD_BY_INDEX}
+        try:
+            await self.coll.insert_one(doc)
+        except DuplicateKeyError as e:
+            key = next(iter((e.details or {}).get("keyPattern", {}) or {}), "")
+            field = _FIELD_BY_INDEX.get(key, "account")
+            raise AccountExists(f"an account with this {field} already exists", field=field) from None
+        return doc
+
+    async def find_by_login(self, identifier: str) -> dict | None:
+        """The account a login name (username, e-mail or phone) refers to."""
+        kind = classify_login(identifier, self.region)
+        if kind is None:
+            return None
+        field, key = kind
+        return await self.coll.find_one({field: key})
+
+    async def find_by_id(self, account_id: int) -> dict | None:
+        return await self.coll.find_one({"id": account_id})
+
+    async def find_by_uid(self, uid: str) -> dict | None:
+        return await self.coll.find_one({"uid": uid})
+
+    async def find_by_phone(self, phone: str) -> dict | None:
+        return await self.coll.find_one({"phone": phone})
+
+    async def find_by_email(self, email: str) -> dict | None:
+        return await self.coll.find_one({"email_key": email_key(email)})
+
+    async def find_any(self, ref: str) -> dict | None:
+        """An account by id, uid, username, e-mail or phone (admin tools take any of them)."""
+        if ref.isdigit() and len(ref) < 12:
+            found = await self.find_by_id(int(ref))
+            if found:
+                return found
+        if re.fullmatch(r"[0-9a-f-]{36}", ref):
+            found = await self.find_by_uid(ref)
+            if found:
+                return found
+        return await self.find_by_login(ref)
+
+    async def set_password(self, account_id: int, password: str) -> None:
+        password_hash = await self.hasher.hash(password)
+        await self.coll.update_one(
+            {"id": account_id}, {"$set": {"password_hash": password_hash, "password_changed": self.clock()}}
+        )
+
+    async def set_disabled(self, account_id: int, disabled: bool) -> bool:
+        result = await self.coll.update_one({"id": account_id}, {"$set": {"disabled": disabled}})
+        return result.matched_count == 1
+
+    async def mark_verified(self, account_id: int, channel: str) -> None:
+        await self.coll.update_one({"id": account_id}, {"$set": {f"{channel}_verified": True}})
+
+    async def delete(self, account_id: int) -> bool:
+        result = await self.coll.delete_one({"id": account_id})
+        return result.deleted_count == 1
+
+    async def list(
+        self,
+        *,
+        phone: str | None = None,
+        username: str | None = None,
+        q: str | None = None,
+        after_id: int = 0,
+        limit: int = 50,
+    ) -> list[dict]:
+        """Accounts in id order, `limit` at a time after `after_id` (a stable cursor)."""
+        query: dict[str, Any] = {"id": {"$gt": after_id}}
+        if phone:
+            query["phone"] = normalize_phone(phone, self.region)
+        if username:
+            query["username_key"] = username_key(username)
+        if q:
+            # Exact match on any identifier; a prefix match on the username. The text
+            # is escaped, so it is never a regular expression of the caller's.
+            kind = classify_login(q, self.region)
+            ors: list[dict] = [{"username_key": {"$regex": "^" + re.escape(q.lower())}}]
+            if kind:
+                ors.append({kind[0]: kind[1]})
+            if q.isdigit():
+                ors.append({"id": int(q)})
+            query["$or"] = ors
+        cursor = self.coll.find(query).sort("id", ASCENDING).limit(limit)
+        return await cursor.to_list(length=limit)
+
+
+def account_view(account: dict) -> dict:
+    """What a client may see of an account: never the hash or internal keys."""
+    return {
+        "id": account["id"],
+        "uid": account["uid"],
+        "username": account.get("username"),
+        "email": account.get("email"),
+        "phone": account.get("phone"),
+        "nickname": account.get("nickname", ""),
+        "identity": account.get("identity", 0),
+        "phone_verified": account.get("phone_verified", False),
+        "email_verified": account.get("email_verified", False),
+        "disabled": account.get("disabled", False),
+        "roles": account.get("roles", []),
+        "created": epoch(account.get("created")),
+    }
+
+
+def is_admin(account: dict | None) -> bool:
+    return bool(account) and "admin" in account.get("roles", []) and not account.get("disabled")

@@ -1,0 +1,214 @@
+"""The operations every API style shares: sign-up, login, logout, password changes,
+kicks, disable and delete. Styles differ only in how they read requests and wrap
+answers; what happens to accounts and sessions is decided here, once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from config import Config
+
+from .accounts import Accounts
+from .common import Context
+from .errors import AccountNotFound, Forbidden, InvalidCredentials, NotAuthenticated, RateLimited
+from .events import EventLog
+from .passwords import PasswordHasher
+from .ratelimit import RateLimits
+from .sessions import Sessions
+from .validation import classify_login
+
+
+@dataclass
+class Login:
+    """A successful login: the account, its new session, and the opaque token if any."""
+
+    account: dict
+    session: dict
+    token: str | None = None
+
+
+def login_key(identifier: str, region: str) -> str:
+    """The throttling key of a login name: the same for every spelling of one account,
+    and computed the same way whether or not the account exists."""
+    kind = classify_login(identifier, region)
+    return f"{kind[0]}={kind[1]}" if kind else "raw=" + identifier.strip().lower()[:128]
+
+
+class AuthService:
+    def __init__(
+        self,
+        config: Config,
+        accounts: Accounts,
+        sessions: Sessions,
+        events: EventLog,
+        limits: RateLimits,
+        hasher: PasswordHasher,
+    ) -> None:
+        self.config = config
+        self.accounts = accounts
+        self.sessions = sessions
+        self.events = events
+        self.limits = limits
+        self.hasher = hasher
+
+    # ---- sign-up -------------------------------------------------------------------
+
+    async def register(
+        self,
+        ctx: Context,
+        *,
+        password: str | None,
+        username: str | None = None,
+        email: str | None = None,
+        phone: str | None = None,
+        nickname: str = "",
+        identity: int = 0,
+        roles: tuple[str, ...] = (),
+        phone_verified: bool = False,
+    ) -> dict:
+        username, email, phone = self.accounts.normalize_identifiers(username, email, phone)
+        account = await self.accounts.create(
+            password=password,
+            username=username,
+            email=email,
+            phone=phone,
+            nickname=nickname,
+            identity=identity,
+            roles=roles,
+            phone_verified=phone_verified,
+            style=ctx.style,
+        )
+        await self.events.record("signup", ctx, account_id=account["id"])
+        return account
+
+    # ---- login ---------------------------------------------------------------------
+
+    def _session_lifetimes(self, kind: str) -> tuple[int, int]:
+        if kind == "console":
+            return self.config.console_idle_seconds, self.config.console_max_seconds
+        return self.config.session_idle_seconds, self.config.session_max_seconds
+
+    async def start_session(self, account: dict, kind: str, ctx: Context, method: str = "password") -> Login:
+        idle, absolute = self._session_lifetimes(kind)
+        session, token = await self.sessions.create(account, kind, ctx, idle_seconds=idle, max_seconds=absolute)
+        await self.events.record(
+            "login_ok", ctx, account_id=account["id"], session_id=session["_id"], method=method, kind=kind
+        )
+        return Login(account, session, token)
+
+    async def _check_throttle(self, key: str, ip: str) -> None:
+        window = self.config.login_failure_window
+        failures, left = await self.limits.count("login_fail_account", key, window)
+        if failures >= self.config.login_failures_per_account:
+            raise RateLimited("too many failed logins; try again later", retry_after=left, reason="account")
+        failures, left = await self.limits.count("login_fail_ip", ip, window)
+        if failures >= self.config.login_failures_per_ip:
+            raise RateLimited("too many failed logins from this address; try again later", retry_after=left)
+
+    async def check_password(self, identifier: str, password: str, ctx: Context) -> dict:
+        """The account whose password this is, or `InvalidCredentials` — the same answer
+        (and about the same time) for an unknown user, a wrong password and a disabled
+        account. Failures count per account (every spelling of its login names shares
+        one counter; an unknown name counts under its own key) and per client IP."""
+        account = await self.accounts.find_by_login(identifier)
+        key = f"account={account['id']}" if account else login_key(identifier, self.config.phone_region)
+        await self._check_throttle(key, ctx.ip)
+        ok = await self.hasher.verify(password, account.get("password_hash") if account else None)
+        window = self.config.login_failure_window
+        if ok and not account.get("disabled"):
+            await self.limits.reset("login_fail_account", key, window)
+            return account
+        reason = "unknown_account" if account is None else ("disabled" if ok else "wrong_password")
+        await self.limits.hit("login_fail_account", key, window)
+        await self.limits.hit("login_fail_ip", ctx.ip, window)
+        await self.events.record(
+            "login_failed", ctx, account_id=account["id"] if account else None, outcome="failed", reason=reason
+        )
+        raise InvalidCredentials()
+
+    async def login_password(self, identifier: str, password: str, ctx: Context, kind: str = "opaque") -> Login:
+        account = await self.check_password(identifier, password, ctx)
+        return await self.start_session(account, kind, ctx)
+
+    # ---- the caller behind a token -------------------------------------------------
+
+    async def authenticate_opaque(self, token: str, kinds: tuple[str, ...] = ("opaque",)) -> tuple[dict, dict]:
+        """The (account, session) behind an opaque token; `NotAuthenticated` otherwise."""
+        session = await self.sessions.find_by_token(token)
+        if session is None or session["kind"] not in kinds:
+            raise NotAuthenticated()
+        return await self.bind_session(session)
+
+    async def bind_session(self, session: dict) -> tuple[dict, dict]:
+        account = await self.accounts.find_by_id(session["account_id"])
+        if account is None or account.get("disabled"):
+            raise NotAuthenticated()
+        await self.sessions.touch(session)
+        return account, session
+
+    # ---- ending sessions -------------------------------------------------------------
+
+    async def logout(self, session: dict, ctx: Context) -> None:
+        await self.sessions.revoke(session["_id"], "logout", by=f"account:{session['account_id']}")
+        await self.events.record("logout", ctx, account_id=session["account_id"], session_id=session["_id"])
+
+    async def kick(self, session_id: str, ctx: Context, *, by: str, account_id: int | None = None) -> dict:
+        """Revoke one session. With `account_id`, only a session of that account (a user
+        revoking their own); `NotFound`-style answer otherwise, so ids are not probed."""
+        session = await self.sessions.find(session_id)
+        if session is None or (account_id is not None and session["account_id"] != account_id):
+            raise AccountNotFound("no such session")
+        revoked = await self.sessions.revoke(session_id, "kicked", by=by)
+        if revoked:
+            await self.events.record(
+                "kick", ctx, account_id=session["account_id"], session_id=session_id, actor=by, count=1
+            )
+        return session
+
+    async def kick_all(self, account_id: int, ctx: Context, *, by: str, except_id: str | None = None) -> int:
+        count = await self.sessions.revoke_all(account_id, "kicked", by=by, except_id=except_id)
+        await self.events.record("kick", ctx, account_id=account_id, actor=by, count=count, all=True)
+        return count
+
+    # ---- password and account state -----------------------------------------------
+
+    async def change_password(
+        self, account: dict, current: str, new: str, ctx: Context, keep_session: str | None = None
+    ) -> int:
+        """Change a password after checking the current one; every other session ends.
+        Returns how many sessions were ended."""
+        if not await self.hasher.verify(current, account.get("password_hash")):
+            await self.events.record(
+                "password_changed", ctx, account_id=account["id"], outcome="failed", reason="wrong_password"
+            )
+            raise InvalidCredentials("the current password is wrong")
+        self.hasher.check_policy(new, account.get("username"), account.get("email"), account.get("phone"))
+        await self.accounts.set_password(account["id"], new)
+        ended = await self.sessions.revoke_all(account["id"], "password_changed", except_id=keep_session)
+        await self.events.record("password_changed", ctx, account_id=account["id"], sessions_ended=ended)
+        return ended
+
+    async def set_password_after_reset(self, account: dict, new: str, ctx: Context) -> int:
+        self.hasher.check_policy(new, account.get("username"), account.get("email"), account.get("phone"))
+        await self.accounts.set_password(account["id"], new)
+        ended = await self.sessions.revoke_all(account["id"], "password_reset")
+        await self.events.record("password_reset", ctx, account_id=account["id"], sessions_ended=ended)
+        return ended
+
+    async def set_disabled(self, account: dict, disabled: bool, ctx: Context, *, by: str) -> int:
+        """Disable (and end every session) or enable an account."""
+        await self.accounts.set_disabled(account["id"], disabled)
+        ended = await self.sessions.revoke_all(account["id"], "disabled", by=by) if disabled else 0
+        await self.events.record(
+            "disable" if disabled else "enable", ctx, account_id=account["id"], actor=by, sessions_ended=ended
+        )
+        return ended
+
+    async def delete_account(self, account: dict, ctx: Context, *, by: str) -> None:
+        await self.sessions.revoke_all(account["id"], "deleted", by=by)
+        await self.accounts.delete(account["id"])
+        await self.events.record("delete", ctx, account_id=account["id"], actor=by)
+
+    def require_admin(self, account: dict) -> None:
+        if "admin" not in account.get("roles", []):
+            raise Forbidden("this needs an administrator")

@@ -1,0 +1,65 @@
+"""`Gatehouse`: the one object that holds the stores and services of a running server.
+
+Built inside the event loop that will use it (an AsyncMongoClient belongs to one loop),
+by `server.main()` and by the tests alike; handlers reach it through a property on the
+base handler, never through a module global.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from config import Config
+
+from .accounts import Accounts
+from .auth import AuthService
+from .common import Clock, Context, utcnow
+from .db import ensure_indexes
+from .errors import AccountExists
+from .events import EventLog
+from .passwords import PasswordHasher
+from .ratelimit import RateLimits
+from .sessions import Sessions
+
+log = logging.getLogger("gatehouse")
+
+
+class Gatehouse:
+    def __init__(self, config: Config, db: AsyncDatabase, clock: Clock = utcnow) -> None:
+        self.config = config
+        self.db = db
+        self.clock = clock
+        self.hasher = PasswordHasher(config.bcrypt_rounds, config.bcrypt_threads)
+        self.events = EventLog(db, clock, config.event_retention_days)
+        self.limits = RateLimits(db, clock)
+        self.accounts = Accounts(db, self.hasher, clock, config.phone_region)
+        self.sessions = Sessions(db, clock, config.last_active_resolution)
+        self.auth = AuthService(config, self.accounts, self.sessions, self.events, self.limits, self.hasher)
+
+    async def setup(self) -> None:
+        """Indexes, then the first admin from the environment (created once)."""
+        await ensure_indexes(self.db)
+        if self.config.admin_username and self.config.admin_password:
+            await self.ensure_admin(self.config.admin_username, self.config.admin_password)
+
+    async def ensure_admin(self, username: str, password: str) -> bool:
+        """Create the admin account unless that username exists; True when created.
+        An existing non-admin account of that name is never promoted silently."""
+        existing = await self.accounts.find_by_login(username)
+        if existing:
+            if "admin" not in existing.get("roles", []):
+                log.warning("GATEHOUSE_ADMIN_USERNAME %r exists and is not an admin; left unchanged", username)
+            return False
+        try:
+            await self.auth.register(
+                Context(ip="local", style="native"), password=password, username=username, roles=("admin",)
+            )
+        except AccountExists:
+            return False  # another process created it first
+        log.info("created the admin account %r", username)
+        return True
+
+    def close(self) -> None:
+        self.hasher.close()

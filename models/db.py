@@ -1,0 +1,198 @@
+"""The MongoDB connection, the indexes, and the embedded development database.
+
+Everything here uses features that a single mongod, a replica set and a sharded
+cluster all support: unique and partial indexes, TTL indexes, find_one_and_update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure, PyMongoError
+
+log = logging.getLogger("gatehouse.db")
+
+
+def _partial_unique(field: str) -> IndexModel:
+    # Unique only where the field is a string, so accounts without an e-mail or a
+    # phone do not collide on a missing value.
+    return IndexModel(
+        [(field, ASCENDING)],
+        unique=True,
+        name=f"{field}_unique",
+        partialFilterExpression={field: {"$type": "string"}},
+    )
+
+
+INDEXES: dict[str, list[IndexModel]] = {
+    "accounts": [
+        IndexModel([("id", ASCENDING)], unique=True, name="id_unique"),
+        IndexModel([("uid", ASCENDING)], unique=True, name="uid_unique"),
+        _partial_unique("username_key"),
+        _partial_unique("email_key"),
+        _partial_unique("phone"),
+    ],
+    "sessions": [
+        IndexModel(
+            [("token_hash", ASCENDING)],
+            unique=True,
+            name="token_hash_unique",
+            partialFilterExpression={"token_hash": {"$type": "string"}},
+        ),
+        IndexModel([("account_id", ASCENDING), ("last_active", DESCENDING)], name="account_last_active"),
+        IndexModel([("last_active", DESCENDING)], name="last_active"),
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
+    ],
+    "refresh_tokens": [
+        IndexModel([("sid", ASCENDING)], name="sid"),
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
+    ],
+    "codes": [
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
+    ],
+    "limits": [
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
+    ],
+    "events": [
+        IndexModel([("at", DESCENDING)], name="at"),
+        IndexModel([("account_id", ASCENDING), ("at", DESCENDING)], name="account_at"),
+        IndexModel([("type", ASCENDING), ("at", DESCENDING)], name="type_at"),
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
+    ],
+    "outbox": [
+        IndexModel([("at", DESCENDING)], name="at"),
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
+    ],
+}
+
+
+def connect(uri: str, timeout_ms: int) -> AsyncMongoClient:
+    """A client whose every operation (server selection included) gives up after
+    `timeout_ms`, so a database outage turns into a prompt 503, never a hang."""
+    return AsyncMongoClient(
+        uri,
+        tz_aware=True,
+        timeoutMS=timeout_ms,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=min(timeout_ms, 5000),
+        appname="gatehouse",
+    )
+
+
+async def ensure_indexes(db: AsyncDatabase) -> None:
+    """Create every index; a no-op when they exist (safe on every start and every process)."""
+    for name, models in INDEXES.items():
+        await db[name].create_indexes(models)
+
+
+async def indexes_ready(db: AsyncDatabase) -> bool:
+    try:
+        for name, models in INDEXES.items():
+            have = await db[name].index_information()
+            if any(m.document["name"] not in have for m in models):
+                return False
+        return True
+    except PyMongoError:
+        return False
+
+
+async def wait_for_database(client: AsyncMongoClient, deadline_seconds: float) -> None:
+    """Start-up with MongoDB down waits and retries, with a clear log line, up to a bound."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            await client.admin.command("ping")
+            return
+        except ConnectionFailure as e:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("MongoDB not reachable yet (%s); retrying", type(e).__name__)
+            await asyncio.sleep(1.0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def secantusd_path() -> str | None:
+    local = Path(sys.executable).with_name("secantusd-py")
+    return str(local) if local.exists() else shutil.which("secantusd-py")
+
+
+class EmbeddedMongo:
+    """SecantusDB as a subprocess on a free loopback port: the zero-config development
+    database, and the database of the test suite. Data lives under `storage`."""
+
+    def __init__(self, storage: Path) -> None:
+        self.storage = storage
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def start(self, timeout: float = 60.0) -> str:
+        exe = secantusd_path()
+        if exe is None:
+            raise RuntimeError(
+                "MONGODB_URI is unset and SecantusDB is not installed; "
+                "run `pip install -r requirements-dev.txt` or set MONGODB_URI"
+            )
+        self.storage.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        logfile = open(self.storage.parent / "secantusd.log", "ab")
+        self.proc = subprocess.Popen(
+            [exe, "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(self.storage)],
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # Its own process group: a Ctrl-C in the terminal reaches us, and we stop it
+            # in order after draining requests.
+            start_new_session=True,
+        )
+        logfile.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"the embedded database exited with {self.proc.returncode}; see {self.storage.parent}/secantusd.log"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self.uri
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("the embedded database did not start within 60 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def db_name_from_uri(uri: str, default: str) -> str:
+    """The database named in the URI path (mongodb://h/NAME), else the default."""
+    from pymongo.uri_parser import parse_uri
+
+    try:
+        return parse_uri(uri).get("database") or default
+    except Exception:  # noqa: BLE001 - an invalid URI is reported by connect()
+        return default

@@ -1,0 +1,90 @@
+"""Domain exceptions. Models raise these and know nothing of HTTP; each API style's
+handler base translates them into its own envelope and status in one place."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error a caller may see; `message` is safe to show to a client."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message or self.default_message
+
+    default_message = "request failed"
+
+
+class InvalidRequest(DomainError):
+    """Input that fails validation: a missing field, a wrong type, an operator object."""
+
+    default_message = "invalid request"
+
+    def __init__(self, message: str = "", field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class WeakPassword(InvalidRequest):
+    default_message = "password does not meet the policy"
+
+
+class InvalidCredentials(DomainError):
+    """Login failed. Deliberately one error for unknown user, wrong password and disabled
+    account, so the answer does not tell them apart."""
+
+    default_message = "invalid username or password"
+
+
+class NotAuthenticated(DomainError):
+    default_message = "not logged in: send a valid token in the Authorization header"
+
+
+class Forbidden(DomainError):
+    default_message = "not allowed"
+
+
+class NotFound(DomainError):
+    default_message = "not found"
+
+
+class AccountExists(DomainError):
+    default_message = "an account with these details already exists"
+
+    def __init__(self, message: str = "", field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class AccountNotFound(NotFound):
+    default_message = "account not found"
+
+
+class RateLimited(DomainError):
+    default_message = "too many requests"
+
+    def __init__(self, message: str = "", retry_after: int = 60, reason: str = "") -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+        self.reason = reason
+
+
+class CodeInvalid(DomainError):
+    """A one-time code that is wrong, spent, expired or never sent."""
+
+    default_message = "the code is wrong or has expired"
+
+
+class NoPendingCode(CodeInvalid):
+    default_message = "no code was requested, or it has expired"
+
+
+class TokenInvalid(DomainError):
+    default_message = "token is invalid or has expired"
+
+
+class DeliveryFailed(DomainError):
+    default_message = "the message could not be delivered; try again later"
+
+
+class Unavailable(DomainError):
+    default_message = "service temporarily unavailable; try again shortly"

@@ -1,0 +1,100 @@
+"""The audit log: one document per security-relevant action, expired by a TTL index.
+
+Callers pass facts (type, account, outcome, reason); secrets never belong here, and
+free text from clients (user agents) is stored as data, never interpolated into logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+from .common import Clock, Context, seconds
+
+EVENT_TYPES = (
+    "signup",
+    "login_ok",
+    "login_failed",
+    "logout",
+    "refresh",
+    "refresh_reuse",
+    "code_sent",
+    "code_failed",
+    "code_verified",
+    "password_changed",
+    "password_reset",
+    "kick",
+    "disable",
+    "enable",
+    "delete",
+)
+
+
+class EventLog:
+    def __init__(self, db: AsyncDatabase, clock: Clock, retention_days: int) -> None:
+        self.coll = db.events
+        self.clock = clock
+        self.retention = seconds(retention_days * 86400)
+
+    async def record(
+        self,
+        type: str,
+        ctx: Context | None,
+        *,
+        account_id: int | None = None,
+        session_id: str | None = None,
+        actor: str | None = None,
+        outcome: str = "ok",
+        reason: str | None = None,
+        **extra: Any,
+    ) -> None:
+        now = self.clock()
+        doc = {
+            "type": type,
+            "at": now,
+            "expires_at": now + self.retention,
+            "account_id": account_id,
+            "session_id": session_id,
+            "actor": actor,
+            "outcome": outcome,
+            "reason": reason,
+            "ip": ctx.ip if ctx else None,
+            "user_agent": (ctx.user_agent[:512] if ctx else None),
+            "style": ctx.style if ctx else None,
+            "request_id": ctx.request_id if ctx else None,
+        }
+        doc.update(extra)
+        await self.coll.insert_one(doc)
+
+    async def find(
+        self,
+        *,
+        account_id: int | None = None,
+        type: str | None = None,
+        limit: int = 50,
+    ) -> list[dict]:
+        query: dict[str, Any] = {}
+        if account_id is not None:
+            query["account_id"] = account_id
+        if type:
+            query["type"] = type
+        cursor = self.coll.find(query).sort("at", DESCENDING).limit(limit)
+        return await cursor.to_list(length=limit)
+
+
+def event_view(event: dict) -> dict:
+    return {
+        "id": str(event["_id"]),
+        "type": event["type"],
+        "at": event["at"].isoformat(),
+        "account_id": event.get("account_id"),
+        "session_id": event.get("session_id"),
+        "actor": event.get("actor"),
+        "outcome": event.get("outcome"),
+        "reason": event.get("reason"),
+        "ip": event.get("ip"),
+        "userAgent": event.get("user_agent"),
+        "style": event.get("style"),
+    }

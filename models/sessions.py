@@ -1,0 +1,140 @@
+"""Sessions: one login on one device, whatever kind of token it hands out.
+
+An opaque session's token is 256 random bits; only its SHA-256 is stored (under a
+unique index), so a database leak does not leak live tokens. Every session has an
+idle deadline and an absolute one; `expires_at` is the earlier of the two and carries
+the TTL index, and lookups check it too (TTL deletion runs only once a minute).
+`lastActive` is written at most once per `resolution` seconds per session, so reads do
+not turn into writes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Any
+
+from pymongo import DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+from .common import Clock, Context, epoch, seconds, sha256_hex
+
+KINDS = ("opaque", "jwt", "console")
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class Sessions:
+    def __init__(self, db: AsyncDatabase, clock: Clock, resolution: int) -> None:
+        self.coll = db.sessions
+        self.clock = clock
+        self.resolution = resolution
+
+    async def create(
+        self,
+        account: dict,
+        kind: str,
+        ctx: Context,
+        *,
+        idle_seconds: int,
+        max_seconds: int,
+    ) -> tuple[dict, str | None]:
+        """A new session; for opaque and console kinds also its token (returned once)."""
+        now = self.clock()
+        token = new_token() if kind in ("opaque", "console") else None
+        absolute = now + seconds(max_seconds)
+        doc: dict[str, Any] = {
+            "_id": uuid.uuid4().hex,
+            "account_id": account["id"],
+            "kind": kind,
+            "style": ctx.style,
+            "created": now,
+            "last_active": now,
+            "idle_seconds": idle_seconds,
+            "absolute_expires_at": absolute,
+            "expires_at": min(now + seconds(idle_seconds), absolute),
+            "ip": ctx.ip,
+            "user_agent": ctx.user_agent[:512],
+            "revoked_at": None,
+        }
+        if token:
+            doc["token_hash"] = sha256_hex(token)
+        await self.coll.insert_one(doc)
+        return doc, token
+
+    def is_alive(self, session: dict | None) -> bool:
+        return bool(session) and session.get("revoked_at") is None and session["expires_at"] > self.clock()
+
+    async def find_by_token(self, token: str) -> dict | None:
+        """The live session a raw opaque token belongs to, or None."""
+        session = await self.coll.find_one({"token_hash": sha256_hex(token)})
+        return session if self.is_alive(session) else None
+
+    async def find_alive(self, session_id: str) -> dict | None:
+        session = await self.coll.find_one({"_id": session_id})
+        return session if self.is_alive(session) else None
+
+    async def find(self, session_id: str) -> dict | None:
+        return await self.coll.find_one({"_id": session_id})
+
+    async def touch(self, session: dict) -> None:
+        """Record activity, at most once per resolution: the conditional filter makes
+        concurrent requests (and processes) write once between them."""
+        now = self.clock()
+        if (now - session["last_active"]).total_seconds() < self.resolution:
+            return
+        expires = min(now + seconds(session["idle_seconds"]), session["absolute_expires_at"])
+        await self.coll.update_one(
+            {"_id": session["_id"], "revoked_at": None, "last_active": {"$lte": now - seconds(self.resolution)}},
+            {"$set": {"last_active": now, "expires_at": expires}},
+        )
+        session["last_active"] = now
+        session["expires_at"] = expires
+
+    async def revoke(self, session_id: str, reason: str, by: str | None = None) -> dict | None:
+        """Revoke one live session; returns it, or None when it was not live. The document
+        stays (for the console and audit) until its expiry removes it."""
+        now = self.clock()
+        return await self.coll.find_one_and_update(
+            {"_id": session_id, "revoked_at": None},
+            {"$set": {"revoked_at": now, "revoked_reason": reason, "revoked_by": by}},
+        )
+
+    async def revoke_all(
+        self, account_id: int, reason: str, by: str | None = None, except_id: str | None = None
+    ) -> int:
+        query: dict[str, Any] = {"account_id": account_id, "revoked_at": None}
+        if except_id:
+            query["_id"] = {"$ne": except_id}
+        result = await self.coll.update_many(
+            query, {"$set": {"revoked_at": self.clock(), "revoked_reason": reason, "revoked_by": by}}
+        )
+        return result.modified_count
+
+    async def list_for_account(self, account_id: int, limit: int = 100) -> list[dict]:
+        now = self.clock()
+        cursor = (
+            self.coll.find({"account_id": account_id, "revoked_at": None, "expires_at": {"$gt": now}})
+            .sort("last_active", DESCENDING)
+            .limit(limit)
+        )
+        return await cursor.to_list(length=limit)
+
+
+def session_view(session: dict, current_id: str | None = None) -> dict:
+    view = {
+        "id": session["_id"],
+        "kind": session["kind"],
+        "style": session.get("style"),
+        "created": epoch(session["created"]),
+        "lastActive": epoch(session["last_active"]),
+        "expires": epoch(session["expires_at"]),
+        "ip": session.get("ip"),
+        "userAgent": session.get("user_agent"),
+        "revoked": session.get("revoked_at") is not None,
+    }
+    if current_id is not None:
+        view["current"] = session["_id"] == current_id
+    return view

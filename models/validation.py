@@ -1,0 +1,132 @@
+"""Input checking shared by every API style: typed fields, identifiers, phone numbers.
+
+Each handler declares a small table of field name → `Field`; `parse_fields` returns
+only those fields, typed and bounded, and raises `InvalidRequest` for anything else.
+Objects and arrays are refused wherever a scalar is expected, which is what stops
+MongoDB operator injection (`{"$ne": null}`) before it reaches a query.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import phonenumbers
+
+from .errors import InvalidRequest
+
+USERNAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{1,63}$")
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: type = str
+    required: bool = False
+    max_len: int = 256
+    lo: int | None = None
+    hi: int | None = None
+    allow_empty: bool = False
+
+
+def parse_fields(body: Mapping[str, Any], spec: Mapping[str, Field]) -> dict[str, Any]:
+    """Check `body` against `spec`; unlisted fields are ignored (never stored)."""
+    out: dict[str, Any] = {}
+    for name, f in spec.items():
+        value = body.get(name)
+        if value is None or (value == "" and f.kind is str and not f.allow_empty):
+            if f.required:
+                raise InvalidRequest(f"'{name}' is required", field=name)
+            continue
+        if f.kind is int:
+            # bool is an int in Python; a JSON true is not a number.
+            if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, str) and re.fullmatch(r"-?\d{1,9}", value.strip()):
+                    value = int(value)
+                else:
+                    raise InvalidRequest(f"'{name}' must be an integer", field=name)
+            if (f.lo is not None and value < f.lo) or (f.hi is not None and value > f.hi):
+                raise InvalidRequest(f"'{name}' must be between {f.lo} and {f.hi}", field=name)
+        elif f.kind is str:
+            if not isinstance(value, str):
+                raise InvalidRequest(f"'{name}' must be a string", field=name)
+            if len(value) > f.max_len:
+                raise InvalidRequest(f"'{name}' must be at most {f.max_len} characters", field=name)
+            if "\x00" in value:
+                raise InvalidRequest(f"'{name}' must not contain NUL characters", field=name)
+        elif f.kind is bool:
+            if not isinstance(value, bool):
+                raise InvalidRequest(f"'{name}' must be true or false", field=name)
+        out[name] = value
+    return out
+
+
+def normalize_username(raw: str) -> str:
+    """Usernames are ASCII, start with a letter and contain no '@', so a login name is
+    never ambiguous between a username, an e-mail address and a phone number."""
+    name = raw.strip()
+    if not USERNAME_RE.match(name):
+        raise InvalidRequest(
+            "username must be 2-64 characters: letters, digits, '.', '_' or '-', starting with a letter",
+            field="username",
+        )
+    return name
+
+
+def username_key(name: str) -> str:
+    return name.lower()
+
+
+def normalize_email(raw: str) -> str:
+    email = raw.strip()
+    if len(email) > 254 or not EMAIL_RE.match(email):
+        raise InvalidRequest("email must be an address like name@example.com", field="email")
+    return email
+
+
+def email_key(email: str) -> str:
+    return email.lower()
+
+
+def normalize_phone(raw: str, region: str, field: str = "phone") -> str:
+    """E.164 form of a phone number, so `888-888-8888` and `+18888888888` are one number."""
+    try:
+        number = phonenumbers.parse(raw.strip(), region)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phonenumbers.is_valid_number(number):
+        raise InvalidRequest(f"'{field}' is not a valid phone number (use E.164, e.g. +14155552671)", field=field)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def is_premium_or_unsendable(e164: str) -> bool:
+    """Numbers we never send codes to: premium-rate and shared-cost lines (SMS pumping)."""
+    number = phonenumbers.parse(e164, None)
+    return phonenumbers.number_type(number) in (
+        phonenumbers.PhoneNumberType.PREMIUM_RATE,
+        phonenumbers.PhoneNumberType.SHARED_COST,
+        phonenumbers.PhoneNumberType.UAN,
+        phonenumbers.PhoneNumberType.VOICEMAIL,
+        phonenumbers.PhoneNumberType.PAGER,
+    )
+
+
+def classify_login(identifier: str, region: str) -> tuple[str, str] | None:
+    """Which account field a login name refers to, with its lookup key; None when it fits none."""
+    ident = identifier.strip()
+    if "@" in ident:
+        return ("email_key", email_key(ident)) if EMAIL_RE.match(ident) else None
+    if USERNAME_RE.match(ident):
+        return ("username_key", username_key(ident))
+    try:
+        return ("phone", normalize_phone(ident, region))
+    except InvalidRequest:
+        return None
+
+
+def normalize_password_text(password: str) -> str:
+    """NFKC so the same passphrase typed on two keyboards is one password (NIST 800-63B)."""
+    return unicodedata.normalize("NFKC", password)

@@ -1,0 +1,140 @@
+"""The process as an operator meets it: configuration errors, the CLI, the embedded database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from pymongo import MongoClient
+
+from config import ConfigError, load_config
+from models.db import EmbeddedMongo, free_port
+from tests.conftest import ROOT
+
+PROD = {"GATEHOUSE_ENV": "production", "SECRET_KEY": "k" * 40, "MONGODB_URI": "mongodb://db.example:27017/gh"}
+
+
+@pytest.mark.parametrize(
+    "env, words",
+    [
+        ({**PROD, "SECRET_KEY": ""}, "SECRET_KEY is required"),
+        ({**PROD, "SECRET_KEY": "short"}, "SECRET_KEY must be at least 32"),
+        ({**PROD, "MONGODB_URI": ""}, "MONGODB_URI is required"),
+        ({**PROD, "PORT": "eighty"}, "PORT must be a whole number"),
+        ({**PROD, "PORT": "70000"}, "PORT must be between"),
+        ({**PROD, "GATEHOUSE_BCRYPT_ROUNDS": "6"}, "at least 10 in production"),
+        ({**PROD, "GATEHOUSE_ENV": "staging"}, "GATEHOUSE_ENV must be one of"),
+        ({**PROD, "GATEHOUSE_API_STYLES": "native,soap"}, "GATEHOUSE_API_STYLES"),
+        ({**PROD, "GATEHOUSE_TEST_ENDPOINTS": "maybe"}, "GATEHOUSE_TEST_ENDPOINTS must be"),
+        ({**PROD, "GATEHOUSE_SMTP_URL": "mail.example:25"}, "GATEHOUSE_SMTP_URL"),
+        ({**PROD, "GATEHOUSE_ADMIN_USERNAME": "root"}, "go together"),
+    ],
+)
+def test_bad_configuration_is_one_clear_error(env, words):
+    with pytest.raises(ConfigError) as e:
+        load_config(env)
+    assert words in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_production_configuration_loads():
+    config = load_config({**PROD, "GATEHOUSE_API_STYLES": "native, v1", "GATEHOUSE_TRUST_PROXY": "1"})
+    assert config.production and config.api_styles == ("native", "v1") and config.trust_proxy == 1
+    assert config.lifetime("drf").access == 300 and config.lifetime("v1").refresh == 14400
+
+
+def test_development_secret_key_is_generated_once_and_kept(tmp_path):
+    first = load_config({"GATEHOUSE_DATA_DIR": str(tmp_path)}).secret_key
+    second = load_config({"GATEHOUSE_DATA_DIR": str(tmp_path)}).secret_key
+    assert first == second and len(first) >= 48
+    assert oct((tmp_path / "secret_key").stat().st_mode & 0o777) == "0o600"
+
+
+def run_server(
+    env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GATEHOUSE_", "MONGODB_URI", "SECRET_KEY"))}
+    return subprocess.run(
+        [sys.executable, "server.py", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_server_refuses_to_start_with_bad_configuration_in_one_line():
+    result = run_server({"GATEHOUSE_ENV": "production", "MONGODB_URI": "mongodb://127.0.0.1:1/x"})
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == "gatehouse: configuration error: SECRET_KEY is required in production (a long random string)"
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_create_admin_cli(tmp_path, mongo_uri):
+    env = {
+        "MONGODB_URI": mongo_uri,
+        "GATEHOUSE_DB_NAME": "gh_cli_" + str(os.getpid()),
+        "GATEHOUSE_DATA_DIR": str(tmp_path),
+        "GATEHOUSE_BCRYPT_ROUNDS": "4",
+    }
+    env["MONGODB_URI"] = mongo_uri.split("?")[0].rstrip("/") + "/" + env["GATEHOUSE_DB_NAME"] + "?directConnection=true"
+    ok = run_server(env, "create-admin", "--username", "ops-admin", stdin="Ops-admin-pass-1\n")
+    assert ok.returncode == 0, ok.stderr
+    assert "created admin 'ops-admin'" in ok.stdout
+    again = run_server(env, "create-admin", "--username", "ops-admin", stdin="Ops-admin-pass-1\n")
+    assert again.returncode == 1 and "already exists" in again.stderr
+    weak = run_server(env, "create-admin", "--username", "weak-admin", stdin="short\n")
+    assert weak.returncode == 1 and "at least 8 characters" in weak.stderr
+    with MongoClient(mongo_uri) as client:
+        admin = client[env["GATEHOUSE_DB_NAME"]].accounts.find_one({"username": "ops-admin"})
+        assert admin["roles"] == ["admin"]
+        client.drop_database(env["GATEHOUSE_DB_NAME"])
+
+
+def test_embedded_database_keeps_data_across_a_restart(tmp_path):
+    db = EmbeddedMongo(tmp_path / "db")
+    with MongoClient(db.start()) as client:
+        client.gh.accounts.insert_one({"username": "persistent"})
+    db.stop()
+    with MongoClient(db.start()) as client:
+        assert client.gh.accounts.find_one({"username": "persistent"}) is not None
+    db.stop()
+
+
+def test_server_starts_with_the_embedded_database_and_stops_it_on_sigterm(tmp_path):
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GATEHOUSE_", "MONGODB_URI", "SECRET_KEY"))}
+    env = {**clean, "PORT": str(port), "GATEHOUSE_DATA_DIR": str(tmp_path), "GATEHOUSE_BCRYPT_ROUNDS": "4"}
+    proc = subprocess.Popen(
+        [sys.executable, "server.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).json()["status"] == "ready"
+                break
+            except (httpx.HTTPError, AssertionError):
+                assert proc.poll() is None and time.time() < deadline, "server did not become ready"
+                time.sleep(0.3)
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert "DEVELOPMENT DATABASE: embedded SecantusDB" in out
+    assert "Traceback" not in out
+    # the embedded database stopped with it: nothing listens on its port any more
+    db_port = int(out.split("embedded SecantusDB on 127.0.0.1:")[1].split(",")[0])
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{db_port}/", timeout=1)
