@@ -12,6 +12,7 @@ from typing import Any
 from tornado.web import HTTPError
 
 from models.accounts import account_view
+from models.auth import Login
 from models.common import epoch
 from models.errors import AccountNotFound, InvalidRequest
 from models.sessions import session_view
@@ -140,6 +141,70 @@ class PasswordHandler(NativeHandler):
         self.reply({"sessionsEnded": ended})
 
 
+CODE_FIELD = Field(str, max_len=16, digits_as_int_ok=True)
+
+
+class ResetHandler(NativeHandler):
+    """Document 003's reset: without `code`, send a reset code (the same answer for an
+    unknown account); with `code` and `password`, set the password and end every session."""
+
+    FIELDS = {
+        "username": Field(str, required=True, max_len=320),
+        "password": Field(str, max_len=4096, allow_empty=True),
+        "code": CODE_FIELD,
+    }
+
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields(self.FIELDS)
+        if not f.get("code"):
+            await self.gh.flows.request_reset(f["username"], self.context())
+            self.reply("Email Sent")
+            return
+        if not f.get("password"):
+            raise InvalidRequest("'password' is required with 'code'", field="password")
+        await self.gh.flows.reset_with_code(f["username"], f["code"], f["password"], self.context())
+        self.reply("Success")
+
+
+class OtpHandler(NativeHandler):
+    """Send a one-time code: purpose "login" (passwordless, to a verified destination)
+    or "verify" (proves the phone or e-mail). Unknown destinations get the same answer."""
+
+    FIELDS = {
+        "phone": Field(str, max_len=32),
+        "email": Field(str, max_len=254),
+        "purpose": Field(str, required=True, max_len=16),
+    }
+
+    def purpose(self, f: dict) -> str:
+        if f["purpose"] not in ("login", "verify"):
+            raise InvalidRequest('\'purpose\' must be "login" or "verify"', field="purpose")
+        return f["purpose"]
+
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields(self.FIELDS)
+        channel = await self.gh.flows.request_code(self.purpose(f), f.get("phone"), f.get("email"), self.context())
+        self.reply({"sent": True, "channel": channel, "expiresIn": self.config.code_ttl})
+
+
+class OtpVerifyHandler(OtpHandler):
+    FIELDS = {**OtpHandler.FIELDS, "code": Field(str, required=True, max_len=16, digits_as_int_ok=True)}
+
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields(self.FIELDS)
+        result = await self.gh.flows.verify_code(
+            self.purpose(f), f.get("phone"), f.get("email"), f["code"], self.context()
+        )
+        if isinstance(result, Login):
+            assert result.token is not None
+            self.reply(self.login_view(result.account, result.session, result.token))
+        else:
+            self.reply({"verified": result})
+
+
 class TestDeleteHandler(NativeHandler):
     """Testing only (GATEHOUSE_TEST_ENDPOINTS=1): delete an account by username."""
 
@@ -173,6 +238,9 @@ def routes(test_endpoints: bool) -> list[tuple[str, type]]:
         (r"/auth/sessions/revoke_others", RevokeOthersHandler),
         (r"/auth/sessions/([0-9a-f]{32})", SessionHandler),
         (r"/auth/password", PasswordHandler),
+        (r"/auth/reset", ResetHandler),
+        (r"/auth/otp", OtpHandler),
+        (r"/auth/otp/verify", OtpVerifyHandler),
     ]
     if test_endpoints:
         table.append((r"/auth/test_delete", TestDeleteHandler))

@@ -6,13 +6,14 @@ import re
 import uuid
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from .common import Clock, epoch
 from .errors import AccountExists, InvalidRequest
 from .passwords import PasswordHasher
+from .ratelimit import upsert_inc
 from .validation import (
     classify_login,
     email_key,
@@ -35,15 +36,7 @@ class Accounts:
         self.region = phone_region
 
     async def _next_id(self) -> int:
-        for _ in range(3):  # a first-ever upsert racing another one retries as an update
-            try:
-                doc = await self.counters.find_one_and_update(
-                    {"_id": "accounts"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
-                )
-                return int(doc["seq"])
-            except DuplicateKeyError:
-                continue
-        raise RuntimeError("account id counter contention")  # pragma: no cover
+        return int((await upsert_inc(self.counters, "accounts", {"seq": 1}))["seq"])
 
     def normalize_identifiers(
         self, username: str | None, email: str | None, phone: str | None

@@ -8,22 +8,28 @@ base handler, never through a module global.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pymongo.asynchronous.database import AsyncDatabase
 
 from config import Config
+from delivery import Delivery
 
 from .accounts import Accounts
 from .auth import AuthService
+from .codes import Codes
 from .common import Clock, Context, utcnow
 from .db import ensure_indexes
 from .errors import AccountExists
 from .events import EventLog
+from .otp import CodeFlows
 from .passwords import PasswordHasher
 from .ratelimit import RateLimits
 from .sessions import Sessions
 
 log = logging.getLogger("gatehouse")
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 class Gatehouse:
@@ -37,6 +43,12 @@ class Gatehouse:
         self.accounts = Accounts(db, self.hasher, clock, config.phone_region)
         self.sessions = Sessions(db, clock, config.last_active_resolution)
         self.auth = AuthService(config, self.accounts, self.sessions, self.events, self.limits, self.hasher)
+        self.templates = Environment(
+            loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True, default_for_string=True)
+        )
+        self.codes = Codes(db, clock, config, self.limits)
+        self.delivery = Delivery(config, db, clock, self.templates)
+        self.flows = CodeFlows(config, self.accounts, self.codes, self.auth, self.events, self.delivery)
 
     async def setup(self) -> None:
         """Indexes, then the first admin from the environment (created once)."""

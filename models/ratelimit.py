@@ -7,10 +7,32 @@ document, and a TTL index removes windows once they are over.
 from __future__ import annotations
 
 from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from .common import Clock, seconds
+
+
+async def upsert_inc(coll: AsyncCollection, _id: str, inc: dict, on_insert: dict | None = None) -> dict:
+    """Atomically increment fields of one document, creating it on first use.
+
+    Two first uses racing on the upsert can make one of them fail with a duplicate key
+    (mongod) or come back empty (seen with SecantusDB); either way the retry finds the
+    document and is a plain atomic update."""
+    update: dict = {"$inc": inc}
+    if on_insert:
+        update["$setOnInsert"] = on_insert
+    for _ in range(5):
+        try:
+            doc = await coll.find_one_and_update(
+                {"_id": _id}, update, upsert=True, return_document=ReturnDocument.AFTER
+            )
+        except DuplicateKeyError:
+            continue
+        if doc is not None:
+            return doc
+    raise RuntimeError(f"counter {_id!r}: upsert did not settle")
 
 
 class RateLimits:
@@ -28,18 +50,8 @@ class RateLimits:
     async def hit(self, bucket: str, key: str, window: int, amount: int = 1) -> tuple[int, int]:
         """Count one event; returns (count in this window, seconds until it ends)."""
         _id, left = self._window(bucket, key, window)
-        for _ in range(2):  # two first hits racing on upsert: the loser retries as an update
-            try:
-                doc = await self.coll.find_one_and_update(
-                    {"_id": _id},
-                    {"$inc": {"n": amount}, "$setOnInsert": {"expires_at": self.clock() + seconds(left + 60)}},
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                )
-                return doc["n"], left
-            except DuplicateKeyError:
-                continue
-        raise RuntimeError("rate limit counter contention")  # pragma: no cover
+        doc = await upsert_inc(self.coll, _id, {"n": amount}, {"expires_at": self.clock() + seconds(left + 60)})
+        return doc["n"], left
 
     async def count(self, bucket: str, key: str, window: int) -> tuple[int, int]:
         _id, left = self._window(bucket, key, window)

@@ -30,6 +30,7 @@ class Field:
     lo: int | None = None
     hi: int | None = None
     allow_empty: bool = False
+    digits_as_int_ok: bool = False  # a one-time code may arrive as 123456 or "123456"
 
 
 def parse_fields(body: Mapping[str, Any], spec: Mapping[str, Field]) -> dict[str, Any]:
@@ -51,6 +52,8 @@ def parse_fields(body: Mapping[str, Any], spec: Mapping[str, Field]) -> dict[str
             if (f.lo is not None and value < f.lo) or (f.hi is not None and value > f.hi):
                 raise InvalidRequest(f"'{name}' must be between {f.lo} and {f.hi}", field=name)
         elif f.kind is str:
+            if f.digits_as_int_ok and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                value = str(value)
             if not isinstance(value, str):
                 raise InvalidRequest(f"'{name}' must be a string", field=name)
             if len(value) > f.max_len:

@@ -9,11 +9,17 @@ created it.
 
 from __future__ import annotations
 
+import asyncio
+import email
+import email.policy
 import json
 import os
+import re
 import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +194,88 @@ async def login(api: Api, user: dict, password: str | None = None) -> str:
     r = await api.post("/auth/auth", {"username": user["username"], "password": password or user["password"]})
     assert r.status == 200, r.data
     return r.data["data"]["token"]
+
+
+# ---- real sinks for SMS (HTTP webhook) and e-mail (SMTP) ---------------------------------
+
+
+class Sinks:
+    """What arrived at the SMS webhook and the SMTP server, with helpers to read codes."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+        self.lock = threading.Lock()
+        self.sms_status = 200
+        self.sms_auth: list[str | None] = []
+
+    def add(self, channel: str, to: str, body: str, **extra: Any) -> None:
+        with self.lock:
+            self.messages.append({"channel": channel, "to": to, "body": body, **extra})
+
+    def to(self, destination: str) -> list[dict]:
+        with self.lock:
+            return [m for m in self.messages if destination.lower() in m["to"].lower()]
+
+    async def code_for(self, destination: str, timeout: float = 5.0) -> str:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            found = self.to(destination)
+            if found:
+                match = re.search(r"(?<!\d)(\d{6,10})(?!\d)", found[-1]["body"])
+                assert match, found[-1]
+                return match.group(1)
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"nothing arrived for {destination}")
+
+
+@pytest.fixture
+def sinks(settings: dict[str, Any]):
+    from aiosmtpd.controller import Controller
+
+    box = Sinks()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            box.sms_auth.append(self.headers.get("Authorization"))
+            if box.sms_status == 200:
+                data = json.loads(raw)
+                box.add("sms", data["to"], data["body"], purpose=data.get("purpose"))
+            self.send_response(box.sms_status)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+
+    class SmtpSink:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+            msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+            texts = {
+                part.get_content_type(): part.get_content()
+                for part in msg.walk()
+                if part.get_content_maintype() == "text"
+            }
+            box.add(
+                "email",
+                ",".join(envelope.rcpt_tos),
+                texts.get("text/plain", ""),
+                subject=msg["Subject"],
+                html=texts.get("text/html"),
+                sender=envelope.mail_from,
+            )
+            return "250 OK"
+
+    smtp_port = free_port()
+    controller = Controller(SmtpSink(), hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    settings.setdefault("sms_webhook_url", f"http://127.0.0.1:{httpd.server_address[1]}/sms")
+    settings.setdefault("smtp_url", f"smtp://127.0.0.1:{smtp_port}")
+    settings.setdefault("mail_from", "gatehouse@example.test")
+    yield box
+    controller.stop()
+    httpd.shutdown()
+    httpd.server_close()
