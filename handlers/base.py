@@ -222,7 +222,7 @@ class APIHandler(CommonMixin, RequestHandler):
         self._authenticated = True
 
     async def resolve_token(self, token: str) -> tuple[dict, dict]:
-        return await self.gh.auth.authenticate_opaque(token)
+        return await self.gh.auth.authenticate(token)
 
     async def prepare(self) -> None:
         for name in URL_TOKEN_PARAMS:

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import hmac
+import json
 import time
 from typing import Any
 
@@ -14,7 +16,7 @@ from tornado.web import HTTPError
 from models.accounts import account_view
 from models.auth import Login
 from models.common import epoch
-from models.errors import AccountNotFound, InvalidRequest
+from models.errors import AccountNotFound, InvalidRequest, NotAuthenticated
 from models.sessions import session_view
 from models.validation import Field
 
@@ -205,6 +207,74 @@ class OtpVerifyHandler(OtpHandler):
             self.reply({"verified": result})
 
 
+def pair_view(pair) -> dict:
+    return {
+        "access_token": pair.access,
+        "refresh_token": pair.refresh,
+        "token_type": "Bearer",
+        "expires_in": pair.access_expires_in,
+        "refresh_expires_in": pair.refresh_expires_in,
+    }
+
+
+class TokenHandler(NativeHandler):
+    """Log in for a JWT pair (session kind `jwt`): the same inputs as /auth/auth."""
+
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields(LOGIN_FIELDS)
+        login = await self.gh.auth.login_jwt(f["username"], f["password"], self.context())
+        self.reply(pair_view(login.pair))
+
+
+class TokenRefreshHandler(NativeHandler):
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields({"refresh_token": Field(str, required=True, max_len=4096)})
+        self.reply(pair_view(await self.gh.auth.refresh(f["refresh_token"], self.context())))
+
+
+class IntrospectHandler(NativeHandler):
+    """RFC 7662-like introspection for resource servers holding a service key."""
+
+    async def authenticate(self) -> None:
+        presented = (self.bearer_token() or "").encode()
+        if not any(hmac.compare_digest(presented, key.encode()) for key in self.config.service_keys):
+            raise NotAuthenticated("introspection needs a service key (GATEHOUSE_SERVICE_KEYS) as a Bearer token")
+        self._authenticated = True
+
+    async def post(self) -> None:
+        f = self.fields({"token": Field(str, required=True, max_len=4096)})
+        self.reply(await introspect(self.gh, f["token"]))
+
+
+async def introspect(gh, token: str) -> dict:
+    if token.count(".") == 2:
+        return await gh.tokens.introspect(token)
+    session = await gh.sessions.find_by_token(token)
+    account = await gh.accounts.find_by_id(session["account_id"]) if session else None
+    if session is None or account is None or account.get("disabled"):
+        return {"active": False}
+    return {
+        "active": True,
+        "sub": account["uid"],
+        "sid": session["_id"],
+        "exp": epoch(session["expires_at"]),
+        "iat": epoch(session["created"]),
+        "kind": session["kind"],
+        "token_type": "opaque",
+        "style": session.get("style"),
+        "username": account.get("username"),
+    }
+
+
+class JwksHandler(NativeHandler):
+    @allow_anonymous
+    async def get(self) -> None:
+        self.set_header("Cache-Control", "public, max-age=300")
+        self.finish(json.dumps(self.gh.tokens.keys.jwks()))
+
+
 class TestDeleteHandler(NativeHandler):
     """Testing only (GATEHOUSE_TEST_ENDPOINTS=1): delete an account by username."""
 
@@ -241,6 +311,10 @@ def routes(test_endpoints: bool) -> list[tuple[str, type]]:
         (r"/auth/reset", ResetHandler),
         (r"/auth/otp", OtpHandler),
         (r"/auth/otp/verify", OtpVerifyHandler),
+        (r"/auth/token", TokenHandler),
+        (r"/auth/token/refresh", TokenRefreshHandler),
+        (r"/auth/introspect", IntrospectHandler),
+        (r"/.well-known/jwks.json", JwksHandler),
     ]
     if test_endpoints:
         table.append((r"/auth/test_delete", TestDeleteHandler))

@@ -10,11 +10,12 @@ from config import Config
 
 from .accounts import Accounts
 from .common import Context
-from .errors import AccountNotFound, Forbidden, InvalidCredentials, NotAuthenticated, RateLimited
+from .errors import AccountNotFound, Forbidden, InvalidCredentials, NotAuthenticated, RateLimited, TokenInvalid
 from .events import EventLog
 from .passwords import PasswordHasher
 from .ratelimit import RateLimits
 from .sessions import Sessions
+from .tokens import Pair, Tokens
 from .validation import classify_login
 
 
@@ -25,6 +26,7 @@ class Login:
     account: dict
     session: dict
     token: str | None = None
+    pair: Pair | None = None
 
 
 def login_key(identifier: str, region: str) -> str:
@@ -43,6 +45,7 @@ class AuthService:
         events: EventLog,
         limits: RateLimits,
         hasher: PasswordHasher,
+        tokens: Tokens,
     ) -> None:
         self.config = config
         self.accounts = accounts
@@ -50,6 +53,7 @@ class AuthService:
         self.events = events
         self.limits = limits
         self.hasher = hasher
+        self.tokens = tokens
 
     # ---- sign-up -------------------------------------------------------------------
 
@@ -130,11 +134,36 @@ class AuthService:
         account = await self.check_password(identifier, password, ctx)
         return await self.start_session(account, kind, ctx)
 
+    async def login_jwt(self, identifier: str, password: str, ctx: Context, *, refresh: bool = True) -> Login:
+        """A password login that answers with a JWT pair (session kind `jwt`)."""
+        login = await self.login_password(identifier, password, ctx, kind="jwt")
+        return await self.with_pair(login, ctx, refresh=refresh)
+
+    async def with_pair(self, login: Login, ctx: Context, *, refresh: bool = True) -> Login:
+        login.pair = await self.tokens.issue_pair(login.account, login.session, ctx.style, refresh=refresh)
+        return login
+
+    async def refresh(self, token: str, ctx: Context, *, rotate: bool = True) -> Pair:
+        async def account_of(session: dict) -> dict:
+            try:
+                return (await self.bind_session(session))[0]
+            except NotAuthenticated:
+                raise TokenInvalid() from None
+
+        return await self.tokens.refresh(token, account_of, ctx, style=ctx.style, rotate=rotate)
+
     # ---- the caller behind a token -------------------------------------------------
 
-    async def authenticate_opaque(self, token: str, kinds: tuple[str, ...] = ("opaque",)) -> tuple[dict, dict]:
-        """The (account, session) behind an opaque token; `NotAuthenticated` otherwise."""
-        session = await self.sessions.find_by_token(token)
+    async def authenticate(self, token: str, kinds: tuple[str, ...] = ("opaque", "jwt")) -> tuple[dict, dict]:
+        """The (account, session) behind an opaque token or a JWT access token, with the
+        session alive; `NotAuthenticated` otherwise."""
+        if token.count(".") == 2:
+            try:
+                session = await self.tokens.session_of_access(token)
+            except TokenInvalid:
+                raise NotAuthenticated() from None
+        else:
+            session = await self.sessions.find_by_token(token)
         if session is None or session["kind"] not in kinds:
             raise NotAuthenticated()
         return await self.bind_session(session)

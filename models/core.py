@@ -27,6 +27,7 @@ from .otp import CodeFlows
 from .passwords import PasswordHasher
 from .ratelimit import RateLimits
 from .sessions import Sessions
+from .tokens import Tokens
 
 log = logging.getLogger("gatehouse")
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -42,7 +43,10 @@ class Gatehouse:
         self.limits = RateLimits(db, clock)
         self.accounts = Accounts(db, self.hasher, clock, config.phone_region)
         self.sessions = Sessions(db, clock, config.last_active_resolution)
-        self.auth = AuthService(config, self.accounts, self.sessions, self.events, self.limits, self.hasher)
+        self.tokens = Tokens(config, db, clock, self.sessions, self.events)
+        self.auth = AuthService(
+            config, self.accounts, self.sessions, self.events, self.limits, self.hasher, self.tokens
+        )
         self.templates = Environment(
             loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True, default_for_string=True)
         )

@@ -1,0 +1,274 @@
+"""JWT access/refresh pairs, each bound to a session.
+
+Verification trusts nothing in the token's header but the `kid`: the key and its one
+algorithm come from our own table, so `alg: none` and HMAC-with-a-public-key forgeries
+fail, and `jwk`/`jku`/`x5u` headers are never looked at. Every access token names its
+session (`sid`), and the session must still be alive for every request that reaches
+Gatehouse, so a kick ends the token at once.
+
+Refresh tokens are recorded in `refresh_tokens`. Rotation inserts the successor, then
+retires the presented token with a conditional update: of two concurrent refreshes one
+wins, and the other — inside the grace period — gets the current pair. A retired token
+replayed after the grace period is treated as theft and ends the whole session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from pymongo.asynchronous.database import AsyncDatabase
+
+from config import Config
+
+from .common import Clock, Context, seconds
+from .errors import TokenInvalid
+from .events import EventLog
+from .sessions import Sessions
+
+
+@dataclass(frozen=True)
+class Key:
+    kid: str
+    alg: str
+    signing_key: Any
+    verifying_key: Any
+    jwk: dict | None  # public JWK, for asymmetric keys only
+
+
+def _load_private(kid: str, pem: str) -> Key:
+    private = load_pem_private_key(pem.encode(), password=None)
+    public = private.public_key()
+    if isinstance(private, rsa.RSAPrivateKey):
+        alg, jwk = "RS256", RSAAlgorithm.to_jwk(public, as_dict=True)
+    elif isinstance(private, ec.EllipticCurvePrivateKey) and private.curve.name == "secp256r1":
+        alg, jwk = "ES256", ECAlgorithm.to_jwk(public, as_dict=True)
+    elif isinstance(private, ed25519.Ed25519PrivateKey):
+        alg, jwk = "EdDSA", OKPAlgorithm.to_jwk(public, as_dict=True)
+    else:
+        raise ValueError(f"JWT key {kid!r}: use RSA, EC P-256 or Ed25519")
+    return Key(kid, alg, private, public, {**jwk, "kid": kid, "alg": alg, "use": "sig"})
+
+
+class KeyRing:
+    """The signing key (the first configured asymmetric key, else HS256 derived from
+    SECRET_KEY) and every key that still verifies, by kid."""
+
+    def __init__(self, config: Config) -> None:
+        secret = hmac.new(config.secret_key.encode(), b"gatehouse/jwt/hs256", hashlib.sha256).digest()
+        hs = Key("hs-" + hashlib.sha256(secret).hexdigest()[:12], "HS256", secret, secret, None)
+        keys = [_load_private(kid, pem) for kid, pem in config.jwt_private_keys]
+        self.signing = keys[0] if keys else hs
+        self.by_kid = {k.kid: k for k in [*keys, hs]}
+
+    def jwks(self) -> dict:
+        return {"keys": [k.jwk for k in self.by_kid.values() if k.jwk]}
+
+    def for_token(self, token: str) -> Key:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenInvalid() from None
+        kid = header.get("kid")
+        key = self.by_kid.get(kid) if isinstance(kid, str) and len(kid) <= 64 else None
+        if key is None or header.get("alg") != key.alg:
+            raise TokenInvalid()
+        return key
+
+
+@dataclass
+class Pair:
+    access: str
+    access_expires_in: int
+    refresh: str | None = None
+    refresh_expires_in: int | None = None
+
+
+REQUIRED = ["exp", "iat", "nbf", "sub", "sid", "jti", "typ", "iss", "aud"]
+
+
+class Tokens:
+    def __init__(self, config: Config, db: AsyncDatabase, clock: Clock, sessions: Sessions, events: EventLog) -> None:
+        self.config = config
+        self.refresh_tokens = db.refresh_tokens
+        self.clock = clock
+        self.sessions = sessions
+        self.events = events
+        self.keys = KeyRing(config)
+
+    def _encode(self, claims: dict) -> str:
+        key = self.keys.signing
+        return jwt.encode(claims, key.signing_key, algorithm=key.alg, headers={"kid": key.kid, "typ": "JWT"})
+
+    def decode(self, token: str, typ: str, *, verify_exp: bool = True) -> dict:
+        """Claims of a genuine token of this type; `TokenInvalid` for anything else."""
+        if not isinstance(token, str) or token.count(".") != 2 or len(token) > 4096:
+            raise TokenInvalid()
+        key = self.keys.for_token(token)
+        try:
+            claims = jwt.decode(
+                token,
+                key.verifying_key,
+                algorithms=[key.alg],
+                audience=self.config.jwt_audience,
+                issuer=self.config.jwt_issuer,
+                leeway=self.config.jwt_leeway,
+                options={"require": REQUIRED, "verify_exp": verify_exp},
+            )
+        except jwt.PyJWTError:
+            raise TokenInvalid() from None
+        if claims.get("typ") != typ or not isinstance(claims.get("sid"), str):
+            raise TokenInvalid()
+        return claims
+
+    def _claims(self, account: dict, session: dict, typ: str, jti: str, lifetime: int) -> tuple[dict, int]:
+        now = self.clock()
+        exp = min(now + seconds(lifetime), session["absolute_expires_at"])
+        ttl = max(1, int((exp - now).total_seconds()))
+        iat = int(now.timestamp())
+        claims = {
+            "iss": self.config.jwt_issuer,
+            "aud": self.config.jwt_audience,
+            "sub": account["uid"],
+            "sid": session["_id"],
+            "jti": jti,
+            "typ": typ,
+            "type": typ,  # flask-jwt-extended's name for it (document 001)
+            "iat": iat,
+            "nbf": iat,
+            "exp": iat + ttl,
+        }
+        return claims, ttl
+
+    def access_token(self, account: dict, session: dict, style: str) -> tuple[str, int]:
+        claims, ttl = self._claims(account, session, "access", uuid.uuid4().hex, self.config.lifetime(style).access)
+        return self._encode(claims), ttl
+
+    async def _new_refresh(self, account: dict, session: dict, style: str, jti: str | None = None) -> tuple[str, int]:
+        """A signed refresh token; recorded unless `jti` names an existing record."""
+        lifetime = self.config.lifetime(style).refresh
+        claims, ttl = self._claims(account, session, "refresh", jti or uuid.uuid4().hex, lifetime)
+        if jti is None:
+            now = self.clock()
+            await self.refresh_tokens.insert_one(
+                {
+                    "_id": claims["jti"],
+                    "sid": session["_id"],
+                    "account_id": account["id"],
+                    "issued": now,
+                    "expires_at": now + seconds(ttl + 60),
+                    "retired_at": None,
+                    "replaced_by": None,
+                }
+            )
+        return self._encode(claims), ttl
+
+    async def issue_pair(self, account: dict, session: dict, style: str, *, refresh: bool = True) -> Pair:
+        access, access_ttl = self.access_token(account, session, style)
+        if not refresh:
+            return Pair(access, access_ttl)
+        token, refresh_ttl = await self._new_refresh(account, session, style)
+        return Pair(access, access_ttl, token, refresh_ttl)
+
+    async def session_of_access(self, token: str) -> dict:
+        """The live session behind a valid access token; `TokenInvalid` otherwise."""
+        claims = self.decode(token, "access")
+        session = await self.sessions.find_alive(claims["sid"])
+        if session is None:
+            raise TokenInvalid()
+        return session
+
+    async def refresh(self, token: str, account_of, ctx: Context, *, style: str, rotate: bool = True) -> Pair:
+        """Exchange a refresh token. `account_of(session)` loads and checks the account
+        (and records activity). Replay of a retired token after the grace period ends the
+        session and raises `TokenInvalid`."""
+        claims = self.decode(token, "refresh")
+        session = await self.sessions.find_alive(claims["sid"])
+        record = await self.refresh_tokens.find_one({"_id": claims["jti"]})
+        if session is None or record is None or record["sid"] != session["_id"]:
+            raise TokenInvalid()
+        account = await account_of(session)
+        if record["retired_at"] is not None:
+            return await self._replayed(record, account, session, ctx, style, rotate)
+        if not rotate:
+            access, ttl = self.access_token(account, session, style)
+            await self.events.record("refresh", ctx, account_id=account["id"], session_id=session["_id"])
+            return Pair(access, ttl)
+        new_refresh, refresh_ttl = await self._new_refresh(account, session, style)
+        new_jti = self.decode(new_refresh, "refresh")["jti"]
+        won = await self.refresh_tokens.find_one_and_update(
+            {"_id": record["_id"], "retired_at": None},
+            {"$set": {"retired_at": self.clock(), "replaced_by": new_jti}},
+        )
+        if won is None:  # a concurrent refresh retired it first: ours never existed
+            await self.refresh_tokens.delete_one({"_id": new_jti})
+            record = await self.refresh_tokens.find_one({"_id": record["_id"]}) or record
+            return await self._replayed(record, account, session, ctx, style, rotate)
+        access, access_ttl = self.access_token(account, session, style)
+        await self.events.record("refresh", ctx, account_id=account["id"], session_id=session["_id"])
+        return Pair(access, access_ttl, new_refresh, refresh_ttl)
+
+    async def _replayed(
+        self, record: dict, account: dict, session: dict, ctx: Context, style: str, rotate: bool
+    ) -> Pair:
+        age = (self.clock() - record["retired_at"]).total_seconds() if record.get("retired_at") else 0
+        if age <= self.config.refresh_reuse_grace:
+            current = record
+            for _ in range(5):  # follow the chain to the live token
+                if not current.get("replaced_by"):
+                    break
+                current = await self.refresh_tokens.find_one({"_id": current["replaced_by"]}) or current
+                if current.get("retired_at") is None:
+                    break
+            access, access_ttl = self.access_token(account, session, style)
+            if not rotate or current.get("retired_at") is not None:
+                return Pair(access, access_ttl)
+            token, ttl = await self._new_refresh(account, session, style, jti=current["_id"])
+            return Pair(access, access_ttl, token, ttl)
+        await self.sessions.revoke(session["_id"], "refresh_reuse", by="gatehouse")
+        await self.events.record(
+            "refresh_reuse",
+            ctx,
+            account_id=account["id"],
+            session_id=session["_id"],
+            outcome="revoked",
+            reason="a retired refresh token was replayed",
+        )
+        raise TokenInvalid()
+
+    async def introspect(self, token: str) -> dict:
+        """RFC 7662-style facts about any token of ours (opaque tokens are looked up by
+        the caller); inactive tokens say only {"active": false}."""
+        for typ in ("access", "refresh"):
+            try:
+                claims = self.decode(token, typ)
+            except TokenInvalid:
+                continue
+            session = await self.sessions.find_alive(claims["sid"])
+            if session is None:
+                break
+            if typ == "refresh":
+                record = await self.refresh_tokens.find_one({"_id": claims["jti"]})
+                if record is None or record["retired_at"] is not None:
+                    break
+            return {
+                "active": True,
+                "sub": claims["sub"],
+                "sid": claims["sid"],
+                "exp": claims["exp"],
+                "iat": claims["iat"],
+                "kind": "jwt",
+                "token_type": typ,
+                "iss": claims["iss"],
+                "aud": claims["aud"],
+                "jti": claims["jti"],
+                "style": session.get("style"),
+            }
+        return {"active": False}

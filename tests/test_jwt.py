@@ -1,0 +1,276 @@
+"""JWT pairs: claims, verification against forgeries, rotation with reuse detection,
+keys and JWKS, introspection."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from dataclasses import replace
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from models.errors import TokenInvalid
+from models.tokens import Tokens
+from tests.conftest import PASSWORD, login, register
+
+SERVICE_KEY = "svc-key-0123456789abcdefghij"
+
+
+def pem(private) -> str:
+    return private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def claims_of(token: str) -> dict:
+    part = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+async def token_pair(api, user) -> dict:
+    r = await api.post("/auth/token", {"username": user["username"], "password": PASSWORD})
+    assert r.status == 200, r.data
+    return r.data["data"]
+
+
+async def test_token_login_makes_a_jwt_session(api, gatehouse):
+    user = await register(api)
+    pair = await token_pair(api, user)
+    assert pair["token_type"] == "Bearer" and pair["expires_in"] == 900
+    assert pair["refresh_expires_in"] == 14 * 86400
+    claims = claims_of(pair["access_token"])
+    account = await gatehouse.accounts.find_by_id(user["id"])
+    assert claims["sub"] == account["uid"] and claims["typ"] == "access"
+    assert claims["iss"] == "gatehouse" and claims["aud"] == "gatehouse"
+    assert claims["exp"] - claims["iat"] == 900 and claims["nbf"] == claims["iat"]
+    assert len(claims["jti"]) == 32
+    assert claims_of(pair["refresh_token"])["typ"] == "refresh"
+    session = await gatehouse.sessions.find(claims["sid"])
+    assert session["kind"] == "jwt" and session["style"] == "native"
+    assert await gatehouse.db.refresh_tokens.count_documents({"sid": session["_id"]}) == 1
+    # the access token works wherever an opaque token does
+    me = await api.get("/auth/me", token="Bearer " + pair["access_token"])
+    assert me.status == 200 and me.data["data"]["account"]["username"] == user["username"]
+    listed = (await api.get("/auth/sessions", token=pair["access_token"])).data["data"]["sessions"]
+    assert [s["kind"] for s in listed] == ["jwt"] and listed[0]["current"] is True
+
+
+async def test_logout_kills_access_and_refresh_at_once(api):
+    user = await register(api)
+    pair = await token_pair(api, user)
+    assert (await api.post("/auth/logout", token=pair["access_token"])).status == 200
+    assert (await api.get("/auth/me", token=pair["access_token"])).status == 403
+    r = await api.post("/auth/token/refresh", {"refresh_token": pair["refresh_token"]})
+    assert r.status == 401 and r.data["code"] == "INVALID_TOKEN"
+
+
+async def test_a_kick_by_another_session_kills_the_jwt(api):
+    user = await register(api)
+    pair = await token_pair(api, user)
+    opaque = await login(api, user)
+    await api.post("/auth/sessions/revoke_others", token=opaque)
+    assert (await api.get("/auth/me", token=pair["access_token"])).status == 403
+
+
+async def test_refresh_rotates_and_the_old_token_dies(api, gatehouse):
+    user = await register(api)
+    pair = await token_pair(api, user)
+    r = await api.post("/auth/token/refresh", {"refresh_token": pair["refresh_token"]})
+    assert r.status == 200
+    new = r.data["data"]
+    assert new["refresh_token"] != pair["refresh_token"] and new["access_token"] != pair["access_token"]
+    assert claims_of(new["refresh_token"])["sid"] == claims_of(pair["refresh_token"])["sid"]
+    assert (await api.get("/auth/me", token=new["access_token"])).status == 200
+    retired = await gatehouse.db.refresh_tokens.find_one({"_id": claims_of(pair["refresh_token"])["jti"]})
+    assert retired["retired_at"] is not None and retired["replaced_by"] == claims_of(new["refresh_token"])["jti"]
+
+
+async def test_concurrent_refreshes_give_one_new_family(api, gatehouse):
+    user = await register(api)
+    pair = await token_pair(api, user)
+    body = {"refresh_token": pair["refresh_token"]}
+    results = await asyncio.gather(*(api.post("/auth/token/refresh", body) for _ in range(10)))
+    assert all(r.status == 200 for r in results), [r.data for r in results]
+    jtis = {claims_of(r.data["data"]["refresh_token"])["jti"] for r in results}
+    assert len(jtis) == 1  # every racer got the one current refresh token
+    sid = claims_of(pair["access_token"])["sid"]
+    assert await gatehouse.db.refresh_tokens.count_documents({"sid": sid}) == 2
+    assert await gatehouse.db.sessions.count_documents({"account_id": user["id"]}) == 1
+    assert await gatehouse.sessions.find_alive(sid) is not None
+
+
+@pytest.mark.parametrize("settings", [{"refresh_reuse_grace": 0}])
+async def test_replay_after_the_grace_period_revokes_the_session(api, gatehouse, settings):
+    user = await register(api)
+    pair = await token_pair(api, user)
+    new = (await api.post("/auth/token/refresh", {"refresh_token": pair["refresh_token"]})).data["data"]
+    await asyncio.sleep(1.1)
+    r = await api.post("/auth/token/refresh", {"refresh_token": pair["refresh_token"]})
+    assert r.status == 401 and r.data["code"] == "INVALID_TOKEN"
+    # the thief's replay ended the legitimate holder's session too
+    assert (await api.get("/auth/me", token=new["access_token"])).status == 403
+    assert (await api.post("/auth/token/refresh", {"refresh_token": new["refresh_token"]})).status == 401
+    events = await gatehouse.events.find(type="refresh_reuse")
+    assert events and events[0]["session_id"] == claims_of(pair["access_token"])["sid"]
+    session = await gatehouse.sessions.find(events[0]["session_id"])
+    assert session["revoked_reason"] == "refresh_reuse"
+
+
+async def test_token_types_never_stand_in_for_each_other(api):
+    user = await register(api)
+    pair = await token_pair(api, user)
+    assert (await api.get("/auth/me", token=pair["refresh_token"])).status == 403
+    r = await api.post("/auth/token/refresh", {"refresh_token": pair["access_token"]})
+    assert r.status == 401
+
+
+async def test_forged_and_invalid_access_tokens_are_refused(api, gatehouse):
+    user = await register(api)
+    pair = await token_pair(api, user)
+    good = claims_of(pair["access_token"])
+    key = gatehouse.tokens.keys.signing
+    now = int(time.time())
+
+    def sign(claims, **headers):
+        return jwt.encode(claims, key.signing_key, algorithm="HS256", headers={"kid": key.kid, **headers})
+
+    header, payload, signature = pair["access_token"].split(".")
+    tampered_payload = base64.urlsafe_b64encode(json.dumps({**good, "sub": "someone-else"}).encode()).rstrip(b"=")
+    forgeries = {
+        "alg none": jwt.encode(good, None, algorithm="none", headers={"kid": key.kid}),
+        "wrong aud": sign({**good, "aud": "another-app"}),
+        "wrong iss": sign({**good, "iss": "gatehouse-evil"}),
+        "partial iss": sign({**good, "iss": "gate"}),
+        "expired": sign({**good, "iat": now - 4000, "nbf": now - 4000, "exp": now - 3600}),
+        "not yet valid": sign({**good, "nbf": now + 3600}),
+        "no sid": sign({k: v for k, v in good.items() if k != "sid"}),
+        "tampered": f"{header}.{tampered_payload.decode()}.{signature}",
+        "unknown kid": jwt.encode(good, key.signing_key, algorithm="HS256", headers={"kid": "../../etc/passwd"}),
+        "other secret": jwt.encode(good, "x" * 32, algorithm="HS256", headers={"kid": key.kid}),
+        "garbage": "a.b.c",
+    }
+    for name, token in forgeries.items():
+        r = await api.get("/auth/me", token=token)
+        assert r.status == 403, name
+
+
+async def test_leeway_accepts_slightly_expired_tokens(gatehouse, api):
+    user = await register(api)
+    pair = await token_pair(api, user)
+    key = gatehouse.tokens.keys.signing
+    now = int(time.time())
+    claims = {**claims_of(pair["access_token"]), "exp": now - 5}
+    token = jwt.encode(claims, key.signing_key, algorithm="HS256", headers={"kid": key.kid})
+    assert (await api.get("/auth/me", token=token)).status == 200
+
+
+def rsa_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.mark.parametrize(
+    "settings, alg",
+    [
+        ({"jwt_private_keys": (("rsa-1", pem(rsa_key())),)}, "RS256"),
+        ({"jwt_private_keys": (("ec-1", pem(ec.generate_private_key(ec.SECP256R1()))),)}, "ES256"),
+        ({"jwt_private_keys": (("ed-1", pem(ed25519.Ed25519PrivateKey.generate())),)}, "EdDSA"),
+    ],
+)
+async def test_jwks_verifies_our_tokens_with_a_stock_library(api, settings, alg):
+    user = await register(api)
+    pair = await token_pair(api, user)
+    jwks = (await api.get("/.well-known/jwks.json")).data
+    assert [k["alg"] for k in jwks["keys"]] == [alg]
+    assert all("d" not in k for k in jwks["keys"])  # public parts only
+    kid = jwt.get_unverified_header(pair["access_token"])["kid"]
+    key = jwt.PyJWKSet.from_dict(jwks)[kid]
+    claims = jwt.decode(pair["access_token"], key.key, algorithms=[alg], audience="gatehouse", issuer="gatehouse")
+    assert claims["typ"] == "access"
+    assert (await api.get("/auth/me", token=pair["access_token"])).status == 200
+
+
+@pytest.mark.parametrize("settings", [{"jwt_private_keys": (("rsa-1", pem(rsa_key())),)}])
+async def test_hs256_signed_with_the_public_key_is_refused(api, gatehouse, settings):
+    user = await register(api)
+    pair = await token_pair(api, user)
+    signing = gatehouse.tokens.keys.signing
+    public_pem = signing.verifying_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    import hashlib
+    import hmac as hmac_mod
+
+    # PyJWT itself refuses PEM keys as HMAC secrets, so forge the signature by hand.
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "HS256", "kid": "rsa-1"}).encode()).rstrip(b"=")
+    body = pair["access_token"].split(".")[1].encode()
+    sig = base64.urlsafe_b64encode(hmac_mod.new(public_pem, header + b"." + body, hashlib.sha256).digest()).rstrip(b"=")
+    forged = b".".join([header, body, sig]).decode()
+    assert (await api.get("/auth/me", token=forged)).status == 403
+
+
+async def test_key_rotation_keeps_old_tokens_valid(gatehouse, api):
+    user = await register(api)
+    old_key = pem(rsa_key())
+    old_tokens = Tokens(
+        replace(gatehouse.config, jwt_private_keys=(("old", old_key),)),
+        gatehouse.db,
+        gatehouse.clock,
+        gatehouse.sessions,
+        gatehouse.events,
+    )
+    new_tokens = Tokens(
+        replace(gatehouse.config, jwt_private_keys=(("new", pem(rsa_key())), ("old", old_key))),
+        gatehouse.db,
+        gatehouse.clock,
+        gatehouse.sessions,
+        gatehouse.events,
+    )
+    account = await gatehouse.accounts.find_by_id(user["id"])
+    login_ = await gatehouse.auth.login_password(user["username"], PASSWORD, gatehouse_ctx(), kind="jwt")
+    pair = await old_tokens.issue_pair(account, login_.session, "native")
+    assert (await new_tokens.session_of_access(pair.access))["_id"] == login_.session["_id"]
+    assert (
+        jwt.get_unverified_header((await new_tokens.issue_pair(account, login_.session, "native")).access)["kid"]
+        == "new"
+    )
+    retired = Tokens(
+        replace(gatehouse.config, jwt_private_keys=(("new", pem(rsa_key())),)),
+        gatehouse.db,
+        gatehouse.clock,
+        gatehouse.sessions,
+        gatehouse.events,
+    )
+    with pytest.raises(TokenInvalid):
+        await retired.session_of_access(pair.access)
+
+
+def gatehouse_ctx():
+    from models.common import Context
+
+    return Context(ip="127.0.0.1", style="native")
+
+
+@pytest.mark.parametrize("settings", [{"service_keys": (SERVICE_KEY,)}])
+async def test_introspection(api, settings):
+    user = await register(api)
+    opaque = await login(api, user)
+    pair = await token_pair(api, user)
+    r = await api.post("/auth/introspect", {"token": opaque})
+    assert r.status == 403
+    r = await api.post("/auth/introspect", {"token": opaque}, token="Bearer " + opaque)
+    assert r.status == 403  # a user's token is not a service key
+    svc = "Bearer " + SERVICE_KEY
+    for token, kind in ((opaque, "opaque"), (pair["access_token"], "jwt"), (pair["refresh_token"], "jwt")):
+        r = await api.post("/auth/introspect", {"token": token}, token=svc)
+        assert r.data["data"]["active"] is True and r.data["data"]["kind"] == kind
+    for token in ("no-such-token", "a.b.c"):
+        assert (await api.post("/auth/introspect", {"token": token}, token=svc)).data["data"] == {"active": False}
+    await api.post("/auth/logout", token=pair["access_token"])
+    await api.post("/auth/logout", token=opaque)
+    for token in (opaque, pair["access_token"], pair["refresh_token"]):
+        assert (await api.post("/auth/introspect", {"token": token}, token=svc)).data["data"] == {"active": False}
