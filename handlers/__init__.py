@@ -1,16 +1,30 @@
 """The route table: each module contributes its routes, filtered by the enabled API
-styles, and the table ends with a JSON 404 for unknown paths."""
+styles (a disabled style's paths fall through to the JSON 404)."""
 
 from __future__ import annotations
 
 from config import Config
 
-from . import health, native
+from . import health, native, style_drf, style_phone, style_simple, style_v1
+
+STYLE_ROUTES = {
+    "drf": style_drf.routes,
+    "phone": style_phone.routes,
+    "simple": style_simple.routes,
+    "v1": style_v1.routes,
+}
 
 
 def routes(config: Config) -> list[tuple[str, type]]:
-    table: list[tuple[str, type]] = []
-    table += health.routes()
-    if "native" in config.api_styles:
+    enabled = set(config.api_styles)
+    table: list[tuple[str, type]] = list(health.routes())
+    if "native" in enabled:
         table += native.routes(config.test_endpoints)
+    for style, style_routes in STYLE_ROUTES.items():
+        if style in enabled:
+            table += style_routes()
+    if {"native", "simple"} <= enabled:
+        # Documents 002 and 003 share POST /auth/reset; one handler serves both.
+        table = [(p, h) for p, h in table if not p.startswith("/auth/reset")]
+        table.insert(0, (r"/auth/reset/?", style_simple.SharedResetHandler))
     return table

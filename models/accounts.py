@@ -151,33 +151,40 @@ class Accounts:
         result = await self.coll.delete_one({"id": account_id})
         return result.deleted_count == 1
 
-    async def list(
-        self,
-        *,
-        phone: str | None = None,
-        username: str | None = None,
-        q: str | None = None,
-        after_id: int = 0,
-        limit: int = 50,
-    ) -> list[dict]:
-        """Accounts in id order, `limit` at a time after `after_id` (a stable cursor)."""
-        query: dict[str, Any] = {"id": {"$gt": after_id}}
+    def _filter(self, phone: str | None, username: str | None, q: str | None) -> dict[str, Any]:
+        query: dict[str, Any] = {}
         if phone:
             query["phone"] = normalize_phone(phone, self.region)
         if username:
             query["username_key"] = username_key(username)
         if q:
-            # Exact match on any identifier; a prefix match on the username. The text
-            # is escaped, so it is never a regular expression of the caller's.
+            # Exact match on any identifier, or a username prefix. The text is escaped:
+            # it is never a regular expression of the caller's.
             kind = classify_login(q, self.region)
             ors: list[dict] = [{"username_key": {"$regex": "^" + re.escape(q.lower())}}]
             if kind:
                 ors.append({kind[0]: kind[1]})
-            if q.isdigit():
+            if q.isdigit() and len(q) < 12:
                 ors.append({"id": int(q)})
             query["$or"] = ors
-        cursor = self.coll.find(query).sort("id", ASCENDING).limit(limit)
+        return query
+
+    async def page(
+        self,
+        *,
+        page: int = 1,
+        limit: int = 50,
+        phone: str | None = None,
+        username: str | None = None,
+        q: str | None = None,
+    ) -> list[dict]:
+        """Accounts in id order, one page of `limit`."""
+        cursor = self.coll.find(self._filter(phone, username, q)).sort("id", ASCENDING)
+        cursor = cursor.skip((page - 1) * limit).limit(limit)
         return await cursor.to_list(length=limit)
+
+    async def count(self, *, phone: str | None = None, username: str | None = None, q: str | None = None) -> int:
+        return await self.coll.count_documents(self._filter(phone, username, q))
 
 
 def account_view(account: dict) -> dict:

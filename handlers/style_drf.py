@@ -1,0 +1,158 @@
+"""Document 000: the Django REST framework / simplejwt style.
+
+Errors follow DRF: `{"detail": "…"}` for authentication and permission errors,
+`{"<field>": ["…"]}` for an invalid field; simplejwt's exact messages where it has them.
+Refresh does not rotate (simplejwt's default, and the document shows only `access`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from models.accounts import account_view
+from models.errors import AccountNotFound
+from models.validation import Field, parse_fields
+
+from .base import APIHandler, allow_anonymous
+
+DETAIL = {
+    "INVALID_CREDENTIALS": "No active account found with the given credentials",
+    "INVALID_TOKEN": "Token is invalid or expired",
+    "NOT_AUTHENTICATED": "Authentication credentials were not provided.",
+    "FORBIDDEN": "You do not have permission to perform this action.",
+    "NOT_FOUND": "Not found.",
+}
+
+
+class DrfHandler(APIHandler):
+    style = "drf"
+
+    def error_status(self, status: int, code: str, exc: BaseException | None) -> int:
+        # DRF with JWT authentication answers 401 when credentials are missing or bad.
+        return 401 if code == "NOT_AUTHENTICATED" else status
+
+    def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
+        field = getattr(exc, "field", None)
+        if field and code in ("INVALID_REQUEST", "ACCOUNT_EXISTS"):
+            return {field: [message]}
+        if code == "INVALID_TOKEN":
+            return {"detail": DETAIL[code], "code": "token_not_valid"}
+        return {"detail": DETAIL.get(code, message)}
+
+    async def resolve_token(self, token: str) -> tuple[dict, dict]:
+        return await self.gh.auth.authenticate(token, kinds=("jwt", "opaque"))
+
+
+class SignUpHandler(DrfHandler):
+    FIELDS = {
+        "phone": Field(str, required=True, max_len=32),
+        "password": Field(str, required=True, max_len=4096),
+        "identity": Field(int, lo=0, hi=2),
+        "nickname": Field(str, max_len=100, allow_empty=True),
+    }
+
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields(self.FIELDS)
+        await self.gh.auth.register(
+            self.context(),
+            phone=f["phone"],
+            password=f["password"],
+            identity=f.get("identity", 0),
+            nickname=f.get("nickname", ""),
+        )
+        self.reply({"data": "success"})
+
+
+class LoginHandler(DrfHandler):
+    FIELDS = {"username": Field(str, required=True, max_len=320), "password": Field(str, required=True, max_len=4096)}
+
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields(self.FIELDS)
+        login = await self.gh.auth.login_jwt(f["username"], f["password"], self.context())
+        assert login.pair is not None
+        self.reply({"refresh": login.pair.refresh, "access": login.pair.access, "nickname": login.account["nickname"]})
+
+
+class RefreshHandler(DrfHandler):
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields({"refresh": Field(str, required=True, max_len=4096)})
+        pair = await self.gh.auth.refresh(f["refresh"], self.context(), rotate=False)
+        self.reply({"access": pair.access})
+
+
+def user_view(account: dict) -> dict:
+    view = account_view(account)
+    view["is_active"] = not view["disabled"]
+    return view
+
+
+class AdminHandler(DrfHandler):
+    async def prepare(self) -> None:
+        await super().prepare()
+        self.gh.auth.require_admin(self.current_account)
+
+    def param(self, name: str, body: dict) -> Any:
+        """A filter or paging value from the query string or the JSON body."""
+        value = self.get_query_argument(name, None)
+        return value if value is not None else body.get(name)
+
+
+class UsersHandler(AdminHandler):
+    """Admin only: every account, a page at a time (`page`, `limit` ≤ 200), optionally
+    filtered by `phone`, `username` or a search `q`."""
+
+    async def get(self) -> None:
+        body = self.json_body()
+        spec = {
+            "page": Field(int, lo=1, hi=1_000_000),
+            "limit": Field(int, lo=1, hi=200),
+            "phone": Field(str, max_len=32),
+            "username": Field(str, max_len=64),
+            "q": Field(str, max_len=100),
+        }
+        args = parse_fields({k: self.param(k, body) for k in spec}, spec)
+        page, limit = args.get("page", 1), args.get("limit", 50)
+        filters = {k: args.get(k) for k in ("phone", "username", "q")}
+        accounts = await self.gh.accounts.page(page=page, limit=limit, **filters)
+        total = await self.gh.accounts.count(**filters)
+        base = self.request.protocol + "://" + self.request.host + self.request.path
+
+        def link(p: int) -> str | None:
+            if p < 1 or (p - 1) * limit >= total:
+                return None
+            return base + "?" + urlencode({**{k: v for k, v in filters.items() if v}, "page": p, "limit": limit})
+
+        self.reply(
+            {
+                "count": total,
+                "next": link(page + 1),
+                "previous": link(page - 1),
+                "results": [user_view(a) for a in accounts],
+            }
+        )
+
+    post = get
+
+
+class UserHandler(AdminHandler):
+    async def get(self, user_id: str) -> None:
+        account = await self.gh.accounts.find_by_id(int(user_id))
+        if account is None:
+            raise AccountNotFound()
+        self.reply(user_view(account))
+
+    post = get
+
+
+def routes() -> list[tuple[str, type]]:
+    return [
+        (r"/api/auth/sign_up/?", SignUpHandler),
+        (r"/api/auth/login/?", LoginHandler),
+        (r"/api/auth/refresh/?", RefreshHandler),
+        (r"/api/auth/users/?", UsersHandler),
+        (r"/api/auth/users/([0-9]{1,12})/?", UserHandler),
+    ]

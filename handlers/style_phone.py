@@ -1,0 +1,134 @@
+"""Document 001: phone number + SMS code, Flask-JWT style, JSON only.
+
+Every route refuses a non-JSON request with 400 `{"error": "Only JSON requests are
+accepted"}`. `user_id` is the account's UUID, which is also the JWT `sub`. A login code
+can be asked for again only after the code's lifetime (the document's 5 minutes).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from models.errors import AccountExists, AccountNotFound, CodeInvalid, Forbidden, InvalidRequest, NoPendingCode
+from models.validation import Field, normalize_phone
+
+from .base import APIHandler, allow_anonymous
+
+ONLY_JSON = "Only JSON requests are accepted"
+
+
+class PhoneHandler(APIHandler):
+    style = "phone"
+
+    def json_body(self) -> dict[str, Any]:
+        if not self.is_json_request():
+            raise InvalidRequest(ONLY_JSON)
+        return super().json_body()
+
+    def error_status(self, status: int, code: str, exc: BaseException | None) -> int:
+        return 400 if code == "UNSUPPORTED_MEDIA_TYPE" else status
+
+    def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
+        if code == "UNSUPPORTED_MEDIA_TYPE":
+            message = ONLY_JSON
+        elif code == "ACCOUNT_EXISTS":
+            message = "Account already Exists"
+        return {"error": message}
+
+    def phone(self, raw: str) -> str:
+        return normalize_phone(raw, self.config.phone_region)
+
+
+class RegisterHandler(PhoneHandler):
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields({"phonenumber": Field(str, required=True, max_len=32)})
+        phone = self.phone(f["phonenumber"])
+        if await self.gh.accounts.find_by_phone(phone):
+            raise AccountExists(field="phone")
+        account = await self.gh.auth.register(self.context(), password=None, phone=phone)
+        token = str(uuid.uuid4())
+        try:
+            await self.gh.flows.send(
+                "verify_phone", "sms", phone, self.context(), account=account, cooldown=0, ticket=token
+            )
+        except Exception:
+            # No half-written account: without its code the sign-up never happened.
+            await self.gh.accounts.delete(account["id"])
+            raise
+        self.reply({"message": "User Created Successfully", "phone": phone, "token": token})
+
+
+class VerifyHandler(PhoneHandler):
+    FIELDS = {
+        "code": Field(str, required=True, max_len=16, digits_as_int_ok=True),
+        "token": Field(str, required=True, max_len=64),
+        "phone": Field(str, required=True, max_len=32),
+    }
+
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields(self.FIELDS)
+        phone = self.phone(f["phone"])
+        try:
+            record = await self.gh.codes.verify("verify_phone", phone, f["code"], self.context().ip, ticket=f["token"])
+        except CodeInvalid:
+            raise CodeInvalid("Invalid code or token") from None
+        await self.gh.accounts.mark_verified(record["account_id"], "phone")
+        self.reply({"message": "User verify Successfully!"})
+
+
+class LoginHandler(PhoneHandler):
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields({"phone": Field(str, required=True, max_len=32)})
+        phone = self.phone(f["phone"])
+        account = await self.gh.accounts.find_by_phone(phone)
+        if account is None or account.get("disabled"):
+            raise AccountNotFound("User does not exist")
+        if not account.get("phone_verified"):
+            raise Forbidden("Phone number is not verified; verify it first")
+        ttl = self.config.code_ttl
+        await self.gh.flows.send("login", "sms", phone, self.context(), account=account, cooldown=ttl)
+        self.reply({"expire_time": str(ttl), "message": "Code Send to user", "user_id": account["uid"]})
+
+    def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
+        if code == "RATE_LIMITED" and getattr(exc, "reason", "") == "cooldown":
+            return {"message": "User already have a request for login"}
+        return super().error_envelope(status, code, message, exc)
+
+
+class LoginVerifyHandler(PhoneHandler):
+    FIELDS = {
+        "code": Field(str, required=True, max_len=16, digits_as_int_ok=True),
+        "user_id": Field(str, required=True, max_len=64),
+    }
+
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields(self.FIELDS)
+        account = await self.gh.accounts.find_by_uid(f["user_id"])
+        if account is None or not account.get("phone") or account.get("disabled"):
+            raise NoPendingCode("login first")
+        if await self.gh.codes.pending("login", account["phone"]) is None:
+            raise NoPendingCode("login first")
+        try:
+            await self.gh.codes.verify("login", account["phone"], f["code"], self.context().ip)
+        except NoPendingCode:
+            raise NoPendingCode("login first") from None
+        except CodeInvalid:
+            raise CodeInvalid("Invalid code") from None
+        login = await self.gh.auth.start_session(account, "jwt", self.context(), method="code")
+        login = await self.gh.auth.with_pair(login, self.context())
+        assert login.pair is not None
+        self.reply({"access_token": login.pair.access, "refresh_token": login.pair.refresh})
+
+
+def routes() -> list[tuple[str, type]]:
+    return [
+        (r"/auth/api/Register/?", RegisterHandler),
+        (r"/auth/api/verify/?", VerifyHandler),
+        (r"/auth/api/login/?", LoginHandler),
+        (r"/auth/api/login/verify/?", LoginVerifyHandler),
+    ]

@@ -1,0 +1,116 @@
+"""Document 002: username/password + JWT (`/auth/`, `/auth/create`, `/auth/disable`,
+`/auth/reset`). Access tokens only (the document has no refresh). Errors, where the
+document is silent: `{"error": "<code>", "message": "…"}` with a fitting status.
+
+`POST /auth/reset` is also document 003's; a body with `new_password` is this one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.errors import Forbidden
+from models.validation import Field
+
+from .base import APIHandler, allow_anonymous
+from .native import ResetHandler as NativeResetHandler
+
+CREDENTIALS = {"username": Field(str, required=True, max_len=320), "password": Field(str, required=True, max_len=4096)}
+
+
+class SimpleHandler(APIHandler):
+    style = "simple"
+
+    def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
+        return {"error": code.lower(), "message": message}
+
+
+class LoginHandler(SimpleHandler):
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields(CREDENTIALS)
+        login = await self.gh.auth.login_jwt(f["username"], f["password"], self.context(), refresh=False)
+        assert login.pair is not None
+        self.reply({"access_token": login.pair.access})
+
+
+class CreateHandler(SimpleHandler):
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields({**CREDENTIALS, "email": Field(str, required=True, max_len=254)})
+        account = await self.gh.auth.register(
+            self.context(), username=f["username"], password=f["password"], email=f["email"]
+        )
+        self.reply({"id": account["id"]})
+
+
+class DisableHandler(SimpleHandler):
+    """Needs the Bearer token and the password of the same account; disables it and
+    ends every session."""
+
+    async def post(self) -> None:
+        f = self.fields(CREDENTIALS)
+        account = await self.gh.auth.check_password(f["username"], f["password"], self.context())
+        if account["id"] != self.current_account["id"]:
+            raise Forbidden("the token and the credentials belong to different accounts")
+        await self.gh.auth.set_disabled(account, True, self.context(), by=f"account:{account['id']}")
+        self.reply({})
+
+
+async def change_password(handler: APIHandler, body: dict) -> None:
+    """002's reset: check the current password, set the new one, end the other sessions
+    (every session when the request carries no token of that account)."""
+    from models.validation import parse_fields
+
+    f = parse_fields(body, {**CREDENTIALS, "new_password": Field(str, required=True, max_len=4096)})
+    ctx = handler.context()
+    account = await handler.gh.auth.check_password(f["username"], f["password"], ctx)
+    keep = None
+    token = handler.bearer_token()
+    if token:
+        try:
+            caller, session = await handler.gh.auth.authenticate(token)
+            keep = session["_id"] if caller["id"] == account["id"] else None
+        except Exception:  # noqa: BLE001 - a stale token just means no session is kept
+            keep = None
+    await handler.gh.auth.change_password(account, f["password"], f["new_password"], ctx, keep_session=keep)
+    handler.reply({})
+
+
+class ResetHandler(SimpleHandler):
+    @allow_anonymous
+    async def post(self) -> None:
+        await change_password(self, self.json_body())
+
+
+class SharedResetHandler(NativeResetHandler):
+    """Both 002 and 003 define POST /auth/reset: `new_password` selects 002's operation
+    and its envelope; anything else is 003's."""
+
+    simple = False
+
+    def envelope(self, data: Any) -> Any:
+        return data if self.simple else super().envelope(data)
+
+    def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
+        if self.simple:
+            return SimpleHandler.error_envelope(self, status, code, message, exc)  # type: ignore[arg-type]
+        return super().error_envelope(status, code, message, exc)
+
+    @allow_anonymous
+    async def post(self) -> None:
+        body = self.json_body()
+        if "new_password" in body:
+            self.simple, self.style = True, "simple"
+            await change_password(self, body)
+        else:
+            await super().post()
+
+
+def routes() -> list[tuple[str, type]]:
+    return [
+        (r"/auth/?", LoginHandler),
+        (r"/auth/create/?", CreateHandler),
+        (r"/auth/disable/?", DisableHandler),
+        (r"/auth/reset/?", ResetHandler),
+    ]

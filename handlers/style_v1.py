@@ -1,0 +1,83 @@
+"""Document 004: `/api/v1` with the `{"code": 0, "result": …, "redirect": …}` model.
+
+Errors carry a non-zero `code` (the HTTP status × 100 + a detail), `error` and `desc`,
+at the top level and inside `result` as the document's result model shows. Refresh
+takes the refresh token in the body and, optionally, the (possibly expired) access token
+of the same session in `Authorization`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.errors import TokenInvalid
+from models.tokens import Pair
+from models.validation import Field
+
+from .base import APIHandler, allow_anonymous
+
+ERROR_NUMBERS = {
+    "INVALID_REQUEST": 40001,
+    "INVALID_CREDENTIALS": 40101,
+    "INVALID_TOKEN": 40102,
+    "NOT_AUTHENTICATED": 40103,
+    "FORBIDDEN": 40301,
+    "NOT_FOUND": 40401,
+    "METHOD_NOT_ALLOWED": 40501,
+    "PAYLOAD_TOO_LARGE": 41301,
+    "UNSUPPORTED_MEDIA_TYPE": 41501,
+    "RATE_LIMITED": 42901,
+    "UNAVAILABLE": 50301,
+}
+
+
+class V1Handler(APIHandler):
+    style = "v1"
+
+    def envelope(self, data: Any) -> Any:
+        return {"code": 0, "result": data, "redirect": ""}
+
+    def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
+        number = ERROR_NUMBERS.get(code, status * 100)
+        detail = {"code": number, "error": code.lower(), "desc": message}
+        return {**detail, "result": detail, "redirect": ""}
+
+
+def tokens_result(pair: Pair) -> dict:
+    return {
+        "token_type": "Bearer",
+        "access_token": pair.access,
+        "access_token_expires_in": pair.access_expires_in,
+        "refresh_token": pair.refresh,
+        "refresh_token_expires_in": pair.refresh_expires_in,
+    }
+
+
+class LoginHandler(V1Handler):
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields(
+            {"user": Field(str, required=True, max_len=320), "password": Field(str, required=True, max_len=4096)}
+        )
+        login = await self.gh.auth.login_jwt(f["user"], f["password"], self.context())
+        assert login.pair is not None
+        self.reply(tokens_result(login.pair))
+
+
+class RefreshHandler(V1Handler):
+    @allow_anonymous
+    async def post(self) -> None:
+        f = self.fields({"refresh_token": Field(str, required=True, max_len=4096)})
+        access = self.bearer_token()
+        if access:
+            # An expired access token is fine here; a forged one, or one of another
+            # session, is not.
+            access_sid = self.gh.tokens.decode(access, "access", verify_exp=False)["sid"]
+            if access_sid != self.gh.tokens.decode(f["refresh_token"], "refresh")["sid"]:
+                raise TokenInvalid("the access token and the refresh token belong to different sessions")
+        pair = await self.gh.auth.refresh(f["refresh_token"], self.context())
+        self.reply({"code": 0, "desc": "Ok", **tokens_result(pair)})
+
+
+def routes() -> list[tuple[str, type]]:
+    return [(r"/api/v1/auth/login/?", LoginHandler), (r"/api/v1/auth/refresh/?", RefreshHandler)]
