@@ -10,7 +10,7 @@ from config import Config
 
 from .accounts import Accounts
 from .common import Context
-from .errors import AccountNotFound, Forbidden, InvalidCredentials, NotAuthenticated, RateLimited, TokenInvalid
+from .errors import AccountNotFound, Forbidden, InvalidCredentials, NotAuthenticated, TokenInvalid
 from .events import EventLog
 from .passwords import PasswordHasher
 from .ratelimit import RateLimits
@@ -102,12 +102,22 @@ class AuthService:
 
     async def _check_throttle(self, key: str, ip: str) -> None:
         window = self.config.login_failure_window
-        failures, left = await self.limits.count("login_fail_account", key, window)
-        if failures >= self.config.login_failures_per_account:
-            raise RateLimited("too many failed logins; try again later", retry_after=left, reason="account")
-        failures, left = await self.limits.count("login_fail_ip", ip, window)
-        if failures >= self.config.login_failures_per_ip:
-            raise RateLimited("too many failed logins from this address; try again later", retry_after=left)
+        await self.limits.require_below(
+            "login_fail_account",
+            key,
+            window,
+            self.config.login_failures_per_account,
+            "too many failed logins; try again later",
+            "account",
+        )
+        await self.limits.require_below(
+            "login_fail_ip",
+            ip,
+            window,
+            self.config.login_failures_per_ip,
+            "too many failed logins from this address; try again later",
+            "ip",
+        )
 
     async def check_password(self, identifier: str, password: str, ctx: Context) -> dict:
         """The account whose password this is, or `InvalidCredentials` — the same answer

@@ -48,12 +48,22 @@ class Codes:
         if channel == "sms":
             if is_premium_or_unsendable(destination):
                 raise InvalidRequest("codes are not sent to premium-rate or shared-cost numbers", field="phone")
-            sent, left = await self.limits.count("code_daily_dest", destination, DAY)
-            if sent >= self.config.code_daily_per_phone:
-                raise RateLimited("too many codes sent to this number today", retry_after=left, reason="daily_phone")
-        sent, left = await self.limits.count("code_daily_ip", ip, DAY)
-        if sent >= self.config.code_daily_per_ip:
-            raise RateLimited("too many codes requested from this address today", retry_after=left, reason="daily_ip")
+            await self.limits.require_below(
+                "code_daily_dest",
+                destination,
+                DAY,
+                self.config.code_daily_per_phone,
+                "too many codes sent to this number today",
+                "daily_phone",
+            )
+        await self.limits.require_below(
+            "code_daily_ip",
+            ip,
+            DAY,
+            self.config.code_daily_per_ip,
+            "too many codes requested from this address today",
+            "daily_ip",
+        )
 
     async def issue(
         self,
@@ -119,12 +129,22 @@ class Codes:
     async def verify(self, purpose: str, destination: str, code: str, ip: str, *, ticket: str | None = None) -> dict:
         """Use a code: returns its record (with `account_id`) or raises. Wrong guesses count
         per code (then it dies), per destination and per client IP (hourly caps)."""
-        failures, left = await self.limits.count("code_fail_ip", ip, HOUR)
-        if failures >= self.config.code_verify_failures_per_ip_hour:
-            raise RateLimited("too many wrong codes from this address", retry_after=left, reason="verify_ip")
-        failures, left = await self.limits.count("code_fail_dest", destination, HOUR)
-        if failures >= self.config.code_verify_failures_per_destination_hour:
-            raise RateLimited("too many wrong codes for this destination", retry_after=left, reason="verify_dest")
+        await self.limits.require_below(
+            "code_fail_ip",
+            ip,
+            HOUR,
+            self.config.code_verify_failures_per_ip_hour,
+            "too many wrong codes from this address",
+            "verify_ip",
+        )
+        await self.limits.require_below(
+            "code_fail_dest",
+            destination,
+            HOUR,
+            self.config.code_verify_failures_per_destination_hour,
+            "too many wrong codes for this destination",
+            "verify_dest",
+        )
         _id = f"{purpose}:{destination}"
         now = self.clock()
         live = {"_id": _id, "expires_at": {"$gt": now}, "attempts": {"$lt": self.config.code_max_attempts}}

@@ -12,6 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from .common import Clock, seconds
+from .errors import RateLimited
 
 
 async def upsert_inc(coll: AsyncCollection, _id: str, inc: dict, on_insert: dict | None = None) -> dict:
@@ -57,6 +58,14 @@ class RateLimits:
         _id, left = self._window(bucket, key, window)
         doc = await self.coll.find_one({"_id": _id}, {"n": 1})
         return (doc["n"] if doc else 0), left
+
+    async def require_below(
+        self, bucket: str, key: str, window: int, limit: int, message: str, reason: str = ""
+    ) -> None:
+        """`RateLimited` (with the seconds left in the window) once `limit` is reached."""
+        count, left = await self.count(bucket, key, window)
+        if count >= limit:
+            raise RateLimited(message, retry_after=left, reason=reason)
 
     async def reset(self, bucket: str, key: str, window: int) -> None:
         _id, _ = self._window(bucket, key, window)
