@@ -179,6 +179,14 @@ def unique_phone() -> str:
     return f"+1415{2000000 + (uuid.uuid4().int + n) % 7999999:07d}"
 
 
+def assert_error(r: Response, status: int, code: str) -> None:
+    """An error in the native envelope: status, stable code, a message, no data."""
+    assert r.status == status, (r.status, r.data)
+    assert r.data["code"] == code, r.data
+    assert r.data["data"] is None
+    assert isinstance(r.data["message"], str) and r.data["message"]
+
+
 async def register(api: Api, **fields: Any) -> dict:
     """Register through the native API; returns the request body (with the password)."""
     name = unique("user")

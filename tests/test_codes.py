@@ -12,12 +12,7 @@ import pytest
 from models.common import Context
 from models.db import free_port
 from models.errors import DeliveryFailed
-from tests.conftest import PASSWORD, login, register, unique, unique_phone
-
-
-def assert_error(r, status: int, code: str) -> None:
-    assert r.status == status, (r.status, r.data)
-    assert r.data["code"] == code, r.data
+from tests.conftest import PASSWORD, assert_error, login, register, unique, unique_phone
 
 
 async def verified_phone_user(api, sinks) -> dict:

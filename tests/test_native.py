@@ -7,15 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.conftest import PASSWORD, login, register, unique, unique_phone
-
-
-def assert_error(r, status: int, code: str) -> None:
-    assert r.status == status, (r.status, r.data)
-    assert r.data["code"] == code, r.data
-    assert r.data["data"] is None
-    assert isinstance(r.data["message"], str) and r.data["message"]
-
+from tests.conftest import PASSWORD, assert_error, login, register, unique, unique_phone
 
 # ---- register -------------------------------------------------------------------------
 
