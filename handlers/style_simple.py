@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.errors import Forbidden
+from models.errors import Forbidden, NotAuthenticated
 from models.validation import Field
 
 from .base import APIHandler, allow_anonymous
@@ -71,7 +71,7 @@ async def change_password(handler: APIHandler, body: dict) -> None:
         try:
             caller, session = await handler.gh.auth.authenticate(token)
             keep = session["_id"] if caller["id"] == account["id"] else None
-        except Exception:  # noqa: BLE001 - a stale token just means no session is kept
+        except NotAuthenticated:  # a stale token just means no session is kept
             keep = None
     await handler.gh.auth.change_password(account, f["password"], f["new_password"], ctx, keep_session=keep)
     handler.reply({})
