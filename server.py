@@ -32,8 +32,10 @@ def make_app(config: Config, gatehouse: object) -> Application:
     from handlers.base import log_request
     from handlers.native import NotFoundHandler
 
+    table = routes(config)
     return Application(
-        routes(config),
+        [(r.pattern, r.handler) for r in table],
+        routes=table,
         default_handler_class=NotFoundHandler,
         gatehouse=gatehouse,
         config=config,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from config import Config
 
 from . import health, native, style_drf, style_phone, style_simple, style_v1
+from .spec import Route
 
 STYLE_ROUTES = {
     "drf": style_drf.routes,
@@ -15,9 +16,9 @@ STYLE_ROUTES = {
 }
 
 
-def routes(config: Config) -> list[tuple[str, type]]:
+def routes(config: Config) -> list[Route]:
     enabled = set(config.api_styles)
-    table: list[tuple[str, type]] = list(health.routes())
+    table = health.routes()
     if "native" in enabled:
         table += native.routes(config.test_endpoints)
     for style, style_routes in STYLE_ROUTES.items():
@@ -25,6 +26,6 @@ def routes(config: Config) -> list[tuple[str, type]]:
             table += style_routes()
     if {"native", "simple"} <= enabled:
         # Documents 002 and 003 share POST /auth/reset; one handler serves both.
-        table = [(p, h) for p, h in table if not p.startswith("/auth/reset")]
-        table.insert(0, (r"/auth/reset/?", style_simple.SharedResetHandler))
+        table = [r for r in table if r.path != "/auth/reset"]
+        table.insert(0, Route("/auth/reset", style_simple.SharedResetHandler))
     return table

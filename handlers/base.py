@@ -37,6 +37,8 @@ from models.errors import (
 )
 from models.validation import Field, parse_fields
 
+from .spec import STR, Schema, obj
+
 access_log = logging.getLogger("gatehouse.access")
 app_log = logging.getLogger("gatehouse")
 
@@ -275,6 +277,16 @@ class APIHandler(CommonMixin, RequestHandler):
     def error_status(self, status: int, code: str, exc: BaseException | None) -> int:
         """A style may move an error to the status its document prescribes."""
         return status
+
+    @classmethod
+    def ok_schema(cls, data: Schema) -> Schema:
+        """The schema of `envelope(data)`, for /openapi.json."""
+        return data
+
+    @classmethod
+    def error_schema(cls) -> Schema:
+        """The schema of every `error_envelope`, for /openapi.json."""
+        return obj({"error": STR})
 
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)

@@ -21,6 +21,7 @@ from models.sessions import session_view
 from models.validation import Field
 
 from .base import APIHandler, allow_anonymous
+from .spec import BOOL, EPOCH, INT, NULL, STR, Route, Schema, array, const, doc, obj, ref
 
 LOGIN_FIELDS = {
     "username": Field(str, required=True, max_len=320),
@@ -41,6 +42,17 @@ class NativeHandler(APIHandler):
     def envelope(self, data: Any) -> Any:
         return {"code": "SUCCESS", "message": "", "time": int(time.time()), "data": data}
 
+    @classmethod
+    def ok_schema(cls, data: Schema) -> Schema:
+        return obj({"code": const("SUCCESS"), "message": STR, "time": INT, "data": data})
+
+    @classmethod
+    def error_schema(cls) -> Schema:
+        return obj(
+            {"code": STR, "message": STR, "time": INT, "data": NULL, "field": STR},
+            optional=("field",),
+        )
+
     def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
         body: dict[str, Any] = {"code": code, "message": message, "time": int(time.time()), "data": None}
         field = getattr(exc, "field", None)
@@ -59,6 +71,9 @@ class NativeHandler(APIHandler):
         }
 
 
+LOGIN_VIEW = obj({"token": STR, "account": ref("PublicAccount"), "session": STR, "lastActive": EPOCH, "created": EPOCH})
+
+
 def public_account(account: dict) -> dict:
     """The account as document 003 shows it (plus its id)."""
     view = account_view(account)
@@ -67,6 +82,7 @@ def public_account(account: dict) -> dict:
 
 class RegisterHandler(NativeHandler):
     @allow_anonymous
+    @doc("Create an account", body=REGISTER_FIELDS, ok=ref("PublicAccount"), errors=(409,))
     async def post(self) -> None:
         f = self.fields(REGISTER_FIELDS)
         if not f.get("username"):
@@ -84,6 +100,12 @@ class RegisterHandler(NativeHandler):
 
 class LoginHandler(NativeHandler):
     @allow_anonymous
+    @doc(
+        "Log in by username, e-mail or phone; the token goes in Authorization",
+        body=LOGIN_FIELDS,
+        ok=LOGIN_VIEW,
+        errors=(401, 403, 429),
+    )
     async def post(self) -> None:
         f = self.fields(LOGIN_FIELDS)
         login = await self.gh.auth.login_password(f["username"], f["password"], self.context())
@@ -92,17 +114,20 @@ class LoginHandler(NativeHandler):
 
 
 class MeHandler(NativeHandler):
+    @doc("Who is logged in (the same answer as /auth/auth)", ok=LOGIN_VIEW)
     async def get(self) -> None:
         self.reply(self.login_view(self.current_account, self.current_session, self._token or ""))
 
 
 class LogoutHandler(NativeHandler):
+    @doc("End this session", ok=const("Logged out"))
     async def post(self) -> None:
         await self.gh.auth.logout(self.current_session, self.context())
         self.reply("Logged out")
 
 
 class SessionsHandler(NativeHandler):
+    @doc("This account's live sessions", ok=obj({"sessions": array(ref("Session"))}))
     async def get(self) -> None:
         sessions = await self.gh.sessions.list_for_account(self.current_account["id"])
         current = self.current_session["_id"]
@@ -110,6 +135,7 @@ class SessionsHandler(NativeHandler):
 
 
 class SessionHandler(NativeHandler):
+    @doc("End one of this account's sessions", ok=obj({"revoked": STR}), errors=(404,))
     async def delete(self, session_id: str) -> None:
         account = self.current_account
         await self.gh.auth.kick(session_id, self.context(), by=f"account:{account['id']}", account_id=account["id"])
@@ -117,6 +143,7 @@ class SessionHandler(NativeHandler):
 
 
 class RevokeOthersHandler(NativeHandler):
+    @doc("End every other session of this account", ok=obj({"revoked": INT}))
     async def post(self) -> None:
         account = self.current_account
         count = await self.gh.auth.kick_all(
@@ -131,6 +158,12 @@ class PasswordHandler(NativeHandler):
         "new_password": Field(str, required=True, max_len=4096),
     }
 
+    @doc(
+        "Change the password; every other session ends",
+        body=FIELDS,
+        ok=obj({"sessionsEnded": INT}),
+        errors=(401, 429),
+    )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         ended = await self.gh.auth.change_password(
@@ -157,6 +190,12 @@ class ResetHandler(NativeHandler):
     }
 
     @allow_anonymous
+    @doc(
+        "Without `code`: send a reset code. With `code` and `password`: reset, ending every session",
+        body=FIELDS,
+        ok={"enum": ["Email Sent", "Success"]},
+        errors=(429,),
+    )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         if not f.get("code"):
@@ -185,6 +224,12 @@ class OtpHandler(NativeHandler):
         return f["purpose"]
 
     @allow_anonymous
+    @doc(
+        "Send a one-time code for login or verification",
+        body=FIELDS,
+        ok=obj({"sent": BOOL, "channel": {"enum": ["sms", "email"]}, "expiresIn": INT}),
+        errors=(429,),
+    )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         channel = await self.gh.flows.request_code(self.purpose(f), f.get("phone"), f.get("email"), self.context())
@@ -195,6 +240,12 @@ class OtpVerifyHandler(OtpHandler):
     FIELDS = {**OtpHandler.FIELDS, "code": Field(str, required=True, max_len=16, digits_as_int_ok=True)}
 
     @allow_anonymous
+    @doc(
+        "Check a one-time code: a login answers like /auth/auth, a verification with `verified`",
+        body=FIELDS,
+        ok={"anyOf": [LOGIN_VIEW, obj({"verified": STR})]},
+        errors=(401, 429),
+    )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         result = await self.gh.flows.verify_code(
@@ -221,6 +272,7 @@ class TokenHandler(NativeHandler):
     """Log in for a JWT pair (session kind `jwt`): the same inputs as /auth/auth."""
 
     @allow_anonymous
+    @doc("Log in for a JWT pair", body=LOGIN_FIELDS, ok=ref("TokenPair"), errors=(401, 403, 429))
     async def post(self) -> None:
         f = self.fields(LOGIN_FIELDS)
         login = await self.gh.auth.login_jwt(f["username"], f["password"], self.context())
@@ -228,9 +280,14 @@ class TokenHandler(NativeHandler):
 
 
 class TokenRefreshHandler(NativeHandler):
+    FIELDS = {"refresh_token": Field(str, required=True, max_len=4096)}
+
     @allow_anonymous
+    @doc(
+        "Trade a refresh token for a new pair (the old one is retired)", body=FIELDS, ok=ref("TokenPair"), errors=(401,)
+    )
     async def post(self) -> None:
-        f = self.fields({"refresh_token": Field(str, required=True, max_len=4096)})
+        f = self.fields(self.FIELDS)
         self.reply(pair_view(await self.gh.auth.refresh(f["refresh_token"], self.context())))
 
 
@@ -243,8 +300,15 @@ class IntrospectHandler(NativeHandler):
             raise NotAuthenticated("introspection needs a service key (GATEHOUSE_SERVICE_KEYS) as a Bearer token")
         self._authenticated = True
 
+    FIELDS = {"token": Field(str, required=True, max_len=4096)}
+
+    @doc(
+        "Is this token active? (service key required)",
+        body=FIELDS,
+        ok=obj({"active": BOOL}, closed=False),
+    )
     async def post(self) -> None:
-        f = self.fields({"token": Field(str, required=True, max_len=4096)})
+        f = self.fields(self.FIELDS)
         self.reply(await introspect(self.gh, f["token"]))
 
 
@@ -270,6 +334,7 @@ async def introspect(gh, token: str) -> dict:
 
 class JwksHandler(NativeHandler):
     @allow_anonymous
+    @doc("Public keys of the JWT signers", ok=obj({"keys": array({"type": "object"})}), raw=True)
     async def get(self) -> None:
         self.set_header("Cache-Control", "public, max-age=300")
         self.finish(json.dumps(self.gh.tokens.keys.jwks()))
@@ -278,9 +343,12 @@ class JwksHandler(NativeHandler):
 class TestDeleteHandler(NativeHandler):
     """Testing only (GATEHOUSE_TEST_ENDPOINTS=1): delete an account by username."""
 
+    FIELDS = {"username": Field(str, required=True, max_len=320)}
+
     @allow_anonymous
+    @doc("TESTING ONLY: delete an account", body=FIELDS, ok=const("Deleted"), errors=(404,))
     async def delete(self) -> None:
-        f = self.fields({"username": Field(str, required=True, max_len=320)})
+        f = self.fields(self.FIELDS)
         account = await self.gh.accounts.find_by_login(f["username"])
         if account is None:
             raise AccountNotFound()
@@ -298,24 +366,24 @@ class NotFoundHandler(NativeHandler):
     post = delete = put = patch = get
 
 
-def routes(test_endpoints: bool) -> list[tuple[str, type]]:
-    table: list[tuple[str, type]] = [
-        (r"/auth/register", RegisterHandler),
-        (r"/auth/auth", LoginHandler),
-        (r"/auth/me", MeHandler),
-        (r"/auth/logout", LogoutHandler),
-        (r"/auth/sessions", SessionsHandler),
-        (r"/auth/sessions/revoke_others", RevokeOthersHandler),
-        (r"/auth/sessions/([0-9a-f]{32})", SessionHandler),
-        (r"/auth/password", PasswordHandler),
-        (r"/auth/reset", ResetHandler),
-        (r"/auth/otp", OtpHandler),
-        (r"/auth/otp/verify", OtpVerifyHandler),
-        (r"/auth/token", TokenHandler),
-        (r"/auth/token/refresh", TokenRefreshHandler),
-        (r"/auth/introspect", IntrospectHandler),
-        (r"/.well-known/jwks.json", JwksHandler),
+def routes(test_endpoints: bool) -> list[Route]:
+    table = [
+        Route("/auth/register", RegisterHandler),
+        Route("/auth/auth", LoginHandler),
+        Route("/auth/me", MeHandler),
+        Route("/auth/logout", LogoutHandler),
+        Route("/auth/sessions", SessionsHandler),
+        Route("/auth/sessions/revoke_others", RevokeOthersHandler),
+        Route("/auth/sessions/{session_id}", SessionHandler),
+        Route("/auth/password", PasswordHandler),
+        Route("/auth/reset", ResetHandler),
+        Route("/auth/otp", OtpHandler),
+        Route("/auth/otp/verify", OtpVerifyHandler),
+        Route("/auth/token", TokenHandler),
+        Route("/auth/token/refresh", TokenRefreshHandler),
+        Route("/auth/introspect", IntrospectHandler),
+        Route("/.well-known/jwks.json", JwksHandler, slash=False),
     ]
     if test_endpoints:
-        table.append((r"/auth/test_delete", TestDeleteHandler))
+        table.append(Route("/auth/test_delete", TestDeleteHandler))
     return table

@@ -15,6 +15,7 @@ from models.errors import AccountNotFound
 from models.validation import Field, parse_fields
 
 from .base import APIHandler, allow_anonymous
+from .spec import INT, STR, Route, Schema, array, doc, nullable, obj, ref
 
 DETAIL = {
     "INVALID_CREDENTIALS": "No active account found with the given credentials",
@@ -31,6 +32,11 @@ class DrfHandler(APIHandler):
     def error_status(self, status: int, code: str, exc: BaseException | None) -> int:
         # DRF with JWT authentication answers 401 when credentials are missing or bad.
         return 401 if code == "NOT_AUTHENTICATED" else status
+
+    @classmethod
+    def error_schema(cls) -> Schema:
+        field_errors = {"type": "object", "minProperties": 1, "additionalProperties": array(STR)}
+        return {"anyOf": [obj({"detail": STR, "code": STR}, optional=("code",)), field_errors]}
 
     def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
         field = getattr(exc, "field", None)
@@ -53,6 +59,7 @@ class SignUpHandler(DrfHandler):
     }
 
     @allow_anonymous
+    @doc("Sign up with a phone number", body=FIELDS, ok=obj({"data": STR}), errors=(409,))
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         await self.gh.auth.register(
@@ -69,6 +76,12 @@ class LoginHandler(DrfHandler):
     FIELDS = {"username": Field(str, required=True, max_len=320), "password": Field(str, required=True, max_len=4096)}
 
     @allow_anonymous
+    @doc(
+        "Log in for a JWT pair (the access token lives 5 minutes)",
+        body=FIELDS,
+        ok=obj({"refresh": STR, "access": STR, "nickname": STR}),
+        errors=(401, 429),
+    )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         login = await self.gh.auth.login_jwt(f["username"], f["password"], self.context())
@@ -77,9 +90,12 @@ class LoginHandler(DrfHandler):
 
 
 class RefreshHandler(DrfHandler):
+    FIELDS = {"refresh": Field(str, required=True, max_len=4096)}
+
     @allow_anonymous
+    @doc("A new access token for a refresh token", body=FIELDS, ok=obj({"access": STR}), errors=(401,))
     async def post(self) -> None:
-        f = self.fields({"refresh": Field(str, required=True, max_len=4096)})
+        f = self.fields(self.FIELDS)
         pair = await self.gh.auth.refresh(f["refresh"], self.context(), rotate=False)
         self.reply({"access": pair.access})
 
@@ -105,16 +121,19 @@ class UsersHandler(AdminHandler):
     """Admin only: every account, a page at a time (`page`, `limit` ≤ 200), optionally
     filtered by `phone`, `username` or a search `q`."""
 
+    FIELDS = {
+        "page": Field(int, lo=1, hi=1_000_000),
+        "limit": Field(int, lo=1, hi=200),
+        "phone": Field(str, max_len=32),
+        "username": Field(str, max_len=64),
+        "q": Field(str, max_len=100),
+    }
+    PAGE = obj({"count": INT, "next": nullable(STR), "previous": nullable(STR), "results": array(ref("User"))})
+
+    @doc("Admin only: accounts, a page at a time", query=FIELDS, ok=PAGE, errors=(403,))
     async def get(self) -> None:
         body = self.json_body()
-        spec = {
-            "page": Field(int, lo=1, hi=1_000_000),
-            "limit": Field(int, lo=1, hi=200),
-            "phone": Field(str, max_len=32),
-            "username": Field(str, max_len=64),
-            "q": Field(str, max_len=100),
-        }
-        args = parse_fields({k: self.param(k, body) for k in spec}, spec)
+        args = parse_fields({k: self.param(k, body) for k in self.FIELDS}, self.FIELDS)
         page, limit = args.get("page", 1), args.get("limit", 50)
         filters = {k: args.get(k) for k in ("phone", "username", "q")}
         accounts = await self.gh.accounts.page(page=page, limit=limit, **filters)
@@ -135,24 +154,29 @@ class UsersHandler(AdminHandler):
             }
         )
 
-    post = get
+    @doc("Admin only: accounts, a page at a time (filters in the body)", body=FIELDS, ok=PAGE, errors=(403,))
+    async def post(self) -> None:
+        await self.get()
 
 
 class UserHandler(AdminHandler):
+    @doc("Admin only: one account", ok=ref("User"), errors=(403, 404))
     async def get(self, user_id: str) -> None:
         account = await self.gh.accounts.find_by_id(int(user_id))
         if account is None:
             raise AccountNotFound()
         self.reply(user_view(account))
 
-    post = get
+    @doc("Admin only: one account", ok=ref("User"), errors=(403, 404))
+    async def post(self, user_id: str) -> None:
+        await self.get(user_id)
 
 
-def routes() -> list[tuple[str, type]]:
+def routes() -> list[Route]:
     return [
-        (r"/api/auth/sign_up/?", SignUpHandler),
-        (r"/api/auth/login/?", LoginHandler),
-        (r"/api/auth/refresh/?", RefreshHandler),
-        (r"/api/auth/users/?", UsersHandler),
-        (r"/api/auth/users/([0-9]{1,12})/?", UserHandler),
+        Route("/api/auth/sign_up/", SignUpHandler),
+        Route("/api/auth/login/", LoginHandler),
+        Route("/api/auth/refresh/", RefreshHandler),
+        Route("/api/auth/users/", UsersHandler),
+        Route("/api/auth/users/{user_id}/", UserHandler),
     ]

@@ -14,6 +14,7 @@ from models.errors import AccountExists, AccountNotFound, CodeInvalid, Forbidden
 from models.validation import Field, normalize_phone
 
 from .base import APIHandler, allow_anonymous
+from .spec import STR, Route, Schema, doc, obj
 
 ONLY_JSON = "Only JSON requests are accepted"
 
@@ -29,6 +30,10 @@ class PhoneHandler(APIHandler):
     def error_status(self, status: int, code: str, exc: BaseException | None) -> int:
         return 400 if code == "UNSUPPORTED_MEDIA_TYPE" else status
 
+    @classmethod
+    def error_schema(cls) -> Schema:
+        return {"anyOf": [obj({"error": STR}), obj({"message": STR})]}
+
     def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
         if code == "UNSUPPORTED_MEDIA_TYPE":
             message = ONLY_JSON
@@ -41,9 +46,17 @@ class PhoneHandler(APIHandler):
 
 
 class RegisterHandler(PhoneHandler):
+    FIELDS = {"phonenumber": Field(str, required=True, max_len=32)}
+
     @allow_anonymous
+    @doc(
+        "Create an account and text it a verification code",
+        body=FIELDS,
+        ok=obj({"message": STR, "phone": STR, "token": STR}),
+        errors=(409, 429),
+    )
     async def post(self) -> None:
-        f = self.fields({"phonenumber": Field(str, required=True, max_len=32)})
+        f = self.fields(self.FIELDS)
         phone = self.phone(f["phonenumber"])
         if await self.gh.accounts.find_by_phone(phone):
             raise AccountExists(field="phone")
@@ -68,6 +81,7 @@ class VerifyHandler(PhoneHandler):
     }
 
     @allow_anonymous
+    @doc("Verify the phone with the code and the sign-up token", body=FIELDS, ok=obj({"message": STR}), errors=(429,))
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         phone = self.phone(f["phone"])
@@ -80,9 +94,17 @@ class VerifyHandler(PhoneHandler):
 
 
 class LoginHandler(PhoneHandler):
+    FIELDS = {"phone": Field(str, required=True, max_len=32)}
+
     @allow_anonymous
+    @doc(
+        "Text a login code to a verified phone",
+        body=FIELDS,
+        ok=obj({"expire_time": STR, "message": STR, "user_id": STR}),
+        errors=(403, 404, 429),
+    )
     async def post(self) -> None:
-        f = self.fields({"phone": Field(str, required=True, max_len=32)})
+        f = self.fields(self.FIELDS)
         phone = self.phone(f["phone"])
         account = await self.gh.accounts.find_by_phone(phone)
         if account is None or account.get("disabled"):
@@ -106,6 +128,12 @@ class LoginVerifyHandler(PhoneHandler):
     }
 
     @allow_anonymous
+    @doc(
+        "Trade the login code for a JWT pair",
+        body=FIELDS,
+        ok=obj({"access_token": STR, "refresh_token": STR}),
+        errors=(429,),
+    )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         account = await self.gh.accounts.find_by_uid(f["user_id"])
@@ -125,10 +153,10 @@ class LoginVerifyHandler(PhoneHandler):
         self.reply({"access_token": login.pair.access, "refresh_token": login.pair.refresh})
 
 
-def routes() -> list[tuple[str, type]]:
+def routes() -> list[Route]:
     return [
-        (r"/auth/api/Register/?", RegisterHandler),
-        (r"/auth/api/verify/?", VerifyHandler),
-        (r"/auth/api/login/?", LoginHandler),
-        (r"/auth/api/login/verify/?", LoginVerifyHandler),
+        Route("/auth/api/Register/", RegisterHandler),
+        Route("/auth/api/verify/", VerifyHandler),
+        Route("/auth/api/login/", LoginHandler),
+        Route("/auth/api/login/verify/", LoginVerifyHandler),
     ]

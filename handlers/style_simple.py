@@ -14,12 +14,20 @@ from models.validation import Field
 
 from .base import APIHandler, allow_anonymous
 from .native import ResetHandler as NativeResetHandler
+from .spec import INT, STR, Route, Schema, doc, obj
 
 CREDENTIALS = {"username": Field(str, required=True, max_len=320), "password": Field(str, required=True, max_len=4096)}
+CREATE_FIELDS = {**CREDENTIALS, "email": Field(str, required=True, max_len=254)}
+RESET_FIELDS = {**CREDENTIALS, "new_password": Field(str, required=True, max_len=4096)}
+EMPTY = obj({})
 
 
 class SimpleHandler(APIHandler):
     style = "simple"
+
+    @classmethod
+    def error_schema(cls) -> Schema:
+        return obj({"error": STR, "message": STR})
 
     def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
         return {"error": code.lower(), "message": message}
@@ -27,6 +35,7 @@ class SimpleHandler(APIHandler):
 
 class LoginHandler(SimpleHandler):
     @allow_anonymous
+    @doc("Log in for an access token", body=CREDENTIALS, ok=obj({"access_token": STR}), errors=(401, 403, 429))
     async def post(self) -> None:
         f = self.fields(CREDENTIALS)
         login = await self.gh.auth.login_jwt(f["username"], f["password"], self.context(), refresh=False)
@@ -36,8 +45,9 @@ class LoginHandler(SimpleHandler):
 
 class CreateHandler(SimpleHandler):
     @allow_anonymous
+    @doc("Create an account", body=CREATE_FIELDS, ok=obj({"id": INT}), errors=(409,))
     async def post(self) -> None:
-        f = self.fields({**CREDENTIALS, "email": Field(str, required=True, max_len=254)})
+        f = self.fields(CREATE_FIELDS)
         account = await self.gh.auth.register(
             self.context(), username=f["username"], password=f["password"], email=f["email"]
         )
@@ -48,6 +58,7 @@ class DisableHandler(SimpleHandler):
     """Needs the Bearer token and the password of the same account; disables it and
     ends every session."""
 
+    @doc("Disable this account (token and password) and end its sessions", body=CREDENTIALS, ok=EMPTY, errors=(429,))
     async def post(self) -> None:
         f = self.fields(CREDENTIALS)
         account = await self.gh.auth.check_password(f["username"], f["password"], self.context())
@@ -62,7 +73,7 @@ async def change_password(handler: APIHandler, body: dict) -> None:
     (every session when the request carries no token of that account)."""
     from models.validation import parse_fields
 
-    f = parse_fields(body, {**CREDENTIALS, "new_password": Field(str, required=True, max_len=4096)})
+    f = parse_fields(body, RESET_FIELDS)
     ctx = handler.context()
     account = await handler.gh.auth.check_password(f["username"], f["password"], ctx)
     keep = None
@@ -79,6 +90,9 @@ async def change_password(handler: APIHandler, body: dict) -> None:
 
 class ResetHandler(SimpleHandler):
     @allow_anonymous
+    @doc(
+        "Change the password (current one required); other sessions end", body=RESET_FIELDS, ok=EMPTY, errors=(401, 429)
+    )
     async def post(self) -> None:
         await change_password(self, self.json_body())
 
@@ -89,6 +103,14 @@ class SharedResetHandler(NativeResetHandler):
 
     simple = False
 
+    @classmethod
+    def ok_schema(cls, data: Schema) -> Schema:
+        return {"anyOf": [EMPTY, NativeResetHandler.ok_schema(data)]}
+
+    @classmethod
+    def error_schema(cls) -> Schema:
+        return {"anyOf": [SimpleHandler.error_schema(), NativeResetHandler.error_schema()]}
+
     def envelope(self, data: Any) -> Any:
         return data if self.simple else super().envelope(data)
 
@@ -98,6 +120,12 @@ class SharedResetHandler(NativeResetHandler):
         return super().error_envelope(status, code, message, exc)
 
     @allow_anonymous
+    @doc(
+        "Document 003's reset (send a code / reset with it), or document 002's when the body has `new_password`",
+        body={**NativeResetHandler.FIELDS, "new_password": Field(str, max_len=4096)},
+        ok={"enum": ["Email Sent", "Success"]},
+        errors=(401, 429),
+    )
     async def post(self) -> None:
         body = self.json_body()
         if "new_password" in body:
@@ -107,10 +135,10 @@ class SharedResetHandler(NativeResetHandler):
             await super().post()
 
 
-def routes() -> list[tuple[str, type]]:
+def routes() -> list[Route]:
     return [
-        (r"/auth/?", LoginHandler),
-        (r"/auth/create/?", CreateHandler),
-        (r"/auth/disable/?", DisableHandler),
-        (r"/auth/reset/?", ResetHandler),
+        Route("/auth/", LoginHandler),
+        Route("/auth/create", CreateHandler),
+        Route("/auth/disable", DisableHandler),
+        Route("/auth/reset", ResetHandler),
     ]

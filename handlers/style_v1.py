@@ -15,6 +15,7 @@ from models.tokens import Pair
 from models.validation import Field
 
 from .base import APIHandler, allow_anonymous
+from .spec import INT, STR, Route, Schema, const, doc, obj
 
 ERROR_NUMBERS = {
     "INVALID_REQUEST": 40001,
@@ -37,10 +38,28 @@ class V1Handler(APIHandler):
     def envelope(self, data: Any) -> Any:
         return {"code": 0, "result": data, "redirect": ""}
 
+    @classmethod
+    def ok_schema(cls, data: Schema) -> Schema:
+        return obj({"code": const(0), "result": data, "redirect": STR})
+
+    @classmethod
+    def error_schema(cls) -> Schema:
+        detail = obj({"code": INT, "error": STR, "desc": STR})
+        return obj({**detail["properties"], "result": detail, "redirect": STR})
+
     def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
         number = ERROR_NUMBERS.get(code, status * 100)
         detail = {"code": number, "error": code.lower(), "desc": message}
         return {**detail, "result": detail, "redirect": ""}
+
+
+TOKENS = {
+    "token_type": const("Bearer"),
+    "access_token": STR,
+    "access_token_expires_in": INT,
+    "refresh_token": STR,
+    "refresh_token_expires_in": INT,
+}
 
 
 def tokens_result(pair: Pair) -> dict:
@@ -54,20 +73,29 @@ def tokens_result(pair: Pair) -> dict:
 
 
 class LoginHandler(V1Handler):
+    FIELDS = {"user": Field(str, required=True, max_len=320), "password": Field(str, required=True, max_len=4096)}
+
     @allow_anonymous
+    @doc("Log in for a JWT pair", body=FIELDS, ok=obj(TOKENS), errors=(401, 403, 429))
     async def post(self) -> None:
-        f = self.fields(
-            {"user": Field(str, required=True, max_len=320), "password": Field(str, required=True, max_len=4096)}
-        )
+        f = self.fields(self.FIELDS)
         login = await self.gh.auth.login_jwt(f["user"], f["password"], self.context())
         assert login.pair is not None
         self.reply(tokens_result(login.pair))
 
 
 class RefreshHandler(V1Handler):
+    FIELDS = {"refresh_token": Field(str, required=True, max_len=4096)}
+
     @allow_anonymous
+    @doc(
+        "New tokens for a refresh token (Authorization may carry the expired access token)",
+        body=FIELDS,
+        ok=obj({"code": const(0), "desc": STR, **TOKENS}),
+        errors=(401,),
+    )
     async def post(self) -> None:
-        f = self.fields({"refresh_token": Field(str, required=True, max_len=4096)})
+        f = self.fields(self.FIELDS)
         access = self.bearer_token()
         if access:
             # An expired access token is fine here; a forged one, or one of another
@@ -79,5 +107,5 @@ class RefreshHandler(V1Handler):
         self.reply({"code": 0, "desc": "Ok", **tokens_result(pair)})
 
 
-def routes() -> list[tuple[str, type]]:
-    return [(r"/api/v1/auth/login/?", LoginHandler), (r"/api/v1/auth/refresh/?", RefreshHandler)]
+def routes() -> list[Route]:
+    return [Route("/api/v1/auth/login", LoginHandler), Route("/api/v1/auth/refresh", RefreshHandler)]

@@ -153,6 +153,9 @@ class Codes:
             raise NoPendingCode()
         code_ok = isinstance(code, str) and code.isdigit() and len(code) <= 10
         if code_ok:
+            # A client that sent the code as a JSON number lost its leading zeros.
+            code = code.zfill(self.config.code_length)
+        if code_ok:
             spent = await self.coll.find_one_and_delete(
                 {**live, "code_hash": self._hash(purpose, destination, code), **({"ticket": ticket} if ticket else {})}
             )

@@ -33,8 +33,21 @@ from config import load_config  # noqa: E402
 from models.core import Gatehouse  # noqa: E402
 from models.db import EmbeddedMongo, connect, free_port  # noqa: E402
 from server import make_app, make_server  # noqa: E402
+from tests.openapi_check import SpecChecker  # noqa: E402
 
 PASSWORD = "Correct-horse-42"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With GATEHOUSE_SPEC_COVERAGE=1 (scripts/test sets it for the full run), every
+    success answer in /openapi.json must have been produced and checked by some test."""
+    if os.environ.get("GATEHOUSE_SPEC_COVERAGE") == "1" and exitstatus == 0:
+        from tests.openapi_check import unexercised
+
+        missing = unexercised()
+        if missing:
+            print("\n/openapi.json answers no test produced:\n  " + "\n  ".join(missing))
+            session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +108,7 @@ class Api:
     def __init__(self, base_url: str) -> None:
         self.base = base_url
         self.client = AsyncHTTPClient()
+        self.spec: SpecChecker | None = None
 
     async def request(
         self,
@@ -135,6 +149,10 @@ class Api:
             assert "charset" in r.headers["Content-Type"].lower()
             data = json.loads(r.body)
             assert b"Traceback" not in r.body
+        if self.spec is None:
+            served = await self.client.fetch(self.base + "/openapi.json")
+            self.spec = SpecChecker(json.loads(served.body))
+        self.spec.check(method, path, r.code, data)
         return Response(r.code, r.headers, r.body, data)
 
     async def get(self, path: str, **kw: Any) -> Response:

@@ -68,6 +68,15 @@ async def test_reset_goes_by_sms_when_the_account_has_no_email(sinks, api):
     assert sinks.to(phone)[-1]["purpose"] == "reset"
 
 
+async def test_a_code_sent_as_a_json_number_keeps_its_leading_zeros(sinks, api, gatehouse, monkeypatch):
+    monkeypatch.setattr(gatehouse.codes, "new_code", lambda: "004217")
+    user = await register(api)
+    await api.post("/auth/reset", {"username": user["username"]})
+    assert await sinks.code_for(user["email"]) == "004217"
+    r = await api.post("/auth/reset", {"username": user["username"], "password": "Brand-new-pass-7", "code": 4217})
+    assert r.status == 200 and r.data["data"] == "Success"
+
+
 async def test_reset_with_a_weak_password_keeps_the_code(sinks, api):
     user = await register(api)
     await api.post("/auth/reset", {"username": user["username"]})

@@ -89,6 +89,8 @@ async def test_drf_users_are_admin_only_and_paged(api, settings):
     assert all("password_hash" not in u for u in found.data["results"])
     uid = found.data["results"][0]["id"]
     assert (await api.get(f"/api/auth/users/{uid}/", token=auth)).data["phone"] == users[1]["phone"]
+    detail = await api.post(f"/api/auth/users/{uid}/", token=auth)  # the document says POST
+    assert detail.status == 200 and detail.data["id"] == uid and detail.data["is_active"] is True
     assert (await api.get("/api/auth/users/999999/", token=auth)).data == {"detail": "Not found."}
     r = await api.get("/api/auth/users/?limit=0", token=auth)
     assert r.status == 400 and "limit" in r.data

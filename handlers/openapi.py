@@ -1,0 +1,196 @@
+"""`/openapi.json`: an OpenAPI 3.1 description of every enabled route, built from the
+same route table, `Field` tables and envelopes the server uses (see `spec.py`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from config import Config
+
+from .base import APIHandler, allow_anonymous
+from .spec import (
+    BOOL,
+    EPOCH,
+    INT,
+    PARAM_RE,
+    PARAMS,
+    STR,
+    Op,
+    Route,
+    Schema,
+    array,
+    doc,
+    field_schema,
+    fields_schema,
+    nullable,
+    obj,
+    ref,
+)
+
+METHODS = ("get", "post", "put", "patch", "delete")
+STATUS_TEXT = {
+    200: "OK",
+    201: "Created",
+    400: "Invalid request",
+    401: "Missing, invalid or expired credentials",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflict with an existing account",
+    413: "Request body too large",
+    415: "Body is not JSON",
+    429: "Too many attempts; see Retry-After",
+    503: "Database or delivery unavailable; retry later",
+}
+
+ACCOUNT: dict[str, Schema] = {
+    "id": INT,
+    "uid": STR,
+    "username": nullable(STR),
+    "email": nullable(STR),
+    "phone": nullable(STR),
+    "nickname": STR,
+    "identity": INT,
+    "phone_verified": BOOL,
+    "email_verified": BOOL,
+    "disabled": BOOL,
+    "roles": array(STR),
+    "created": nullable(EPOCH),
+}
+
+# Objects several routes answer with.
+COMPONENTS: dict[str, Schema] = {
+    "PublicAccount": obj(
+        {"id": INT, "nickname": STR, "username": nullable(STR), "email": nullable(STR), "phone": nullable(STR)}
+    ),
+    "Account": obj(ACCOUNT),
+    "User": obj({**ACCOUNT, "is_active": BOOL}),
+    "Session": obj(
+        {
+            "id": STR,
+            "kind": {"enum": ["opaque", "jwt", "console"]},
+            "style": nullable(STR),
+            "created": EPOCH,
+            "lastActive": EPOCH,
+            "expires": EPOCH,
+            "ip": nullable(STR),
+            "userAgent": nullable(STR),
+            "revoked": BOOL,
+            "current": BOOL,
+        },
+        optional=("current",),
+    ),
+    "TokenPair": obj(
+        {
+            "access_token": STR,
+            "refresh_token": STR,
+            "token_type": {"const": "Bearer"},
+            "expires_in": INT,
+            "refresh_expires_in": INT,
+        }
+    ),
+}
+
+
+def error_name(handler: type) -> str:
+    """Errors are named after the class that defines their envelope."""
+    owner = next(c for c in handler.__mro__ if "error_schema" in c.__dict__)
+    return f"Error.{owner.__name__}"
+
+
+def operation(route: Route, method: str, op: Op, anonymous: bool) -> dict[str, Any]:
+    handler = route.handler
+    statuses = {400, 413, 503, *op.errors}
+    if op.body is not None:
+        statuses.add(handler.error_status(None, 415, "UNSUPPORTED_MEDIA_TYPE", None))
+    if not anonymous:
+        statuses |= {401, handler.error_status(None, 403, "NOT_AUTHENTICATED", None)}
+    ok = op.ok if op.ok is not None else {}
+    responses: dict[str, Any] = {
+        str(op.status): {
+            "description": STATUS_TEXT.get(op.status, "OK"),
+            "content": {"application/json": {"schema": ok if op.raw else handler.ok_schema(ok)}},
+        }
+    }
+    for status, schema in op.extra.items():
+        responses[str(status)] = {
+            "description": STATUS_TEXT[status],
+            "content": {"application/json": {"schema": schema}},
+        }
+    error = ref(error_name(handler))
+    for status in sorted(statuses - {op.status, *op.extra}):
+        responses[str(status)] = {
+            "description": STATUS_TEXT[status],
+            "content": {"application/json": {"schema": error}},
+        }
+    out: dict[str, Any] = {
+        "summary": op.summary,
+        "operationId": f"{handler.style}.{handler.__name__}.{method}",
+        "tags": [handler.style],
+        "responses": responses,
+    }
+    if not anonymous:
+        out["security"] = [{"token": []}]
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": any(f.required for f in op.body.values()),
+            "content": {"application/json": {"schema": fields_schema(op.body)}},
+        }
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": f"^{PARAMS[name]}$"}}
+        for name in PARAM_RE.findall(route.path)
+    ]
+    params += [
+        {"name": name, "in": "query", "required": f.required, "schema": field_schema(f)}
+        for name, f in (op.query or {}).items()
+    ]
+    if params:
+        out["parameters"] = params
+    return out
+
+
+def build_spec(routes: list[Route], config: Config) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    components = dict(COMPONENTS)
+    for route in routes:
+        item: dict[str, Any] = {}
+        for method in METHODS:
+            fn = getattr(route.handler, method, None)
+            op = getattr(fn, "__op__", None)
+            if op is None:
+                continue
+            item[method] = operation(route, method, op, getattr(fn, "__allow_anonymous__", False))
+            components[error_name(route.handler)] = route.handler.error_schema()
+        if item:
+            paths[route.path] = item
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Gatehouse",
+            "version": "1",
+            "description": "Sign-up, login and sessions. Enabled API styles: " + ", ".join(config.api_styles),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "token": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "A session token or JWT access token, raw or as `Bearer <token>`.",
+                }
+            },
+        },
+    }
+
+
+class OpenApiHandler(APIHandler):
+    @allow_anonymous
+    @doc("This document", ok={"type": "object"}, raw=True)
+    async def get(self) -> None:
+        spec = self.settings.get("openapi")
+        if spec is None:
+            spec = self.settings["openapi"] = json.dumps(build_spec(self.settings["routes"], self.config))
+        self.set_header("Cache-Control", "public, max-age=300")
+        self.finish(spec)
