@@ -28,14 +28,16 @@ log = logging.getLogger("gatehouse")
 
 def make_app(config: Config, gatehouse: object) -> Application:
     """The Tornado application; the tests build theirs with this too."""
-    from handlers import routes
-    from handlers.base import log_request
+    from handlers import console, routes
+    from handlers.base import StaticHandler, log_request
     from handlers.native import NotFoundHandler
 
     table = routes(config)
     return Application(
-        [(r.pattern, r.handler) for r in table],
+        [(r.pattern, r.handler) for r in table] + console.routes(),
         routes=table,
+        xsrf_cookies=True,  # the console's forms; the token-authenticated API opts out
+        static_handler_class=StaticHandler,
         default_handler_class=NotFoundHandler,
         gatehouse=gatehouse,
         config=config,

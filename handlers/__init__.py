@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from config import Config
 
-from . import health, native, style_drf, style_phone, style_simple, style_v1
+from . import admin_api, health, native, style_drf, style_phone, style_simple, style_v1
 from .spec import Route
 
 STYLE_ROUTES = {
@@ -18,7 +18,7 @@ STYLE_ROUTES = {
 
 def routes(config: Config) -> list[Route]:
     enabled = set(config.api_styles)
-    table = health.routes()
+    table = health.routes() + admin_api.routes()
     if "native" in enabled:
         table += native.routes(config.test_endpoints)
     for style, style_routes in STYLE_ROUTES.items():

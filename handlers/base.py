@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from pymongo.errors import ConnectionFailure, PyMongoError
-from tornado.web import HTTPError, RequestHandler
+from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
 from config import Config
 from models.common import Context
@@ -112,9 +112,10 @@ class CommonMixin:
     request: Any
     settings: dict
 
-    def initialize(self) -> None:
+    def initialize(self, **kwargs: Any) -> None:
         # Requests in flight, so a graceful shutdown can wait for them to finish.
         self.settings["inflight"] = self.settings.get("inflight", 0) + 1
+        super().initialize(**kwargs)  # type: ignore[misc]
 
     def on_finish(self) -> None:
         self.settings["inflight"] -= 1
@@ -182,6 +183,10 @@ class APIHandler(CommonMixin, RequestHandler):
         self.common_headers()
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
+
+    def check_xsrf_cookie(self) -> None:
+        """The API authenticates by a header token, never a cookie, so a cross-site form
+        cannot act as anyone here: there is nothing for XSRF to forge."""
 
     # ---- the caller ----------------------------------------------------------------
 
@@ -318,6 +323,13 @@ class APIHandler(CommonMixin, RequestHandler):
             app_log.warning("database unavailable: %s", type(value).__name__)
             return
         super().log_exception(typ, value, tb)
+
+
+class StaticHandler(CommonMixin, StaticFileHandler):
+    """The console's CSS and JS, with the same baseline headers as everything else."""
+
+    def set_default_headers(self) -> None:
+        self.common_headers()
 
 
 def log_request(handler: RequestHandler) -> None:

@@ -17,6 +17,7 @@ from config import Config
 from delivery import Delivery
 
 from .accounts import Accounts
+from .admin import Admin
 from .auth import AuthService
 from .codes import Codes
 from .common import Clock, Context, utcnow
@@ -52,6 +53,7 @@ class Gatehouse:
         )
         self.codes = Codes(db, clock, config, self.limits)
         self.delivery = Delivery(config, db, clock, self.templates)
+        self.admin = Admin(db, self.accounts, clock)
         self.flows = CodeFlows(config, self.accounts, self.codes, self.auth, self.events, self.delivery)
 
     async def setup(self) -> None:

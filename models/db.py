@@ -49,7 +49,8 @@ INDEXES: dict[str, list[IndexModel]] = {
             partialFilterExpression={"token_hash": {"$type": "string"}},
         ),
         IndexModel([("account_id", ASCENDING), ("last_active", DESCENDING)], name="account_last_active"),
-        IndexModel([("last_active", DESCENDING)], name="last_active"),
+        # The admin session list: newest activity first, paged by (last_active, _id).
+        IndexModel([("last_active", DESCENDING), ("_id", DESCENDING)], name="last_active_id"),
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],
     "refresh_tokens": [

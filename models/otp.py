@@ -73,12 +73,19 @@ class CodeFlows:
     # ---- password reset ----------------------------------------------------------------
 
     async def request_reset(self, identifier: str, ctx: Context) -> None:
-        """Send a reset code to the account's e-mail (or phone when it has none)."""
+        """Send a reset code to the account's e-mail (or phone when it has none). Unknown
+        and disabled accounts get no code and the same answer: no enumeration."""
         account = await self.accounts.find_by_login(identifier)
-        target = self.reset_destination(account) if account and not account.get("disabled") else None
+        if account is not None and not account.get("disabled"):
+            await self.send_reset(account, ctx)
+
+    async def send_reset(self, account: dict, ctx: Context) -> str | None:
+        """Send `account` a reset code; the channel used, or None when it has nowhere to go."""
+        target = self.reset_destination(account)
         if target is None:
-            return  # same answer as a real request: no enumeration
+            return None
         await self.send("reset", target[0], target[1], ctx, account=account)
+        return target[0]
 
     async def reset_with_code(self, identifier: str, code: str, password: str, ctx: Context) -> None:
         account = await self.accounts.find_by_login(identifier)

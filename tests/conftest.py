@@ -205,6 +205,17 @@ def assert_error(r: Response, status: int, code: str) -> None:
     assert isinstance(r.data["message"], str) and r.data["message"]
 
 
+@pytest.fixture
+async def admin(api: Api, gatehouse) -> dict:
+    """An administrator: {"username", "password", "id", "token"} (an opaque session)."""
+    name = unique("admin")
+    await gatehouse.ensure_admin(name, PASSWORD)
+    account = await gatehouse.accounts.find_by_login(name)
+    user = {"username": name, "password": PASSWORD, "id": account["id"]}
+    user["token"] = await login(api, user)
+    return user
+
+
 async def register(api: Api, **fields: Any) -> dict:
     """Register through the native API; returns the request body (with the password)."""
     name = unique("user")

@@ -1,0 +1,269 @@
+"""The admin API (`/admin/api/…`): the console's operations as JSON, for scripts.
+
+Callers are an administrator's session (opaque token or JWT access token, raw or
+`Bearer`) or a service key from GATEHOUSE_SERVICE_KEYS. Answers are plain JSON;
+errors are `{"error": "<CODE>", "message": "…"}`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Any
+
+from models.accounts import account_view
+from models.admin import admin_session_view
+from models.errors import AccountNotFound, InvalidRequest, NotAuthenticated
+from models.events import event_view
+from models.sessions import session_view
+from models.validation import Field, parse_fields
+
+from .base import APIHandler
+from .spec import BOOL, EPOCH, INT, STR, Route, Schema, array, doc, nullable, obj, ref
+
+LIMIT = Field(int, lo=1, hi=200)
+CURSOR = Field(str, max_len=200)
+ACCOUNT_REF = Field(str, max_len=320)
+
+ADMIN_SESSION = obj(
+    {
+        "id": STR,
+        "account": obj({"id": INT, "uid": nullable(STR), "username": nullable(STR)}),
+        "kind": STR,
+        "style": nullable(STR),
+        "created": EPOCH,
+        "lastActive": EPOCH,
+        "expires": EPOCH,
+        "ip": nullable(STR),
+        "userAgent": nullable(STR),
+        "revoked": BOOL,
+        "revokedReason": nullable(STR),
+        "revokedBy": nullable(STR),
+    }
+)
+EVENT = obj(
+    {
+        "id": STR,
+        "type": STR,
+        "at": STR,
+        "account_id": nullable(INT),
+        "session_id": nullable(STR),
+        "actor": nullable(STR),
+        "outcome": nullable(STR),
+        "reason": nullable(STR),
+        "ip": nullable(STR),
+        "userAgent": nullable(STR),
+        "style": nullable(STR),
+    }
+)
+ACCOUNT_STATE = obj({"account": ref("Account"), "sessionsEnded": INT})
+
+
+class AdminAPIHandler(APIHandler):
+    style = "admin"
+    actor = "service"
+
+    @classmethod
+    def error_schema(cls) -> Schema:
+        return obj({"error": STR, "message": STR})
+
+    def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
+        return {"error": code, "message": message}
+
+    def error_status(self, status: int, code: str, exc: BaseException | None) -> int:
+        return 401 if code == "NOT_AUTHENTICATED" else status
+
+    async def authenticate(self) -> None:
+        token = self.bearer_token()
+        if not token:
+            raise NotAuthenticated("send an administrator's session token or a service key in Authorization")
+        if any(hmac.compare_digest(token.encode(), key.encode()) for key in self.config.service_keys):
+            self._authenticated = True
+            return
+        await super().authenticate()
+        self.gh.auth.require_admin(self.current_account)
+        self.actor = f"admin:{self.current_account['id']}"
+
+    def query(self, spec: dict[str, Field]) -> dict[str, Any]:
+        return parse_fields({k: self.get_query_argument(k, None) for k in spec}, spec)
+
+    async def account(self, account_id: str) -> dict:
+        account = await self.gh.accounts.find_by_id(int(account_id))
+        if account is None:
+            raise AccountNotFound()
+        return account
+
+
+def parse_time(name: str, value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"'{name}' must be an ISO 8601 time, like 2026-01-31T12:00:00Z", field=name) from None
+    if when.tzinfo is None:
+        raise InvalidRequest(f"'{name}' needs a time zone (Z or +hh:mm)", field=name)
+    return when
+
+
+class SessionsHandler(AdminAPIHandler):
+    QUERY = {"account": ACCOUNT_REF, "kind": Field(str, max_len=16), "active": Field(str, max_len=5)}
+    QUERY = {**QUERY, "limit": LIMIT, "cursor": CURSOR}
+
+    @doc(
+        "Sessions across accounts, newest activity first (kicked ones stay listed until they expire)",
+        query=QUERY,
+        ok=obj({"sessions": array(ADMIN_SESSION), "next": nullable(STR)}),
+        errors=(403, 404),
+    )
+    async def get(self) -> None:
+        q = self.query(self.QUERY)
+        if q.get("active") not in (None, "true", "false", "1", "0"):
+            raise InvalidRequest("'active' must be true or false", field="active")
+        page = await self.gh.admin.sessions(
+            account=await self.gh.admin.account_ref(q.get("account")),
+            kind=q.get("kind"),
+            active=q.get("active") in ("true", "1"),
+            limit=q.get("limit", 50),
+            cursor=q.get("cursor"),
+        )
+        self.reply({"sessions": [admin_session_view(s) for s in page.items], "next": page.next})
+
+
+class SessionHandler(AdminAPIHandler):
+    @doc("Kick one session: its token is refused from now on", ok=obj({"kicked": STR}), errors=(403, 404))
+    async def delete(self, session_id: str) -> None:
+        await self.gh.auth.kick(session_id, self.context(), by=self.actor)
+        self.reply({"kicked": session_id})
+
+
+class AccountsHandler(AdminAPIHandler):
+    QUERY = {"q": Field(str, max_len=320), "page": Field(int, lo=1, hi=1_000_000), "limit": LIMIT}
+
+    @doc(
+        "Search accounts by username prefix, e-mail, phone, id or uid",
+        query=QUERY,
+        ok=obj({"accounts": array(ref("Account")), "count": INT, "page": INT}),
+        errors=(403,),
+    )
+    async def get(self) -> None:
+        q = self.query(self.QUERY)
+        page = q.get("page", 1)
+        found = await self.gh.accounts.page(page=page, limit=q.get("limit", 50), q=q.get("q"))
+        count = await self.gh.accounts.count(q=q.get("q"))
+        self.reply({"accounts": [account_view(a) for a in found], "count": count, "page": page})
+
+
+class AccountHandler(AdminAPIHandler):
+    @doc(
+        "One account with its live sessions and recent events",
+        ok=obj({"account": ref("Account"), "sessions": array(ref("Session")), "events": array(EVENT)}),
+        errors=(403, 404),
+    )
+    async def get(self, account_id: str) -> None:
+        account = await self.account(account_id)
+        sessions = await self.gh.sessions.list_for_account(account["id"])
+        events = await self.gh.events.find(account_id=account["id"], limit=20)
+        self.reply(
+            {
+                "account": account_view(account),
+                "sessions": [session_view(s) for s in sessions],
+                "events": [event_view(e) for e in events],
+            }
+        )
+
+
+class KickAllHandler(AdminAPIHandler):
+    @doc("Kick every session of the account", ok=obj({"kicked": INT}), errors=(403, 404))
+    async def post(self, account_id: str) -> None:
+        account = await self.account(account_id)
+        self.reply({"kicked": await self.gh.auth.kick_all(account["id"], self.context(), by=self.actor)})
+
+
+class DisableHandler(AdminAPIHandler):
+    disable = True
+
+    @doc("Disable (and kick every session) or enable the account", ok=ACCOUNT_STATE, errors=(403, 404))
+    async def post(self, account_id: str) -> None:
+        account = await self.account(account_id)
+        ended = await self.gh.auth.set_disabled(account, self.disable, self.context(), by=self.actor)
+        self.reply({"account": account_view(await self.account(account_id)), "sessionsEnded": ended})
+
+
+class EnableHandler(DisableHandler):
+    disable = False
+
+
+class ResetCodeHandler(AdminAPIHandler):
+    @doc(
+        "Send the account a password-reset code (e-mail, else SMS)",
+        ok=obj({"sent": BOOL, "channel": nullable(STR)}),
+        errors=(403, 404, 429),
+    )
+    async def post(self, account_id: str) -> None:
+        account = await self.account(account_id)
+        channel = await self.gh.flows.send_reset(account, self.context())
+        self.reply({"sent": channel is not None, "channel": channel})
+
+
+class EventsHandler(AdminAPIHandler):
+    QUERY = {
+        "account": ACCOUNT_REF,
+        "type": Field(str, max_len=32),
+        "since": Field(str, max_len=40),
+        "until": Field(str, max_len=40),
+        "limit": LIMIT,
+        "cursor": CURSOR,
+    }
+
+    @doc(
+        "The audit log, newest first",
+        query=QUERY,
+        ok=obj({"events": array(EVENT), "next": nullable(STR)}),
+        errors=(403, 404),
+    )
+    async def get(self) -> None:
+        q = self.query(self.QUERY)
+        page = await self.gh.admin.events(
+            account=await self.gh.admin.account_ref(q.get("account")),
+            type=q.get("type"),
+            since=parse_time("since", q.get("since")),
+            until=parse_time("until", q.get("until")),
+            limit=q.get("limit", 50),
+            cursor=q.get("cursor"),
+        )
+        self.reply({"events": [event_view(e) for e in page.items], "next": page.next})
+
+
+class StatsHandler(AdminAPIHandler):
+    @doc(
+        "The dashboard's numbers (last 24 hours)",
+        ok=obj(
+            {
+                "active_sessions": INT,
+                "active_accounts_24h": INT,
+                "logins_24h": INT,
+                "failed_logins_24h": INT,
+                "accounts": INT,
+                "by_hour": array(obj({"hour": EPOCH, "login_ok": INT, "login_failed": INT})),
+            }
+        ),
+        errors=(403,),
+    )
+    async def get(self) -> None:
+        self.reply(await self.gh.admin.dashboard())
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/admin/api/sessions", SessionsHandler),
+        Route("/admin/api/sessions/{session_id}", SessionHandler),
+        Route("/admin/api/accounts", AccountsHandler),
+        Route("/admin/api/accounts/{account_id}", AccountHandler),
+        Route("/admin/api/accounts/{account_id}/kick", KickAllHandler),
+        Route("/admin/api/accounts/{account_id}/disable", DisableHandler),
+        Route("/admin/api/accounts/{account_id}/enable", EnableHandler),
+        Route("/admin/api/accounts/{account_id}/reset", ResetCodeHandler),
+        Route("/admin/api/events", EventsHandler),
+        Route("/admin/api/stats", StatsHandler),
+    ]

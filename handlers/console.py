@@ -1,0 +1,377 @@
+"""The admin console (`/console/`): Jinja pages over the same `models/` operations as
+the admin API.
+
+Its login is a session of kind `console` whose token sits in a signed, HttpOnly,
+SameSite=Strict cookie (Secure over HTTPS), so it is listed and kickable like any
+other. Every POST needs Tornado's XSRF token; pages forbid framing and inline script.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+from tornado.web import HTTPError, RequestHandler
+
+from models.accounts import account_view, is_admin
+from models.common import Context
+from models.errors import DomainError, InvalidCredentials, NotAuthenticated
+from models.events import EVENT_TYPES
+from models.sessions import KINDS
+from models.useragent import describe
+from models.validation import Field, parse_fields
+
+from .admin_api import parse_time
+from .base import CommonMixin, is_db_outage, translate
+
+log = logging.getLogger("gatehouse")
+
+COOKIE = "gh_console"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+DONE = {
+    "kicked": "Session kicked.",
+    "kicked_all": "Every session of this account was kicked.",
+    "disabled": "Account disabled; its sessions were ended.",
+    "enabled": "Account enabled.",
+    "reset_sent": "A password-reset code was sent.",
+    "reset_nowhere": "This account has no e-mail or phone to send a code to.",
+}
+
+
+def ago(when: datetime | None, now: datetime | None = None) -> str:
+    if when is None:
+        return "never"
+    delta = int(((now or datetime.now(UTC)) - when).total_seconds())
+    if delta < 45:
+        return "just now"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if delta >= size:
+            return f"{delta // size} {unit} ago"
+    return "just now"
+
+
+def exact(when: datetime | None) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
+
+
+def console_templates(settings: dict) -> Environment:
+    env = settings.get("console_templates")
+    if env is None:
+        env = Environment(
+            loader=FileSystemLoader(settings["template_path"]),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+        )
+        env.filters.update(ago=ago, exact=exact, device=describe)
+        settings["console_templates"] = env
+    return env
+
+
+class ConsoleHandler(CommonMixin, RequestHandler):
+    login_required = True
+    admin: dict | None = None
+    console_session: dict | None = None
+
+    def set_default_headers(self) -> None:
+        self.common_headers()
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Content-Security-Policy", CSP)
+        self.set_header("X-Frame-Options", "DENY")
+
+    def set_cookie(self, name: str, value: str | bytes, **kw: Any) -> None:  # type: ignore[override]
+        # Every console cookie (the session and Tornado's _xsrf) gets the same protection.
+        kw.setdefault("httponly", True)
+        kw.setdefault("samesite", "Strict")
+        kw.setdefault("path", "/console/")
+        if self.is_https:
+            kw.setdefault("secure", True)
+        super().set_cookie(name, value, **kw)
+
+    def check_xsrf_cookie(self) -> None:
+        try:
+            super().check_xsrf_cookie()
+        except HTTPError:
+            raise HTTPError(403, "This form's XSRF token is missing or wrong; reload the page and try again.") from None
+
+    async def prepare(self) -> None:
+        token = self.get_signed_cookie(COOKIE, max_age_days=31)
+        if token:
+            try:
+                self.admin, self.console_session = await self.gh.auth.authenticate(token.decode(), kinds=("console",))
+            except NotAuthenticated:
+                self.clear_cookie(COOKIE, path="/console/")
+        if not self.login_required:
+            return
+        if self.admin is None:
+            if self.request.method in ("GET", "HEAD"):
+                self.redirect("/console/login?" + urlencode({"next": self.request.uri}))
+                return
+            raise HTTPError(403, "log in to the console first")
+        if not is_admin(self.admin):
+            raise HTTPError(403, "this page is for administrators")
+
+    @property
+    def actor(self) -> str:
+        assert self.admin is not None
+        return f"admin:{self.admin['id']}"
+
+    def context(self) -> Context:
+        ctx = super().context()
+        return Context(ip=ctx.ip, user_agent=ctx.user_agent, style="console", request_id=ctx.request_id)
+
+    def page(self, template: str, status: int = 200, **values: Any) -> None:
+        env = console_templates(self.settings)
+        html = env.get_template(f"console/{template}").render(
+            admin=self.admin,
+            console_session=self.console_session,
+            xsrf=Markup(self.xsrf_form_html()),
+            static=self.static_url,
+            path=self.request.path,
+            uri=self.request.uri,
+            outbox=not self.config.production,
+            done=DONE.get(self.get_query_argument("done", "")),
+            **values,
+        )
+        self.set_status(status)
+        self.finish(html)
+
+    def args(self, spec: dict[str, Field]) -> dict[str, Any]:
+        return parse_fields({k: self.get_argument(k, None) or None for k in spec}, spec)
+
+    def back(self, default: str, done: str) -> None:
+        """Redirect after a POST, only ever inside the console."""
+        target = self.get_body_argument("next", "") or default
+        if not target.startswith("/console/") or target.startswith("//"):
+            target = default
+        target = target.split("#")[0]
+        sep = "&" if "?" in target else "?"
+        self.redirect(f"{target}{sep}done={done}", status=303)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        status, code, message = translate(exc, status_code)
+        self.clear_header("Content-Type")
+        self.set_default_headers()
+        try:
+            self.page("error.html", status=status, status_code=status, code=code, message=message)
+        except Exception:  # noqa: BLE001 - the error page must not fail into a traceback
+            self.set_status(status)
+            self.finish(f"{status} {code}")
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, (DomainError, HTTPError)):
+            return
+        if value is not None and is_db_outage(value):
+            log.warning("database unavailable: %s", type(value).__name__)
+            return
+        super().log_exception(typ, value, tb)
+
+
+class LoginHandler(ConsoleHandler):
+    login_required = False
+
+    def next_url(self) -> str:
+        target = self.get_argument("next", "/console/")
+        return target if target.startswith("/console/") and not target.startswith("//") else "/console/"
+
+    async def get(self) -> None:
+        if self.admin is not None and is_admin(self.admin):
+            self.redirect(self.next_url())
+            return
+        self.page("login.html", next=self.next_url(), error=None)
+
+    async def post(self) -> None:
+        f = parse_fields(
+            {k: self.get_body_argument(k, None) for k in ("username", "password")},
+            {"username": Field(str, required=True, max_len=320), "password": Field(str, required=True, max_len=4096)},
+        )
+        ctx = self.context()
+        try:
+            account = await self.gh.auth.check_password(f["username"], f["password"], ctx)
+        except InvalidCredentials as e:
+            self.page("login.html", status=401, next=self.next_url(), error=e.message, username=f["username"])
+            return
+        if not is_admin(account):
+            self.page(
+                "login.html",
+                status=403,
+                next=self.next_url(),
+                error="This account is not an administrator.",
+                username=f["username"],
+            )
+            return
+        login = await self.gh.auth.start_session(account, "console", ctx)
+        assert login.token is not None
+        self.set_signed_cookie(COOKIE, login.token, expires_days=None)
+        self.redirect(self.next_url(), status=303)
+
+
+class LogoutHandler(ConsoleHandler):
+    async def post(self) -> None:
+        assert self.console_session is not None
+        await self.gh.auth.logout(self.console_session, self.context())
+        self.clear_cookie(COOKIE, path="/console/")
+        self.redirect("/console/login", status=303)
+
+
+class DashboardHandler(ConsoleHandler):
+    async def get(self) -> None:
+        stats = await self.gh.admin.dashboard()
+        recent = await self.gh.admin.events(limit=15)
+        peak = max([1] + [h["login_ok"] + h["login_failed"] for h in stats["by_hour"]])
+        self.page("dashboard.html", stats=stats, events=recent.items, peak=peak)
+
+
+SESSION_FILTERS = {
+    "account": Field(str, max_len=320),
+    "kind": Field(str, max_len=16),
+    "active": Field(str, max_len=5),
+    "cursor": Field(str, max_len=200),
+}
+
+
+class SessionsHandler(ConsoleHandler):
+    template = "sessions.html"
+
+    async def get(self) -> None:
+        f = self.args(SESSION_FILTERS)
+        account = await self.gh.admin.account_ref(f.get("account"))
+        page = await self.gh.admin.sessions(
+            account=account, kind=f.get("kind"), active=f.get("active") == "1", limit=50, cursor=f.get("cursor")
+        )
+        query = {k: v for k, v in f.items() if v and k != "cursor"}
+        self.page(
+            self.template,
+            sessions=page.items,
+            account=account,
+            filters=query,
+            kinds=KINDS,
+            next_url=("/console/sessions?" + urlencode({**query, "cursor": page.next})) if page.next else None,
+            first_url=("/console/sessions?" + urlencode(query)) if f.get("cursor") else None,
+            now=self.gh.clock(),
+        )
+
+
+class SessionRowsHandler(SessionsHandler):
+    """The table body alone, for the page's self-refresh."""
+
+    template = "_session_rows.html"
+
+
+class KickHandler(ConsoleHandler):
+    async def post(self, session_id: str) -> None:
+        await self.gh.auth.kick(session_id, self.context(), by=self.actor)
+        self.back("/console/sessions", "kicked")
+
+
+class AccountsHandler(ConsoleHandler):
+    async def get(self) -> None:
+        f = self.args({"q": Field(str, max_len=320), "page": Field(int, lo=1, hi=1_000_000)})
+        page = f.get("page", 1)
+        found = await self.gh.accounts.page(page=page, limit=50, q=f.get("q"))
+        total = await self.gh.accounts.count(q=f.get("q"))
+        self.page(
+            "accounts.html",
+            accounts=[account_view(a) for a in found],
+            q=f.get("q") or "",
+            total=total,
+            page_no=page,
+            more=page * 50 < total,
+        )
+
+
+class AccountHandler(ConsoleHandler):
+    async def account(self, account_id: str) -> dict:
+        account = await self.gh.accounts.find_by_id(int(account_id))
+        if account is None:
+            raise HTTPError(404, "no such account")
+        return account
+
+    async def get(self, account_id: str) -> None:
+        account = await self.account(account_id)
+        sessions = await self.gh.admin.sessions(account=account, limit=100)
+        events = await self.gh.admin.events(account=account, limit=30)
+        self.page(
+            "account.html",
+            account=account_view(account),
+            sessions=sessions.items,
+            events=events.items,
+            now=self.gh.clock(),
+        )
+
+
+class AccountActionHandler(AccountHandler):
+    async def post(self, account_id: str, action: str) -> None:
+        account = await self.account(account_id)
+        ctx = self.context()
+        if action == "kick":
+            await self.gh.auth.kick_all(account["id"], ctx, by=self.actor)
+            done = "kicked_all"
+        elif action in ("disable", "enable"):
+            await self.gh.auth.set_disabled(account, action == "disable", ctx, by=self.actor)
+            done = action + "d"
+        else:  # reset
+            done = "reset_sent" if await self.gh.flows.send_reset(account, ctx) else "reset_nowhere"
+        self.back(f"/console/accounts/{account['id']}", done)
+
+
+class EventsHandler(ConsoleHandler):
+    async def get(self) -> None:
+        f = self.args(
+            {
+                "account": Field(str, max_len=320),
+                "type": Field(str, max_len=32),
+                "since": Field(str, max_len=40),
+                "cursor": Field(str, max_len=200),
+            }
+        )
+        since = f.get("since")
+        if since and len(since) == 16:  # <input type="datetime-local"> has no zone: UTC
+            since += ":00+00:00"
+        account = await self.gh.admin.account_ref(f.get("account"))
+        page = await self.gh.admin.events(
+            account=account,
+            type=f.get("type"),
+            since=parse_time("since", since),
+            limit=50,
+            cursor=f.get("cursor"),
+        )
+        query = {k: v for k, v in f.items() if v and k != "cursor"}
+        self.page(
+            "events.html",
+            events=page.items,
+            filters=query,
+            types=EVENT_TYPES,
+            next_url=("/console/events?" + urlencode({**query, "cursor": page.next})) if page.next else None,
+            now=self.gh.clock(),
+        )
+
+
+class OutboxHandler(ConsoleHandler):
+    async def get(self) -> None:
+        if self.config.production:
+            raise HTTPError(404, "the outbox exists only in development")
+        self.page("outbox.html", messages=await self.gh.admin.outbox(), now=self.gh.clock())
+
+
+def routes() -> list[tuple[str, type]]:
+    return [
+        (r"/console/?", DashboardHandler),
+        (r"/console/login", LoginHandler),
+        (r"/console/logout", LogoutHandler),
+        (r"/console/sessions", SessionsHandler),
+        (r"/console/sessions/rows", SessionRowsHandler),
+        (r"/console/sessions/([0-9a-f]{32})/kick", KickHandler),
+        (r"/console/accounts", AccountsHandler),
+        (r"/console/accounts/([0-9]{1,12})", AccountHandler),
+        (r"/console/accounts/([0-9]{1,12})/(kick|disable|enable|reset)", AccountActionHandler),
+        (r"/console/events", EventsHandler),
+        (r"/console/outbox", OutboxHandler),
+    ]

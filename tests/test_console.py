@@ -1,0 +1,238 @@
+"""The console's pages over HTTP with a cookie-keeping client: login, XSRF, headers,
+escaping, kicks and account actions. (The browser tests are in test_console_browser.py.)"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from tests.conftest import PASSWORD, login, register
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+class Console:
+    """A browser-like client: keeps cookies, reads the XSRF token from the forms."""
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.AsyncClient(base_url=base_url, follow_redirects=False, timeout=30)
+
+    async def get(self, path: str, **kw) -> httpx.Response:
+        r = await self.http.get(path, **kw)
+        assert r.status_code < 500, r.text[:500]
+        return r
+
+    async def post(self, path: str, data: dict | None = None, *, xsrf: bool = True, **kw) -> httpx.Response:
+        data = dict(data or {})
+        if xsrf:
+            data["_xsrf"] = await self.xsrf()
+        r = await self.http.post(path, data=data, **kw)
+        assert r.status_code < 500, r.text[:500]
+        return r
+
+    async def xsrf(self) -> str:
+        page = await self.get("/console/")
+        if page.status_code == 302:
+            page = await self.get("/console/login")
+        return re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+
+    async def login(self, username: str, password: str = PASSWORD) -> httpx.Response:
+        return await self.post("/console/login", {"username": username, "password": password, "next": "/console/"})
+
+
+@pytest.fixture
+async def console(base_url):
+    c = Console(base_url)
+    yield c
+    await c.http.aclose()
+
+
+@pytest.fixture
+async def admin_console(console, admin):
+    r = await console.login(admin["username"])
+    assert r.status_code == 303 and r.headers["location"] == "/console/"
+    return console
+
+
+def assert_page_headers(r: httpx.Response) -> None:
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["referrer-policy"] == "no-referrer"
+    assert r.headers["cache-control"] == "no-store"
+    assert "server" not in r.headers
+    assert r.headers["content-type"] == "text/html; charset=UTF-8"
+
+
+async def test_anonymous_users_are_sent_to_the_login_page(console):
+    for path in ("/console/", "/console/sessions?kind=jwt", "/console/accounts", "/console/events"):
+        r = await console.get(path)
+        assert r.status_code == 302, path
+        assert r.headers["location"].startswith("/console/login?next=%2Fconsole%2F")
+    r = await console.get("/console/login")
+    assert r.status_code == 200 and 'name="password"' in r.text
+    assert_page_headers(r)
+    # A POST without a session is refused, not redirected.
+    assert (await console.post("/console/accounts/1/kick")).status_code == 403
+
+
+async def test_login_sets_a_protected_cookie_and_is_a_console_session(console, admin, api):
+    r = await console.login(admin["username"])
+    assert r.status_code == 303
+    cookies = r.headers.get_list("set-cookie")
+    session_cookie = next(c for c in cookies if c.startswith("gh_console="))
+    assert "HttpOnly" in session_cookie and "SameSite=Strict" in session_cookie and "Path=/console/" in session_cookie
+    assert "Secure" not in session_cookie  # plain HTTP on loopback
+    xsrf_cookie = next(c for c in console.http.cookies.jar if c.name == "_xsrf")
+    assert xsrf_cookie.path == "/console/"
+    page = await console.get("/console/")
+    assert page.status_code == 200 and "live sessions" in page.text
+    assert_page_headers(page)
+    # It is a session like any other: listed with kind "console", and kickable.
+    r = await api.get(f"/admin/api/sessions?account={admin['id']}&kind=console", token=admin["token"])
+    [console_session] = r.data["sessions"]
+    assert console_session["style"] == "console"
+    await api.delete(f"/admin/api/sessions/{console_session['id']}", token=admin["token"])
+    assert (await console.get("/console/")).status_code == 302
+
+
+async def test_wrong_password_and_non_admins_cannot_log_in(console, api):
+    user = await register(api)
+    r = await console.login(user["username"], "not-the-password")
+    assert r.status_code == 401 and "invalid username or password" in r.text
+    assert "gh_console" not in r.headers.get("set-cookie", "")
+    r = await console.login(user["username"])
+    assert r.status_code == 403 and "not an administrator" in r.text
+    assert "gh_console=" not in ";".join(r.headers.get_list("set-cookie"))
+
+
+async def test_an_admin_who_loses_the_role_gets_403(admin_console, admin, gatehouse):
+    await gatehouse.db.accounts.update_one({"id": admin["id"]}, {"$set": {"roles": []}})
+    r = await admin_console.get("/console/sessions")
+    assert r.status_code == 403 and "administrators" in r.text
+    assert_page_headers(r)
+
+
+async def test_every_post_needs_the_xsrf_token(admin_console, api):
+    user = await register(api)
+    token = await login(api, user)
+    session_id = (await api.get("/auth/me", token=token)).data["data"]["session"]
+    for path in (
+        f"/console/sessions/{session_id}/kick",
+        f"/console/accounts/{user['id']}/kick",
+        f"/console/accounts/{user['id']}/disable",
+        "/console/logout",
+    ):
+        r = await admin_console.post(path, xsrf=False)
+        assert r.status_code == 403, path
+        assert "XSRF" in r.text
+        r = await admin_console.post(path, {"_xsrf": "2|00|forged|1"}, xsrf=False)
+        assert r.status_code == 403, path
+    # Nothing changed: the user's session and account are intact, the admin still logged in.
+    assert (await api.get("/auth/me", token=token)).status == 200
+    assert (await admin_console.get("/console/")).status_code == 200
+
+
+async def test_kick_from_the_sessions_page(admin_console, api):
+    user = await register(api)
+    token = await login(api, user)
+    session_id = (await api.get("/auth/me", token=token)).data["data"]["session"]
+    page = await admin_console.get(f"/console/sessions?account={user['username']}")
+    assert page.status_code == 200
+    assert f'id="s-{session_id}"' in page.text and "Kick all sessions of" in page.text
+    r = await admin_console.post(
+        f"/console/sessions/{session_id}/kick", {"next": f"/console/sessions?account={user['username']}"}
+    )
+    assert r.status_code == 303 and r.headers["location"].endswith("&done=kicked")
+    assert (await api.get("/auth/me", token=token)).status == 403
+    rows = await admin_console.get(f"/console/sessions/rows?account={user['username']}")
+    assert rows.status_code == 200 and "kicked" in rows.text and "<html" not in rows.text
+    # An open redirect through `next` is not possible.
+    other = await login(api, user)
+    sid = (await api.get("/auth/me", token=other)).data["data"]["session"]
+    r = await admin_console.post(f"/console/sessions/{sid}/kick", {"next": "https://evil.example/"})
+    assert r.headers["location"] == "/console/sessions?done=kicked"
+
+
+async def test_hostile_text_is_shown_as_text(admin_console, api):
+    user = await register(api, nickname=HOSTILE)
+    await api.post("/auth/auth", {"username": user["username"], "password": PASSWORD}, headers={"User-Agent": HOSTILE})
+    for path in (f"/console/accounts/{user['id']}", f"/console/sessions?account={user['id']}", "/console/accounts"):
+        r = await admin_console.get(path)
+        assert r.status_code == 200
+        assert HOSTILE not in r.text, path
+    r = await admin_console.get(f"/console/accounts/{user['id']}")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in r.text
+    r = await admin_console.get("/console/accounts?q=" + httpx.QueryParams({"x": HOSTILE})["x"])
+    assert HOSTILE not in r.text
+
+
+async def test_account_actions(admin_console, api, gatehouse):
+    user = await register(api)
+    token = await login(api, user)
+    r = await admin_console.post(f"/console/accounts/{user['id']}/disable")
+    assert r.status_code == 303 and r.headers["location"] == f"/console/accounts/{user['id']}?done=disabled"
+    assert (await api.get("/auth/me", token=token)).status == 403
+    page = await admin_console.get(r.headers["location"])
+    assert "disabled" in page.text and "Account disabled" in page.text
+    await admin_console.post(f"/console/accounts/{user['id']}/enable")
+    token = await login(api, user)
+    await admin_console.post(f"/console/accounts/{user['id']}/kick")
+    assert (await api.get("/auth/me", token=token)).status == 403
+    r = await admin_console.post(f"/console/accounts/{user['id']}/reset")
+    assert r.headers["location"].endswith("done=reset_sent")
+    outbox = await admin_console.get("/console/outbox")
+    assert user["email"] in outbox.text and "reset" in outbox.text
+    events = await admin_console.get(f"/console/events?account={user['id']}")
+    for kind in ("disable", "enable", "kick", "code_sent"):
+        assert f">{kind}<" in events.text, kind
+    assert "admin:" in events.text
+
+
+async def test_bad_input_gets_a_clear_error_page(admin_console):
+    for path, status in (
+        ("/console/sessions?kind=bogus", 400),
+        ("/console/sessions?cursor=nonsense", 400),
+        ("/console/sessions?account=nobody-at-all", 404),
+        ("/console/accounts/99999999", 404),
+        ("/console/events?since=yesterday", 400),
+        ("/console/events?type=bogus", 400),
+        ("/console/accounts?page=0", 400),
+    ):
+        r = await admin_console.get(path)
+        assert r.status_code == status, (path, r.status_code)
+        assert_page_headers(r)
+        assert "Traceback" not in r.text and "<h1>" in r.text
+    r = await admin_console.get("/console/logout")
+    assert r.status_code == 405
+
+
+async def test_events_filter_and_dashboard(admin_console, api):
+    user = await register(api)
+    await api.post("/auth/auth", {"username": user["username"], "password": "wrong-password-1"})
+    r = await admin_console.get("/console/events?type=login_failed&since=2000-01-01T00:00")
+    assert r.status_code == 200 and f"#{user['id']}" in r.text and "login_ok" not in r.text.split("<tbody>")[1]
+    r = await admin_console.get("/console/")
+    assert r.status_code == 200 and "failed logins in 24 h" in r.text and "<svg" in r.text
+
+
+@pytest.mark.parametrize("settings", [{"trust_proxy": 1}])
+async def test_cookies_are_secure_behind_an_https_proxy(settings, console, admin):
+    r = await console.http.post(
+        "/console/login",
+        data={"username": admin["username"], "password": PASSWORD, "_xsrf": await console.xsrf()},
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"},
+    )
+    assert r.status_code == 303
+    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("gh_console="))
+    assert "Secure" in cookie
+    assert "max-age=31536000" in r.headers["strict-transport-security"]
+
+
+async def test_static_files_have_baseline_headers(console):
+    r = await console.get("/static/console.js")
+    assert r.status_code == 200 and r.headers["x-content-type-options"] == "nosniff"
+    assert "server" not in r.headers

@@ -1,0 +1,108 @@
+"""The console in a real headless Chromium (Debian's package, driven by Playwright):
+log in, watch an API login appear without a reload, kick it, see the API refuse the
+token. Also writes docs/console.png for the README."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD, ROOT, login, register
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Flags for a sandboxed CI machine with a closed network (see scripts/setup).
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+if not Path(CHROMIUM).exists() and os.environ.get("GATEHOUSE_REQUIRE_BROWSER") != "1":
+    pytest.skip("Debian's chromium is not installed (scripts/setup installs it)", allow_module_level=True)
+
+
+@pytest.fixture
+async def browser():
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield chromium
+        await chromium.close()
+
+
+async def open_console(browser, base_url: str, admin: dict, width: int = 1280, height: int = 860):
+    context = await browser.new_context(
+        viewport={"width": width, "height": height}, user_agent="Gatehouse browser test"
+    )
+    page = await context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("dialog", lambda d: d.accept())  # the kick confirmation
+    await page.goto(base_url + "/console/sessions")
+    assert "/console/login" in page.url  # anonymous: sent to the login page
+    await page.fill("input[name=username]", admin["username"])
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/console/sessions")
+    return page, problems
+
+
+async def test_a_new_login_appears_is_kicked_and_its_token_refused(browser, base_url, api, admin, tmp_path):
+    page, problems = await open_console(browser, base_url, admin)
+    assert await page.locator("h1").inner_text() == "Sessions"
+
+    # A login through the API shows up without a reload (the table polls).
+    user = await register(api, nickname="Mallory <b>")
+    token = await login(api, user)
+    session_id = (await api.get("/auth/me", token=token)).data["data"]["session"]
+    row = page.locator(f"#s-{session_id}")
+    await row.wait_for(timeout=15_000)
+    assert user["username"] in await row.inner_text()
+    assert "live" in await row.inner_text()
+    assert "Tornado" in await row.inner_text()  # the device column, from the API client's user agent
+    # One console session (ours) is listed too, kind "console".
+    assert await page.locator("tr:has(span.badge:text-is('console'))").count() >= 1
+
+    # GATEHOUSE_SCREENSHOT=1 refreshes the README's picture; otherwise it goes to tmp.
+    shot = ROOT / "docs" / "console.png" if os.environ.get("GATEHOUSE_SCREENSHOT") == "1" else tmp_path / "console.png"
+    await page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+    # Kick it from its row; the page comes back showing the kick.
+    await row.locator("button:text('Kick')").click()
+    await page.wait_for_url("**done=kicked")
+    assert "Session kicked." in await page.locator(".flash").inner_text()
+    assert "kicked" in await page.locator(f"#s-{session_id}").inner_text()
+    assert await page.locator(f"#s-{session_id} button").count() == 0
+
+    # ... and the API refuses the token at once.
+    assert (await api.get("/auth/me", token=token)).status == 403
+    assert problems == [], problems  # no script errors, no CSP violations
+
+
+async def test_account_page_and_phone_width(browser, base_url, api, admin):
+    user = await register(api, nickname="<script>alert('x')</script>")
+    page, problems = await open_console(browser, base_url, admin, width=390, height=844)
+    await page.goto(f"{base_url}/console/accounts?q={user['username']}")
+    await page.click(f"a[href='/console/accounts/{user['id']}'] >> nth=0")
+    await page.wait_for_url(f"**/console/accounts/{user['id']}")
+    # The hostile nickname is text on the page, and no script ran.
+    assert "<script>alert('x')</script>" in await page.locator(".facts").inner_text()
+    # At phone width the page does not scroll sideways; wide tables scroll inside their box.
+    overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, overflow
+    await page.click("button:text('Disable')")
+    await page.wait_for_url("**done=disabled")
+    assert "Account disabled" in await page.locator(".flash").inner_text()
+    r = await api.post("/auth/auth", {"username": user["username"], "password": PASSWORD})
+    assert r.status == 401
+    assert problems == [], problems
