@@ -13,6 +13,7 @@ import asyncio
 import getpass
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -30,12 +31,19 @@ def make_app(config: Config, gatehouse: object) -> Application:
     """The Tornado application; the tests build theirs with this too."""
     from handlers import console, routes
     from handlers.base import StaticHandler, log_request
+    from handlers.health import MetricsHandler
+    from handlers.metrics import observe_event
     from handlers.native import NotFoundHandler
 
     table = routes(config)
-    return Application(
-        [(r.pattern, r.handler) for r in table] + console.routes(),
+    extra = [(r"/metrics", MetricsHandler), *console.routes()]
+    route_names = {r.handler: r.path for r in table}
+    route_names.update({handler: pattern for pattern, handler in extra})
+    route_names[StaticHandler] = "/static/"
+    app = Application(
+        [(r.pattern, r.handler) for r in table] + extra,
         routes=table,
+        route_names=route_names,
         xsrf_cookies=True,  # the console's forms; the token-authenticated API opts out
         static_handler_class=StaticHandler,
         default_handler_class=NotFoundHandler,
@@ -48,6 +56,8 @@ def make_app(config: Config, gatehouse: object) -> Application:
         debug=False,
         serve_traceback=False,
     )
+    gatehouse.events.listeners.append(observe_event)  # type: ignore[attr-defined]
+    return app
 
 
 def make_server(app: Application, config: Config) -> HTTPServer:
@@ -96,22 +106,33 @@ async def open_gatehouse(config: Config, uri: str):  # -> tuple[AsyncMongoClient
     return client, gatehouse
 
 
-async def serve(config: Config, uri: str) -> None:
-    client, gatehouse = await open_gatehouse(config, uri)
-    app = make_app(config, gatehouse)
-    server = make_server(app, config)
-    server.listen(config.port, config.bind)
-    log.info("Gatehouse listening on http://%s:%d (%s)", config.bind, config.port, config.env)
-
+async def serve(config: Config, uri: str, sockets: list | None = None, worker: str = "") -> None:
+    # Signals first: a SIGTERM during start-up then means "stop once started", cleanly.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    opening = asyncio.ensure_future(open_gatehouse(config, uri))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not opening.done():
+        opening.cancel()  # e.g. still waiting for MongoDB: nothing to drain
+        log.info("stopped before start-up finished")
+        return
+    stopping.cancel()
+    client, gatehouse = opening.result()
+    app = make_app(config, gatehouse)
+    server = make_server(app, config)
+    if sockets is None:
+        server.listen(config.port, config.bind)
+    else:
+        server.add_sockets(sockets)
+    log.info("Gatehouse%s listening on http://%s:%d (%s)", worker, config.bind, config.port, config.env)
     await stop.wait()
 
     log.info("shutting down: no new connections, draining requests in flight")
     server.stop()
-    await drain(app, seconds=20)
+    await drain(app, seconds=config.shutdown_grace)
     await server.close_all_connections()
     await client.close()
     gatehouse.close()
@@ -123,6 +144,78 @@ async def drain(app: Application, seconds: float) -> None:
     deadline = asyncio.get_running_loop().time() + seconds
     while app.settings.get("inflight", 0) > 0 and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)
+
+
+def run_processes(config: Config, uri: str, count: int) -> int:
+    """Fork `count` Tornado processes sharing one listening socket. Nothing is shared
+    between them but MongoDB. The parent forwards SIGTERM/SIGINT, restarts a worker that
+    crashes (a bounded number of times), and returns when every worker has exited."""
+    import shutil
+    import tempfile
+    import time
+
+    from tornado.netutil import bind_sockets
+
+    # Each worker writes its metrics here; /metrics in any worker sums them all. It must
+    # be set before prometheus_client is imported, which happens after the fork.
+    metrics_dir = tempfile.mkdtemp(prefix="gatehouse-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    sockets = bind_sockets(config.port, config.bind)
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid:
+            children[pid] = index
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        code = 0
+        try:
+            asyncio.run(serve(config, uri, sockets, worker=f" worker {index + 1}/{count}"))
+        except BaseException:  # noqa: BLE001 - a worker reports its death and exits non-zero
+            log.exception("worker %d failed", index + 1)
+            code = 1
+        finally:
+            logging.shutdown()
+        os._exit(code)
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    for index in range(count):
+        spawn(index)
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    restarts = 0
+    failed = False
+    try:
+        while children:
+            # waitpid on our own workers only: the embedded database is a child too.
+            for pid in list(children):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if not done:
+                    continue
+                index = children.pop(pid)
+                code = os.waitstatus_to_exitcode(status)
+                if stopping or code == 0:
+                    continue
+                failed = True
+                if restarts < 10:
+                    restarts += 1
+                    log.warning("worker %d exited with %d; starting it again", index + 1, code)
+                    spawn(index)
+            time.sleep(0.1)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 1 if failed and not stopping else 0
 
 
 def start_database(config: Config):  # -> tuple[str, EmbeddedMongo | None]
@@ -172,6 +265,7 @@ async def create_admin(config: Config, uri: str, username: str, password: str) -
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="server.py", description="Gatehouse session server")
     parser.add_argument("--port", type=int, help="listen port (default: $PORT or 8000)")
+    parser.add_argument("--processes", type=int, help="worker processes, 0 = one per core (default 1)")
     sub = parser.add_subparsers(dest="command")
     admin = sub.add_parser("create-admin", help="create an administrator account")
     admin.add_argument("--username", required=True)
@@ -182,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging()
     try:
-        overrides = {"port": args.port} if args.port is not None else {}
+        overrides = {k: v for k, v in (("port", args.port), ("processes", args.processes)) if v is not None}
+        if not 0 <= overrides.get("processes", 1) <= 64:
+            raise ConfigError("--processes must be between 0 and 64")
         config = load_config(**overrides)
     except ConfigError as e:
         print(f"gatehouse: configuration error: {e}", file=sys.stderr)
@@ -196,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "create-admin":
             return asyncio.run(create_admin(config, uri, args.username, read_new_password()))
+        processes = config.processes or os.cpu_count() or 1
+        if processes > 1:
+            return run_processes(config, uri, processes)
         asyncio.run(serve(config, uri))
         return 0
     except KeyboardInterrupt:

@@ -37,6 +37,7 @@ from models.errors import (
 )
 from models.validation import Field, parse_fields
 
+from .metrics import observe_request
 from .spec import STR, Schema, obj
 
 access_log = logging.getLogger("gatehouse.access")
@@ -335,11 +336,16 @@ class StaticHandler(CommonMixin, StaticFileHandler):
 def log_request(handler: RequestHandler) -> None:
     """One line per request: never the query string, headers, tokens or bodies."""
     status = handler.get_status()
-    latency_ms = 1000.0 * handler.request.request_time()
+    seconds = handler.request.request_time()
+    latency_ms = 1000.0 * seconds
     account = getattr(handler, "_account", None)
+    # The route's template, not the raw path: bounded label values, no ids in metrics.
+    route = handler.settings.get("route_names", {}).get(type(handler), "unmatched")
+    observe_request(route, handler.request.method, status, seconds)
     record = {
         "rid": getattr(handler, "_request_id", None) or "-",
         "method": handler.request.method,
+        "route": route,
         "path": handler.request.path[:200],
         "status": status,
         "ms": round(latency_ms, 2),
@@ -353,5 +359,5 @@ def log_request(handler: RequestHandler) -> None:
     else:
         access_log.log(
             level,
-            "{status} {method} {path} {ms:.1f}ms ip={ip} account={account} rid={rid}".format(**record),
+            "{status} {method} {path} {ms:.1f}ms route={route} ip={ip} account={account} rid={rid}".format(**record),
         )

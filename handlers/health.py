@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from models.db import indexes_ready
+from models.errors import NotAuthenticated
 
 from .base import APIHandler, allow_anonymous, is_db_outage
+from .metrics import ACTIVE, registry
 from .openapi import OpenApiHandler
 from .spec import BOOL, STR, Route, const, doc, obj
 
@@ -34,6 +40,20 @@ class ReadyHandler(APIHandler):
                 raise
             ready = False
         self.reply({"status": "ready" if ready else "not ready", "database": ready}, status=200 if ready else 503)
+
+
+class MetricsHandler(APIHandler):
+    """Open by default, like most exporters; GATEHOUSE_METRICS_TOKEN makes it need
+    `Authorization: Bearer <token>`."""
+
+    @allow_anonymous
+    async def get(self) -> None:
+        wanted = self.config.metrics_token
+        if wanted and not hmac.compare_digest((self.bearer_token() or "").encode(), wanted.encode()):
+            raise NotAuthenticated("/metrics needs the GATEHOUSE_METRICS_TOKEN bearer token")
+        ACTIVE.set(await self.gh.sessions.count_live())
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest(registry()))
 
 
 def routes() -> list[Route]:

@@ -53,7 +53,7 @@ class Gatehouse:
         )
         self.codes = Codes(db, clock, config, self.limits)
         self.delivery = Delivery(config, db, clock, self.templates)
-        self.admin = Admin(db, self.accounts, clock)
+        self.admin = Admin(db, self.accounts, self.sessions, clock)
         self.flows = CodeFlows(config, self.accounts, self.codes, self.auth, self.events, self.delivery)
 
     async def setup(self) -> None:

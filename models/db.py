@@ -135,9 +135,9 @@ class EmbeddedMongo:
     """SecantusDB as a subprocess on a free loopback port: the zero-config development
     database, and the database of the test suite. Data lives under `storage`."""
 
-    def __init__(self, storage: Path) -> None:
+    def __init__(self, storage: Path, port: int = 0) -> None:
         self.storage = storage
-        self.port = 0
+        self.port = port  # 0: a free port, chosen at start (kept across a restart)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -152,7 +152,7 @@ class EmbeddedMongo:
                 "run `pip install -r requirements-dev.txt` or set MONGODB_URI"
             )
         self.storage.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = self.port or free_port()
         logfile = open(self.storage.parent / "secantusd.log", "ab")
         self.proc = subprocess.Popen(
             [exe, "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(self.storage)],

@@ -6,6 +6,7 @@ free text from clients (user agents) is stored as data, never interpolated into 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pymongo import DESCENDING
@@ -37,6 +38,8 @@ class EventLog:
         self.coll = db.events
         self.clock = clock
         self.retention = seconds(retention_days * 86400)
+        # Called with (type, outcome) for every event recorded: the metrics hook.
+        self.listeners: list[Callable[[str, str], None]] = []
 
     async def record(
         self,
@@ -67,6 +70,8 @@ class EventLog:
         }
         doc.update(extra)
         await self.coll.insert_one(doc)
+        for listener in self.listeners:
+            listener(type, outcome)
 
     async def find(
         self,

@@ -113,6 +113,9 @@ class Sessions:
         )
         return result.modified_count
 
+    async def count_live(self) -> int:
+        return await self.coll.count_documents({"revoked_at": None, "expires_at": {"$gt": self.clock()}})
+
     async def list_for_account(self, account_id: int, limit: int = 100) -> list[dict]:
         now = self.clock()
         cursor = (

@@ -1,0 +1,54 @@
+"""`/metrics` in the Prometheus text format, and what feeds it.
+
+Requests are counted in the access-log hook (one place sees every request); domain
+outcomes (logins, codes, kicks, refresh reuse) come from the audit log's listener, so a
+new event type needs no new wiring. With several processes, prometheus-client's
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by `server.py --processes`) sums them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+
+REQUESTS = Counter("gatehouse_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
+LATENCY = Histogram(
+    "gatehouse_http_request_duration_seconds",
+    "Time to answer, by route",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENTS = Counter("gatehouse_events_total", "Audit events recorded", ["type", "outcome"])
+LOGINS = Counter("gatehouse_logins_total", "Logins, by outcome", ["outcome"])
+CODES = Counter("gatehouse_codes_total", "One-time codes sent or failed to send", ["outcome"])
+REUSE = Counter("gatehouse_refresh_reuse_total", "Refresh tokens replayed after rotation (session revoked)")
+KICKS = Counter("gatehouse_kicks_total", "Kick operations (one session or all of an account)")
+ACTIVE = Gauge(
+    "gatehouse_active_sessions", "Live sessions in the database, read at scrape", multiprocess_mode="livemostrecent"
+)
+
+
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(route, method, str(status)).inc()
+    LATENCY.labels(route, method).observe(seconds)
+
+
+def observe_event(type: str, outcome: str) -> None:
+    EVENTS.labels(type, outcome).inc()
+    if type in ("login_ok", "login_failed"):
+        LOGINS.labels("ok" if type == "login_ok" else "failed").inc()
+    elif type in ("code_sent", "code_failed"):
+        CODES.labels("sent" if type == "code_sent" else "failed").inc()
+    elif type == "refresh_reuse":
+        REUSE.inc()
+    elif type == "kick":
+        KICKS.inc()
+
+
+def registry() -> CollectorRegistry:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return merged
+    return REGISTRY
