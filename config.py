@@ -8,6 +8,7 @@ and exits, so bad configuration never shows up as a traceback.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,10 @@ class Config:
     login_failures_per_account: int = 5
     login_failures_per_ip: int = 100
     login_failure_window: int = 15 * 60
+    login_lock_max: int = 3600
+    fresh_login_seconds: int = 900
+    sms_countries: tuple[str, ...] = ()  # ISO region codes codes may be texted to; empty: all
+    code_hourly_per_number_block: int = 20
     event_retention_days: int = 90
     # Delivery
     sms_webhook_url: str | None = None
@@ -144,6 +149,15 @@ class _Reader:
         if value not in choices:
             raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
         return value
+
+
+def _sms_countries(read: _Reader) -> tuple[str, ...]:
+    raw = read.str("GATEHOUSE_SMS_COUNTRIES") or ""
+    codes = tuple(c.strip().upper() for c in raw.split(",") if c.strip())
+    bad = [c for c in codes if not re.fullmatch(r"[A-Z]{2}", c)]
+    if bad:
+        raise ConfigError(f"GATEHOUSE_SMS_COUNTRIES takes two-letter country codes like US,GB; got {bad[0]!r}")
+    return codes
 
 
 def _api_styles(read: _Reader) -> tuple[str, ...]:
@@ -285,6 +299,10 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -
         login_failures_per_account=read.int("GATEHOUSE_LOGIN_FAILURES_PER_ACCOUNT", 5, 1, 100),
         login_failures_per_ip=read.int("GATEHOUSE_LOGIN_FAILURES_PER_IP", 100, 1, 1000000),
         login_failure_window=read.int("GATEHOUSE_LOGIN_FAILURE_WINDOW", 900, 10, 24 * 3600),
+        login_lock_max=read.int("GATEHOUSE_LOGIN_LOCK_MAX_SECONDS", 3600, 10, 7 * 24 * 3600),
+        fresh_login_seconds=read.int("GATEHOUSE_FRESH_LOGIN_SECONDS", 900, 60, 30 * 24 * 3600),
+        sms_countries=_sms_countries(read),
+        code_hourly_per_number_block=read.int("GATEHOUSE_CODE_HOURLY_PER_NUMBER_BLOCK", 20, 1, 100000),
         event_retention_days=read.int("GATEHOUSE_EVENT_RETENTION_DAYS", 90, 1, 3650),
         sms_webhook_url=sms_url,
         sms_webhook_token=read.str("GATEHOUSE_SMS_WEBHOOK_TOKEN"),

@@ -54,6 +54,11 @@ class Delivery:
             html = self.templates.get_template("email/code.html").render(code=code, what=what, minutes=minutes)
         return Message(channel=channel, to=to, purpose=purpose, subject=subject, text=text, html=html)
 
+    def compose_notice(self, channel: str, to: str, what: str) -> Message:
+        """A security notice (no code): "your password was changed" and the like."""
+        text = f"Your Gatehouse {what}. If this was not you, reset your password now and tell your administrator."
+        return Message(channel=channel, to=to, purpose="notice", subject=f"Your Gatehouse {what}", text=text)
+
     @property
     def configured(self) -> set[str]:
         channels = set()

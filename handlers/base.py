@@ -32,6 +32,7 @@ from models.errors import (
     NotAuthenticated,
     NotFound,
     RateLimited,
+    ReauthenticationRequired,
     TokenInvalid,
     Unavailable,
 )
@@ -51,6 +52,7 @@ ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (InvalidCredentials, 401, "INVALID_CREDENTIALS"),
     (NotAuthenticated, 403, "NOT_AUTHENTICATED"),
     (TokenInvalid, 401, "INVALID_TOKEN"),
+    (ReauthenticationRequired, 403, "REAUTHENTICATION_REQUIRED"),
     (Forbidden, 403, "FORBIDDEN"),
     (NotFound, 404, "NOT_FOUND"),
     (AccountExists, 409, "ACCOUNT_EXISTS"),
@@ -115,19 +117,20 @@ class CommonMixin:
 
     def initialize(self, **kwargs: Any) -> None:
         # Requests in flight, so a graceful shutdown can wait for them to finish.
-        self.settings["inflight"] = self.settings.get("inflight", 0) + 1
+        shared = self.application.settings  # type: ignore[attr-defined]
+        shared["inflight"] = shared.get("inflight", 0) + 1
         super().initialize(**kwargs)  # type: ignore[misc]
 
     def on_finish(self) -> None:
-        self.settings["inflight"] -= 1
+        self.application.settings["inflight"] -= 1  # type: ignore[attr-defined]
 
     @property
     def gh(self) -> Gatehouse:
-        return self.settings["gatehouse"]
+        return self.application.settings["gatehouse"]  # type: ignore[attr-defined]
 
     @property
     def config(self) -> Config:
-        return self.settings["config"]
+        return self.application.settings["config"]  # type: ignore[attr-defined]
 
     @property
     def request_id(self) -> str:
@@ -238,8 +241,8 @@ class APIHandler(CommonMixin, RequestHandler):
                 raise InvalidRequest(f"'{name}' is not accepted in the URL; send it in a header or the JSON body")
         if len(self.request.body or b"") > self.config.max_body_bytes:
             raise HTTPError(413, f"request body over {self.config.max_body_bytes} bytes")
-        if self.request.method != "OPTIONS" and not self._implements(self.request.method):
-            raise HTTPError(405)
+        if not self._implements(self.request.method):
+            raise HTTPError(405)  # OPTIONS included: no CORS, so no preflight succeeds
         method = getattr(self, self.request.method.lower())
         if not getattr(method, "__allow_anonymous__", False):
             await self.authenticate()

@@ -30,10 +30,9 @@ from .base import CommonMixin, is_db_outage, translate
 
 log = logging.getLogger("gatehouse")
 
-COOKIE = "gh_console"
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 DONE = {
     "kicked": "Session kicked.",
@@ -85,28 +84,54 @@ class ConsoleHandler(CommonMixin, RequestHandler):
         self.set_header("Content-Security-Policy", CSP)
         self.set_header("X-Frame-Options", "DENY")
 
+    # Over HTTPS the cookies are `__Host-` cookies (Secure, Path=/, no Domain: no other
+    # host or path can plant or shadow them); plain HTTP (development) cannot have those.
+    @property
+    def cookie(self) -> str:
+        return "__Host-gh_console" if self.is_https else "gh_console"
+
+    @property
+    def settings(self) -> dict[str, Any]:  # type: ignore[override]
+        # Tornado reads the XSRF cookie's name from the settings.
+        shared = self.application.settings
+        return {**shared, "xsrf_cookie_name": "__Host-gh_xsrf" if self.is_https else "gh_xsrf"}
+
     def set_cookie(self, name: str, value: str | bytes, **kw: Any) -> None:  # type: ignore[override]
-        # Every console cookie (the session and Tornado's _xsrf) gets the same protection.
+        # Every console cookie (the session and Tornado's XSRF one) gets the same protection.
         kw.setdefault("httponly", True)
         kw.setdefault("samesite", "Strict")
-        kw.setdefault("path", "/console/")
-        if self.is_https:
-            kw.setdefault("secure", True)
+        if name.startswith("__Host-"):
+            kw.update(path="/", secure=True, domain=None)
+        else:
+            kw.setdefault("path", "/console/")
         super().set_cookie(name, value, **kw)
 
+    def clear_console_cookie(self) -> None:
+        self.clear_cookie(self.cookie, path="/" if self.is_https else "/console/")
+
     def check_xsrf_cookie(self) -> None:
+        """Tornado's XSRF token is not bound to the session, so also refuse any POST a
+        browser says came from another site (Fetch metadata, then Origin)."""
+        site = self.request.headers.get("Sec-Fetch-Site")
+        origin = self.request.headers.get("Origin")
+        own = ("https" if self.is_https else "http") + "://" + self.request.host
+        # Our Referrer-Policy (no-referrer) makes browsers send `Origin: null` on our own
+        # posts, so Origin is only consulted when Fetch metadata is missing (old browsers).
+        cross = site not in ("same-origin", "none") if site else bool(origin) and origin not in (own, "null")
+        if cross:
+            raise HTTPError(403, "Cross-site form posts are refused.")
         try:
             super().check_xsrf_cookie()
         except HTTPError:
             raise HTTPError(403, "This form's XSRF token is missing or wrong; reload the page and try again.") from None
 
     async def prepare(self) -> None:
-        token = self.get_signed_cookie(COOKIE, max_age_days=31)
+        token = self.get_signed_cookie(self.cookie, max_age_days=31)
         if token:
             try:
                 self.admin, self.console_session = await self.gh.auth.authenticate(token.decode(), kinds=("console",))
             except NotAuthenticated:
-                self.clear_cookie(COOKIE, path="/console/")
+                self.clear_console_cookie()
         if not self.login_required:
             return
         if self.admin is None:
@@ -127,7 +152,7 @@ class ConsoleHandler(CommonMixin, RequestHandler):
         return Context(ip=ctx.ip, user_agent=ctx.user_agent, style="console", request_id=ctx.request_id)
 
     def page(self, template: str, status: int = 200, **values: Any) -> None:
-        env = console_templates(self.settings)
+        env = console_templates(self.application.settings)
         html = env.get_template(f"console/{template}").render(
             admin=self.admin,
             console_session=self.console_session,
@@ -209,7 +234,7 @@ class LoginHandler(ConsoleHandler):
             return
         login = await self.gh.auth.start_session(account, "console", ctx)
         assert login.token is not None
-        self.set_signed_cookie(COOKIE, login.token, expires_days=None)
+        self.set_signed_cookie(self.cookie, login.token, expires_days=None)
         self.redirect(self.next_url(), status=303)
 
 
@@ -217,7 +242,8 @@ class LogoutHandler(ConsoleHandler):
     async def post(self) -> None:
         assert self.console_session is not None
         await self.gh.auth.logout(self.console_session, self.context())
-        self.clear_cookie(COOKIE, path="/console/")
+        self.clear_console_cookie()
+        self.set_header("Clear-Site-Data", '"cache", "cookies", "storage"')
         self.redirect("/console/login", status=303)
 
 

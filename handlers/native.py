@@ -143,13 +143,34 @@ class SessionHandler(NativeHandler):
 
 
 class RevokeOthersHandler(NativeHandler):
-    @doc("End every other session of this account", ok=obj({"revoked": INT}))
+    FIELDS = {"password": Field(str, max_len=4096)}
+
+    @doc(
+        "End every other session of this account (a login older than 15 minutes must send `password`)",
+        body=FIELDS,
+        ok=obj({"revoked": INT}),
+    )
     async def post(self) -> None:
         account = self.current_account
+        f = self.fields(self.FIELDS)
+        await self.gh.auth.require_recent_login(account, self.current_session, f.get("password"))
         count = await self.gh.auth.kick_all(
             account["id"], self.context(), by=f"account:{account['id']}", except_id=self.current_session["_id"]
         )
         self.reply({"revoked": count})
+
+
+class RevokeHandler(NativeHandler):
+    """RFC 7009-style revocation of one of the caller's own tokens (opaque, access or
+    refresh): its session ends. Any other token is answered the same and left alone."""
+
+    FIELDS = {"token": Field(str, required=True, max_len=4096), "token_type_hint": Field(str, max_len=32)}
+
+    @doc("Revoke one of your tokens; its session ends (always the same answer)", body=FIELDS, ok=NULL)
+    async def post(self) -> None:
+        f = self.fields(self.FIELDS)
+        await self.gh.auth.revoke_token(f["token"], self.current_account, self.context())
+        self.reply(None)
 
 
 class PasswordHandler(NativeHandler):
@@ -382,6 +403,7 @@ def routes(test_endpoints: bool) -> list[Route]:
         Route("/auth/token", TokenHandler),
         Route("/auth/token/refresh", TokenRefreshHandler),
         Route("/auth/introspect", IntrospectHandler),
+        Route("/auth/revoke", RevokeHandler),
         Route("/.well-known/jwks.json", JwksHandler, slash=False),
     ]
     if test_endpoints:

@@ -4,13 +4,22 @@ answers; what happens to accounts and sessions is decided here, once."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from config import Config
 
 from .accounts import Accounts
-from .common import Context
-from .errors import AccountNotFound, Forbidden, InvalidCredentials, NotAuthenticated, TokenInvalid
+from .common import DAY, Context
+from .errors import (
+    AccountNotFound,
+    Forbidden,
+    InvalidCredentials,
+    NotAuthenticated,
+    RateLimited,
+    ReauthenticationRequired,
+    TokenInvalid,
+)
 from .events import EventLog
 from .passwords import PasswordHasher
 from .ratelimit import RateLimits
@@ -36,6 +45,10 @@ def login_key(identifier: str, region: str) -> str:
     return f"{kind[0]}={kind[1]}" if kind else "raw=" + identifier.strip().lower()[:128]
 
 
+async def _no_notice(account: dict, what: str, ctx: Context) -> None:
+    return None
+
+
 class AuthService:
     def __init__(
         self,
@@ -54,6 +67,9 @@ class AuthService:
         self.limits = limits
         self.hasher = hasher
         self.tokens = tokens
+        # Security notices to the owner (password changed); wired to CodeFlows.notify,
+        # which owns delivery. A no-op until then.
+        self.notify: Callable[[dict, str, Context], Awaitable[None]] = _no_notice
 
     # ---- sign-up -------------------------------------------------------------------
 
@@ -101,6 +117,9 @@ class AuthService:
         return Login(account, session, token)
 
     async def _check_throttle(self, key: str, ip: str) -> None:
+        locked = await self.limits.locked_for(f"login:{key}")
+        if locked:
+            raise RateLimited("too many failed logins; try again later", retry_after=locked, reason="account")
         window = self.config.login_failure_window
         await self.limits.require_below(
             "login_fail_account",
@@ -131,14 +150,26 @@ class AuthService:
         window = self.config.login_failure_window
         if ok and not account.get("disabled"):
             await self.limits.reset("login_fail_account", key, window)
+            await self.limits.reset("login_strikes", key, DAY)
+            await self.limits.unlock(f"login:{key}")
             return account
         reason = "unknown_account" if account is None else ("disabled" if ok else "wrong_password")
-        await self.limits.hit("login_fail_account", key, window)
+        failures, _ = await self.limits.hit("login_fail_account", key, window)
+        if failures == self.config.login_failures_per_account:
+            await self._penalize(key)
         await self.limits.hit("login_fail_ip", ctx.ip, window)
         await self.events.record(
             "login_failed", ctx, account_id=account["id"] if account else None, outcome="failed", reason=reason
         )
         raise InvalidCredentials()
+
+    async def _penalize(self, key: str) -> None:
+        """The account's failures reached the limit: lock it for one window, twice that
+        the next time within a day, and so on up to GATEHOUSE_LOGIN_LOCK_MAX_SECONDS, so
+        guessing slows down without an attacker locking the owner out for good."""
+        strikes, _ = await self.limits.hit("login_strikes", key, DAY)
+        window = self.config.login_failure_window
+        await self.limits.lock(f"login:{key}", min(window * 2 ** min(strikes - 1, 16), self.config.login_lock_max))
 
     async def login_password(self, identifier: str, password: str, ctx: Context, kind: str = "opaque") -> Login:
         account = await self.check_password(identifier, password, ctx)
@@ -211,6 +242,36 @@ class AuthService:
 
     # ---- password and account state -----------------------------------------------
 
+    async def require_recent_login(self, account: dict, session: dict, password: str | None) -> None:
+        """Sensitive actions (ending every other session) need a login younger than
+        GATEHOUSE_FRESH_LOGIN_SECONDS, or the current password again."""
+        age = (self.sessions.clock() - session["created"]).total_seconds()
+        if age <= self.config.fresh_login_seconds:
+            return
+        if password and await self.hasher.verify(password, account.get("password_hash")):
+            return
+        raise ReauthenticationRequired()
+
+    async def revoke_token(self, token: str, account: dict, ctx: Context) -> bool:
+        """RFC 7009: end the session of `token` if it is one of `account`'s. A token that
+        is invalid, expired or someone else's changes nothing, and the caller cannot tell."""
+        session = None
+        if token.count(".") == 2:
+            for typ in ("access", "refresh"):
+                try:
+                    sid = self.tokens.decode(token, typ)["sid"]
+                except TokenInvalid:
+                    continue
+                session = await self.sessions.find_alive(sid)
+                break
+        else:
+            session = await self.sessions.find_by_token(token)
+        if session is None or session["account_id"] != account["id"]:
+            return False
+        await self.sessions.revoke(session["_id"], "revoked", by=f"account:{account['id']}")
+        await self.events.record("revoke", ctx, account_id=account["id"], session_id=session["_id"])
+        return True
+
     async def change_password(
         self, account: dict, current: str, new: str, ctx: Context, keep_session: str | None = None
     ) -> int:
@@ -225,6 +286,7 @@ class AuthService:
         await self.accounts.set_password(account["id"], new)
         ended = await self.sessions.revoke_all(account["id"], "password_changed", except_id=keep_session)
         await self.events.record("password_changed", ctx, account_id=account["id"], sessions_ended=ended)
+        await self.notify(account, "password was changed", ctx)
         return ended
 
     async def set_password_after_reset(self, account: dict, new: str, ctx: Context) -> int:
@@ -232,6 +294,7 @@ class AuthService:
         await self.accounts.set_password(account["id"], new)
         ended = await self.sessions.revoke_all(account["id"], "password_reset")
         await self.events.record("password_reset", ctx, account_id=account["id"], sessions_ended=ended)
+        await self.notify(account, "password was reset", ctx)
         return ended
 
     async def set_disabled(self, account: dict, disabled: bool, ctx: Context, *, by: str) -> int:

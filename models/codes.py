@@ -19,14 +19,12 @@ from pymongo.errors import DuplicateKeyError
 
 from config import Config
 
-from .common import Clock, seconds
+from .common import DAY, HOUR, Clock, seconds
 from .errors import CodeInvalid, InvalidRequest, NoPendingCode, RateLimited
 from .ratelimit import RateLimits
-from .validation import is_premium_or_unsendable
+from .validation import is_premium_or_unsendable, number_block, region_of
 
 PURPOSES = ("login", "verify_phone", "verify_email", "reset")
-DAY = 86400
-HOUR = 3600
 
 
 class Codes:
@@ -48,6 +46,18 @@ class Codes:
         if channel == "sms":
             if is_premium_or_unsendable(destination):
                 raise InvalidRequest("codes are not sent to premium-rate or shared-cost numbers", field="phone")
+            countries = self.config.sms_countries
+            if countries and region_of(destination) not in countries:
+                raise InvalidRequest("codes are not sent by SMS to numbers of that country", field="phone")
+            # SMS pumping walks through consecutive numbers: cap sends per block of 100.
+            await self.limits.require_below(
+                "code_hourly_block",
+                number_block(destination),
+                HOUR,
+                self.config.code_hourly_per_number_block,
+                "too many codes sent to numbers like this one; try again later",
+                "number_block",
+            )
             await self.limits.require_below(
                 "code_daily_dest",
                 destination,
@@ -112,6 +122,7 @@ class Codes:
             ) from None
         if channel == "sms":
             await self.limits.hit("code_daily_dest", destination, DAY)
+            await self.limits.hit("code_hourly_block", number_block(destination), HOUR)
         await self.limits.hit("code_daily_ip", ip, DAY)
         return code
 

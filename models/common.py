@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 Clock = Callable[[], datetime]
+HOUR = 3600
+DAY = 86400
 
 
 def utcnow() -> datetime:

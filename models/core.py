@@ -55,6 +55,7 @@ class Gatehouse:
         self.delivery = Delivery(config, db, clock, self.templates)
         self.admin = Admin(db, self.accounts, self.sessions, clock)
         self.flows = CodeFlows(config, self.accounts, self.codes, self.auth, self.events, self.delivery)
+        self.auth.notify = self.flows.notify
 
     async def setup(self) -> None:
         """Indexes, then the first admin from the environment (created once)."""

@@ -43,6 +43,10 @@ class Forbidden(DomainError):
     default_message = "not allowed"
 
 
+class ReauthenticationRequired(Forbidden):
+    default_message = "this needs a recent login: send your current password as 'password', or log in again"
+
+
 class NotFound(DomainError):
     default_message = "not found"
 

@@ -30,6 +30,8 @@ EVENT_TYPES = (
     "disable",
     "enable",
     "delete",
+    "revoke",
+    "notice_failed",
 )
 
 

@@ -70,6 +70,19 @@ class CodeFlows:
             return "sms", account["phone"]
         return None
 
+    async def notify(self, account: dict, what: str, ctx: Context) -> None:
+        """Tell the owner about a security change, by e-mail (else SMS). Best effort: the
+        change has happened, so a failed notice is logged and recorded, never raised."""
+        target = self.reset_destination(account)
+        if target is None:
+            return
+        try:
+            await self.delivery.send(self.delivery.compose_notice(target[0], target[1], what))
+        except DeliveryFailed as e:
+            await self.events.record(
+                "notice_failed", ctx, account_id=account["id"], outcome="failed", reason=e.message, what=what
+            )
+
     # ---- password reset ----------------------------------------------------------------
 
     async def request_reset(self, identifier: str, ctx: Context) -> None:

@@ -70,3 +70,30 @@ class RateLimits:
     async def reset(self, bucket: str, key: str, window: int) -> None:
         _id, _ = self._window(bucket, key, window)
         await self.coll.delete_one({"_id": _id})
+
+    # ---- locks: "refuse until", for penalties that outlive a counting window ----------
+
+    async def lock(self, key: str, duration: int) -> None:
+        """Refuse `key` for `duration` seconds from now (a longer existing lock stays)."""
+        until = self.clock() + seconds(duration)
+        for _ in range(5):
+            try:
+                await self.coll.update_one(
+                    {"_id": f"lock:{key}"},
+                    {"$max": {"until": until, "expires_at": until + seconds(60)}},
+                    upsert=True,
+                )
+                return
+            except DuplicateKeyError:  # two first locks racing: the retry updates
+                continue
+
+    async def locked_for(self, key: str) -> int:
+        """Seconds left on `key`'s lock, 0 when it is not locked."""
+        doc = await self.coll.find_one({"_id": f"lock:{key}"})
+        if doc is None:
+            return 0
+        left = (doc["until"] - self.clock()).total_seconds()
+        return int(left) + 1 if left > 0 else 0
+
+    async def unlock(self, key: str) -> None:
+        await self.coll.delete_one({"_id": f"lock:{key}"})

@@ -117,6 +117,16 @@ def is_premium_or_unsendable(e164: str) -> bool:
     )
 
 
+def region_of(e164: str) -> str:
+    """The ISO country code of a number ("US", "GB"), "" when unknown."""
+    return phonenumbers.region_code_for_number(phonenumbers.parse(e164, None)) or ""
+
+
+def number_block(e164: str) -> str:
+    """The block of 100 consecutive numbers this one belongs to (+1415555 01xx)."""
+    return e164[:-2]
+
+
 def classify_login(identifier: str, region: str) -> tuple[str, str] | None:
     """Which account field a login name refers to, with its lookup key; None when it fits none."""
     ident = identifier.strip()

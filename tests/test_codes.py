@@ -65,7 +65,9 @@ async def test_reset_goes_by_sms_when_the_account_has_no_email(sinks, api):
     code = await sinks.code_for(phone)
     r = await api.post("/auth/reset", {"username": phone, "password": "Brand-new-pass-7", "code": int(code)})
     assert r.status == 200 and r.data["data"] == "Success"
-    assert sinks.to(phone)[-1]["purpose"] == "reset"
+    # The code, then the notice that the password changed (no code in it).
+    assert [m["purpose"] for m in sinks.to(phone)] == ["reset", "notice"]
+    assert "password was reset" in sinks.to(phone)[-1]["body"]
 
 
 async def test_a_code_sent_as_a_json_number_keeps_its_leading_zeros(sinks, api, gatehouse, monkeypatch):

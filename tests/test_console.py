@@ -59,6 +59,7 @@ async def admin_console(console, admin):
 def assert_page_headers(r: httpx.Response) -> None:
     csp = r.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+    assert "object-src 'none'" in csp and "base-uri 'none'" in csp
     assert r.headers["x-frame-options"] == "DENY"
     assert r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["referrer-policy"] == "no-referrer"
@@ -86,7 +87,7 @@ async def test_login_sets_a_protected_cookie_and_is_a_console_session(console, a
     session_cookie = next(c for c in cookies if c.startswith("gh_console="))
     assert "HttpOnly" in session_cookie and "SameSite=Strict" in session_cookie and "Path=/console/" in session_cookie
     assert "Secure" not in session_cookie  # plain HTTP on loopback
-    xsrf_cookie = next(c for c in console.http.cookies.jar if c.name == "_xsrf")
+    xsrf_cookie = next(c for c in console.http.cookies.jar if c.name == "gh_xsrf")
     assert xsrf_cookie.path == "/console/"
     page = await console.get("/console/")
     assert page.status_code == 200 and "live sessions" in page.text
@@ -134,6 +135,28 @@ async def test_every_post_needs_the_xsrf_token(admin_console, api):
     # Nothing changed: the user's session and account are intact, the admin still logged in.
     assert (await api.get("/auth/me", token=token)).status == 200
     assert (await admin_console.get("/console/")).status_code == 200
+
+
+async def test_cross_site_posts_are_refused_even_with_a_token(admin_console, api):
+    user = await register(api)
+    token = await login(api, user)
+    refused = ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"})
+    for headers in refused:
+        r = await admin_console.post(f"/console/accounts/{user['id']}/kick", headers=headers)
+        assert r.status_code == 403 and "Cross-site" in r.text, headers
+    assert (await api.get("/auth/me", token=token)).status == 200
+    # The same form from our own origin works.
+    own = str(admin_console.http.base_url).rstrip("/")
+    headers = {"Origin": own, "Sec-Fetch-Site": "same-origin"}
+    r = await admin_console.post(f"/console/accounts/{user['id']}/kick", headers=headers)
+    assert r.status_code == 303
+
+
+async def test_logout_is_a_post_that_ends_the_console_session(admin_console):
+    r = await admin_console.post("/console/logout")
+    assert r.status_code == 303 and r.headers["location"] == "/console/login"
+    assert r.headers["clear-site-data"] == '"cache", "cookies", "storage"'
+    assert (await admin_console.get("/console/")).status_code == 302
 
 
 async def test_kick_from_the_sessions_page(admin_console, api):
@@ -221,15 +244,25 @@ async def test_events_filter_and_dashboard(admin_console, api):
 
 @pytest.mark.parametrize("settings", [{"trust_proxy": 1}])
 async def test_cookies_are_secure_behind_an_https_proxy(settings, console, admin):
+    https = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    page = await console.http.get("/console/login", headers=https)
+    xsrf_cookie = next(c for c in page.headers.get_list("set-cookie") if c.startswith("__Host-gh_xsrf="))
+    assert "Secure" in xsrf_cookie and "Path=/;" in xsrf_cookie + ";" and "Domain" not in xsrf_cookie
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
     r = await console.http.post(
         "/console/login",
-        data={"username": admin["username"], "password": PASSWORD, "_xsrf": await console.xsrf()},
-        headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"},
+        data={"username": admin["username"], "password": PASSWORD, "_xsrf": xsrf},
+        headers={**https, "Cookie": xsrf_cookie.split(";")[0]},
     )
-    assert r.status_code == 303
-    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("gh_console="))
-    assert "Secure" in cookie
+    assert r.status_code == 303, r.text[:300]
+    # Over HTTPS: __Host- cookies (Secure, Path=/, no Domain), so no other host or path
+    # can plant or shadow them.
+    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("__Host-gh_console="))
+    assert "Secure" in cookie and "Path=/;" in cookie + ";" and "Domain" not in cookie
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert "max-age=31536000" in r.headers["strict-transport-security"]
+    page = await console.http.get("/console/", headers={**https, "Cookie": cookie.split(";")[0]})
+    assert page.status_code == 200 and "live sessions" in page.text
 
 
 async def test_static_files_have_baseline_headers(console):
