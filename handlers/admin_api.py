@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from models.accounts import account_view
-from models.admin import admin_session_view
+from models.admin import admin_session_view, refuse_self_disable
 from models.errors import AccountNotFound, InvalidRequest, NotAuthenticated
 from models.events import event_view
 from models.sessions import session_view
@@ -186,6 +186,8 @@ class DisableHandler(AdminAPIHandler):
     @doc("Disable (and kick every session) or enable the account", ok=ACCOUNT_STATE, errors=(403, 404))
     async def post(self, account_id: str) -> None:
         account = await self.account(account_id)
+        if self.disable:
+            refuse_self_disable(self._account, account)
         ended = await self.gh.auth.set_disabled(account, self.disable, self.context(), by=self.actor)
         self.reply({"account": account_view(await self.account(account_id)), "sessionsEnded": ended})
 

@@ -39,7 +39,7 @@ from models.errors import (
 from models.validation import Field, parse_fields
 
 from .metrics import observe_request
-from .spec import STR, Schema, obj
+from .spec import PARAMS, STR, Schema, obj
 
 access_log = logging.getLogger("gatehouse.access")
 app_log = logging.getLogger("gatehouse")
@@ -243,6 +243,9 @@ class APIHandler(CommonMixin, RequestHandler):
             raise HTTPError(413, f"request body over {self.config.max_body_bytes} bytes")
         if not self._implements(self.request.method):
             raise HTTPError(405)  # OPTIONS included: no CORS, so no preflight succeeds
+        for name, value in self.path_kwargs.items():
+            if not re.fullmatch(PARAMS[name], value):
+                raise NotFound(f"no such {name.replace('_', ' ')}")
         method = getattr(self, self.request.method.lower())
         if not getattr(method, "__allow_anonymous__", False):
             await self.authenticate()

@@ -18,6 +18,7 @@ from markupsafe import Markup
 from tornado.web import HTTPError, RequestHandler
 
 from models.accounts import account_view, is_admin
+from models.admin import refuse_self_disable
 from models.common import Context
 from models.errors import DomainError, InvalidCredentials, NotAuthenticated
 from models.events import EVENT_TYPES
@@ -341,6 +342,8 @@ class AccountActionHandler(AccountHandler):
             await self.gh.auth.kick_all(account["id"], ctx, by=self.actor)
             done = "kicked_all"
         elif action in ("disable", "enable"):
+            if action == "disable":
+                refuse_self_disable(self.admin, account)
             await self.gh.auth.set_disabled(account, action == "disable", ctx, by=self.actor)
             done = action + "d"
         else:  # reset

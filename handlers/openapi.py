@@ -101,6 +101,8 @@ def error_name(handler: type) -> str:
 def operation(route: Route, method: str, op: Op, anonymous: bool) -> dict[str, Any]:
     handler = route.handler
     statuses = {400, 413, 503, *op.errors}
+    if PARAM_RE.search(route.path):
+        statuses.add(404)  # a malformed or unknown id
     if op.body is not None:
         statuses.add(handler.error_status(None, 415, "UNSUPPORTED_MEDIA_TYPE", None))
     if not anonymous:

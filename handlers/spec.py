@@ -40,9 +40,10 @@ class Route:
     @property
     def pattern(self) -> str:
         base = self.path.rstrip("/") or "/"
-        pattern = PARAM_RE.sub(
-            lambda m: f"(?P<{m.group(1)}>{PARAMS[m.group(1)]})", re.escape(base).replace(r"\{", "{").replace(r"\}", "}")
-        )
+        escaped = re.escape(base).replace(r"\{", "{").replace(r"\}", "}")
+        # Any segment reaches the handler, which answers a malformed id with a 404 in its
+        # own style's envelope (see APIHandler.prepare) rather than the generic one.
+        pattern = PARAM_RE.sub(lambda m: f"(?P<{m.group(1)}>[^/]{{1,200}})", escaped)
         return pattern + "/?" if self.slash and base != "/" else pattern
 
 

@@ -170,3 +170,9 @@ async def test_a_service_key_works_and_is_the_actor(settings, sinks, api):
     assert r.status == 200
     r = await api.get(f"/admin/api/events?account={user['id']}&type=kick", token=SERVICE_KEY)
     assert r.data["events"][0]["actor"] == "service"
+
+
+async def test_an_admin_cannot_disable_their_own_account(api, admin):
+    r = await api.post(f"/admin/api/accounts/{admin['id']}/disable", token=admin["token"])
+    assert_admin_error(r, 400, "INVALID_REQUEST")
+    assert (await api.get("/auth/me", token=admin["token"])).status == 200
