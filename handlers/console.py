@@ -314,13 +314,15 @@ class AccountsHandler(ConsoleHandler):
         )
 
 
-class AccountHandler(ConsoleHandler):
+class AccountLookup(ConsoleHandler):
     async def account(self, account_id: str) -> dict:
         account = await self.gh.accounts.find_by_id(int(account_id))
         if account is None:
             raise HTTPError(404, "no such account")
         return account
 
+
+class AccountHandler(AccountLookup):
     async def get(self, account_id: str) -> None:
         account = await self.account(account_id)
         sessions = await self.gh.admin.sessions(account=account, limit=100)
@@ -334,7 +336,7 @@ class AccountHandler(ConsoleHandler):
         )
 
 
-class AccountActionHandler(AccountHandler):
+class AccountActionHandler(AccountLookup):
     async def post(self, account_id: str, action: str) -> None:
         account = await self.account(account_id)
         ctx = self.context()

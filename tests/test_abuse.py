@@ -251,3 +251,33 @@ async def test_huge_passwords_never_break_anything(api):
         assert r.status in (400, 401), size
     r = await api.post("/auth/auth", {"username": user["username"], "password": "p" * 1_100_000})
     assert r.status == 413
+
+
+@pytest.mark.parametrize(
+    "settings", [{"session_idle_seconds": 600, "session_max_seconds": 1000, "last_active_resolution": 0}]
+)
+async def test_idle_and_absolute_timeouts_are_enforced_by_the_server(settings, api, clock):
+    user = await register(api)
+    busy, idle = await login(api, user), await login(api, user)
+    pair = (await api.post("/auth/token", {"username": user["username"], "password": PASSWORD})).data["data"]
+    clock.advance(500)
+    assert (await api.get("/auth/me", token=busy)).status == 200  # activity extends the idle deadline
+    clock.advance(400)
+    assert (await api.get("/auth/me", token=busy)).status == 200
+    assert (await api.get("/auth/me", token=idle)).status == 403  # 900 s without activity
+    clock.advance(150)
+    assert (await api.get("/auth/me", token=busy)).status == 403  # past the absolute 1000 s
+    # The refresh chain dies with its session, whatever the refresh token's own exp says.
+    r = await api.post("/auth/token/refresh", {"refresh_token": pair["refresh_token"]})
+    assert r.status == 401
+
+
+@pytest.mark.parametrize("settings", [{"idle_connection_timeout": 1}])
+async def test_idle_connections_are_closed(settings, base_url):
+    host, port = base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        data = await asyncio.wait_for(reader.read(100), timeout=10)
+        assert data == b""  # the server hung up on a silent client
+    finally:
+        writer.close()

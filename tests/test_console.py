@@ -229,8 +229,9 @@ async def test_bad_input_gets_a_clear_error_page(admin_console):
         assert r.status_code == status, (path, r.status_code)
         assert_page_headers(r)
         assert "Traceback" not in r.text and "<h1>" in r.text
-    r = await admin_console.get("/console/logout")
-    assert r.status_code == 405
+    # No writes through GET.
+    for path in ("/console/logout", "/console/accounts/1/kick", "/console/sessions/" + "a" * 32 + "/kick"):
+        assert (await admin_console.get(path)).status_code == 405, path
 
 
 async def test_events_filter_and_dashboard(admin_console, api):

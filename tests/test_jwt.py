@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import time
 from dataclasses import replace
@@ -129,6 +131,18 @@ async def test_token_types_never_stand_in_for_each_other(api):
     assert r.status == 401
 
 
+def hs256_with_header(header: dict, claims: dict, secret) -> str:
+    """A token with any header at all (PyJWT refuses to write some)."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+    secret = secret if isinstance(secret, bytes) else secret.encode()
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + b64(signature)
+
+
 async def test_forged_and_invalid_access_tokens_are_refused(api, gatehouse):
     user = await register(api)
     pair = await token_pair(api, user)
@@ -153,6 +167,14 @@ async def test_forged_and_invalid_access_tokens_are_refused(api, gatehouse):
         "unknown kid": jwt.encode(good, key.signing_key, algorithm="HS256", headers={"kid": "../../etc/passwd"}),
         "other secret": jwt.encode(good, "x" * 32, algorithm="HS256", headers={"kid": key.kid}),
         "garbage": "a.b.c",
+        # Keys offered by the token itself are never fetched or trusted (RFC 8725 §3.10).
+        "jwk header": jwt.encode(
+            good, "x" * 32, algorithm="HS256", headers={"kid": key.kid, "jwk": {"kty": "oct", "k": "eHh4"}}
+        ),
+        "jku header": jwt.encode(good, "x" * 32, algorithm="HS256", headers={"kid": key.kid, "jku": "http://evil/"}),
+        "x5u header": jwt.encode(good, "x" * 32, algorithm="HS256", headers={"kid": key.kid, "x5u": "http://evil/"}),
+        "operator kid": hs256_with_header({"alg": "HS256", "typ": "JWT", "kid": {"$ne": None}}, good, key.signing_key),
+        "no kid": jwt.encode(good, key.signing_key, algorithm="HS256"),
     }
     for name, token in forgeries.items():
         r = await api.get("/auth/me", token=token)
