@@ -56,6 +56,8 @@ class Config:
     console_idle_seconds: int = 30 * 60
     console_max_seconds: int = 12 * 3600
     last_active_resolution: int = 60
+    session_cache_ms: int = 1000
+    session_cache_size: int = 10000
     # JWT
     jwt_issuer: str = "gatehouse"
     jwt_audience: str = "gatehouse"
@@ -279,6 +281,8 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -
         console_idle_seconds=read.int("GATEHOUSE_CONSOLE_IDLE_SECONDS", 30 * 60, 60, 7 * 24 * 3600),
         console_max_seconds=read.int("GATEHOUSE_CONSOLE_MAX_SECONDS", 12 * 3600, 60, 30 * 24 * 3600),
         last_active_resolution=read.int("GATEHOUSE_LAST_ACTIVE_RESOLUTION", 60, 0, 3600),
+        session_cache_ms=read.int("GATEHOUSE_SESSION_CACHE_MS", 1000, 0, 1000),
+        session_cache_size=read.int("GATEHOUSE_SESSION_CACHE_SIZE", 10000, 0, 1_000_000),
         jwt_issuer=read.str("GATEHOUSE_JWT_ISSUER", "gatehouse"),
         jwt_audience=read.str("GATEHOUSE_JWT_AUDIENCE", "gatehouse"),
         jwt_leeway=read.int("GATEHOUSE_JWT_LEEWAY", 30, 0, 300),

@@ -19,6 +19,7 @@ from models.sessions import session_view
 from models.validation import Field, parse_fields
 
 from .base import APIHandler
+from .openapi import SESSION
 from .spec import BOOL, EPOCH, INT, STR, Route, Schema, array, doc, nullable, obj, ref
 
 LIMIT = Field(int, lo=1, hi=200)
@@ -27,16 +28,8 @@ ACCOUNT_REF = Field(str, max_len=320)
 
 ADMIN_SESSION = obj(
     {
-        "id": STR,
+        **SESSION,
         "account": obj({"id": INT, "uid": nullable(STR), "username": nullable(STR)}),
-        "kind": STR,
-        "style": nullable(STR),
-        "created": EPOCH,
-        "lastActive": EPOCH,
-        "expires": EPOCH,
-        "ip": nullable(STR),
-        "userAgent": nullable(STR),
-        "revoked": BOOL,
         "revokedReason": nullable(STR),
         "revokedBy": nullable(STR),
     }

@@ -58,6 +58,18 @@ ACCOUNT: dict[str, Schema] = {
     "created": nullable(EPOCH),
 }
 
+SESSION: dict[str, Schema] = {
+    "id": STR,
+    "kind": {"enum": ["opaque", "jwt", "console"]},
+    "style": nullable(STR),
+    "created": EPOCH,
+    "lastActive": EPOCH,
+    "expires": EPOCH,
+    "ip": nullable(STR),
+    "userAgent": nullable(STR),
+    "revoked": BOOL,
+}
+
 # Objects several routes answer with.
 COMPONENTS: dict[str, Schema] = {
     "PublicAccount": obj(
@@ -65,21 +77,7 @@ COMPONENTS: dict[str, Schema] = {
     ),
     "Account": obj(ACCOUNT),
     "User": obj({**ACCOUNT, "is_active": BOOL}),
-    "Session": obj(
-        {
-            "id": STR,
-            "kind": {"enum": ["opaque", "jwt", "console"]},
-            "style": nullable(STR),
-            "created": EPOCH,
-            "lastActive": EPOCH,
-            "expires": EPOCH,
-            "ip": nullable(STR),
-            "userAgent": nullable(STR),
-            "revoked": BOOL,
-            "current": BOOL,
-        },
-        optional=("current",),
-    ),
+    "Session": obj({**SESSION, "current": BOOL}, optional=("current",)),
     "TokenPair": obj(
         {
             "access_token": STR,

@@ -24,7 +24,7 @@ from .accounts import Accounts
 from .common import Clock, epoch
 from .errors import AccountNotFound, InvalidRequest
 from .events import EVENT_TYPES
-from .sessions import KINDS, Sessions
+from .sessions import KINDS, Sessions, session_view
 
 
 @dataclass
@@ -45,6 +45,12 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     if not isinstance(parts, list) or len(parts) != arity:
         raise InvalidRequest("'cursor' is not one this server handed out", field="cursor")
     return parts
+
+
+def one_of(field: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise InvalidRequest(f"'{field}' must be one of {', '.join(allowed)}", field=field)
+    return value
 
 
 class Admin:
@@ -79,9 +85,7 @@ class Admin:
         if account is not None:
             query["account_id"] = account["id"]
         if kind:
-            if kind not in KINDS:
-                raise InvalidRequest(f"'kind' must be one of {', '.join(KINDS)}", field="kind")
-            query["kind"] = kind
+            query["kind"] = one_of("kind", kind, KINDS)
         if active:
             query["revoked_at"] = None
         if cursor:
@@ -123,9 +127,7 @@ class Admin:
         if account is not None:
             query["account_id"] = account["id"]
         if type:
-            if type not in EVENT_TYPES:
-                raise InvalidRequest(f"'type' must be one of {', '.join(EVENT_TYPES)}", field="type")
-            query["type"] = type
+            query["type"] = one_of("type", type, EVENT_TYPES)
         if since or until:
             query["at"] = {**({"$gte": since} if since else {}), **({"$lt": until} if until else {})}
         if cursor:
@@ -188,16 +190,8 @@ def admin_session_view(session: dict) -> dict:
     """A session as the admin API lists it: whose it is, and how it ended if it did."""
     owner = session.get("account") or {}
     return {
-        "id": session["_id"],
+        **session_view(session),
         "account": {"id": session["account_id"], "uid": owner.get("uid"), "username": owner.get("username")},
-        "kind": session["kind"],
-        "style": session.get("style"),
-        "created": epoch(session["created"]),
-        "lastActive": epoch(session["last_active"]),
-        "expires": epoch(session["expires_at"]),
-        "ip": session.get("ip"),
-        "userAgent": session.get("user_agent"),
-        "revoked": session.get("revoked_at") is not None,
         "revokedReason": session.get("revoked_reason"),
         "revokedBy": session.get("revoked_by"),
     }

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from config import Config
 
 from .accounts import Accounts
-from .common import DAY, Context
+from .common import DAY, Context, sha256_hex
 from .errors import (
     AccountNotFound,
     Forbidden,
@@ -116,12 +116,13 @@ class AuthService:
         )
         return Login(account, session, token)
 
-    async def _check_throttle(self, key: str, ip: str) -> None:
+    async def _check_throttle(self, key: str, ip: str) -> int:
+        """Refuse a locked or throttled login; returns the account's failures so far."""
         locked = await self.limits.locked_for(f"login:{key}")
         if locked:
             raise RateLimited("too many failed logins; try again later", retry_after=locked, reason="account")
         window = self.config.login_failure_window
-        await self.limits.require_below(
+        failures = await self.limits.require_below(
             "login_fail_account",
             key,
             window,
@@ -137,6 +138,7 @@ class AuthService:
             "too many failed logins from this address; try again later",
             "ip",
         )
+        return failures
 
     async def check_password(self, identifier: str, password: str, ctx: Context) -> dict:
         """The account whose password this is, or `InvalidCredentials` — the same answer
@@ -145,13 +147,15 @@ class AuthService:
         one counter; an unknown name counts under its own key) and per client IP."""
         account = await self.accounts.find_by_login(identifier)
         key = f"account={account['id']}" if account else login_key(identifier, self.config.phone_region)
-        await self._check_throttle(key, ctx.ip)
+        earlier_failures = await self._check_throttle(key, ctx.ip)
         ok = await self.hasher.verify(password, account.get("password_hash") if account else None)
         window = self.config.login_failure_window
         if ok and not account.get("disabled"):
-            await self.limits.reset("login_fail_account", key, window)
+            # A success clears the record: the window's failures (when there were any;
+            # skipping the write keeps the common path cheap) and the day's strikes.
+            if earlier_failures:
+                await self.limits.reset("login_fail_account", key, window)
             await self.limits.reset("login_strikes", key, DAY)
-            await self.limits.unlock(f"login:{key}")
             return account
         reason = "unknown_account" if account is None else ("disabled" if ok else "wrong_password")
         failures, _ = await self.limits.hit("login_fail_account", key, window)
@@ -198,16 +202,29 @@ class AuthService:
     async def authenticate(self, token: str, kinds: tuple[str, ...] = ("opaque", "jwt")) -> tuple[dict, dict]:
         """The (account, session) behind an opaque token or a JWT access token, with the
         session alive; `NotAuthenticated` otherwise."""
+        cache = self.sessions.cache
         if token.count(".") == 2:
             try:
-                session = await self.tokens.session_of_access(token)
+                sid = self.tokens.decode(token, "access")["sid"]  # signature and expiry, every time
             except TokenInvalid:
                 raise NotAuthenticated() from None
+            key = "sid:" + sid
+        else:
+            key = "tok:" + sha256_hex(token)
+        cached = cache.get(key)
+        if cached is not None and self.sessions.is_alive(cached[0]) and cached[0]["kind"] in kinds:
+            session, account = cached
+            await self.sessions.touch(session)
+            return account, session
+        if key.startswith("sid:"):
+            session = await self.sessions.find_alive(key[4:])
         else:
             session = await self.sessions.find_by_token(token)
         if session is None or session["kind"] not in kinds:
             raise NotAuthenticated()
-        return await self.bind_session(session)
+        account, session = await self.bind_session(session)
+        cache.put(key, session, account)
+        return account, session
 
     async def bind_session(self, session: dict) -> tuple[dict, dict]:
         account = await self.accounts.find_by_id(session["account_id"])
@@ -300,6 +317,7 @@ class AuthService:
     async def set_disabled(self, account: dict, disabled: bool, ctx: Context, *, by: str) -> int:
         """Disable (and end every session) or enable an account."""
         await self.accounts.set_disabled(account["id"], disabled)
+        self.sessions.cache.forget(account_id=account["id"])
         ended = await self.sessions.revoke_all(account["id"], "disabled", by=by) if disabled else 0
         await self.events.record(
             "disable" if disabled else "enable", ctx, account_id=account["id"], actor=by, sessions_ended=ended

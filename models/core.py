@@ -27,6 +27,7 @@ from .events import EventLog
 from .otp import CodeFlows
 from .passwords import PasswordHasher
 from .ratelimit import RateLimits
+from .session_cache import SessionCache
 from .sessions import Sessions
 from .tokens import Tokens
 
@@ -43,7 +44,12 @@ class Gatehouse:
         self.events = EventLog(db, clock, config.event_retention_days)
         self.limits = RateLimits(db, clock)
         self.accounts = Accounts(db, self.hasher, clock, config.phone_region)
-        self.sessions = Sessions(db, clock, config.last_active_resolution)
+        self.sessions = Sessions(
+            db,
+            clock,
+            config.last_active_resolution,
+            SessionCache(config.session_cache_ms, config.session_cache_size),
+        )
         self.tokens = Tokens(config, db, clock, self.sessions, self.events)
         self.auth = AuthService(
             config, self.accounts, self.sessions, self.events, self.limits, self.hasher, self.tokens

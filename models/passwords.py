@@ -17,6 +17,8 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,6 +38,16 @@ def _prehash(password: str) -> bytes:
     return base64.b64encode(digest)
 
 
+def _lower_priority() -> None:
+    """Run bcrypt at a lower CPU priority (nice +10; on Linux niceness is per thread):
+    hashes use every idle core, but the IOLoop and the database get the CPU first when
+    they need it, so a login storm does not slow every other request down."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass  # not Linux, or not allowed: hashes simply run at normal priority
+
+
 def _load_blocklist() -> frozenset[str]:
     try:
         return frozenset(
@@ -52,7 +64,7 @@ class PasswordHasher:
 
     def __init__(self, rounds: int, threads: int) -> None:
         self.rounds = rounds
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bcrypt")
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bcrypt", initializer=_lower_priority)
         self.blocklist = _load_blocklist()
         # A real hash to check unknown users against, so "no such user" costs the same
         # time as "wrong password" (no enumeration by timing).

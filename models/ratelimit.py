@@ -61,11 +61,13 @@ class RateLimits:
 
     async def require_below(
         self, bucket: str, key: str, window: int, limit: int, message: str, reason: str = ""
-    ) -> None:
-        """`RateLimited` (with the seconds left in the window) once `limit` is reached."""
+    ) -> int:
+        """`RateLimited` (with the seconds left in the window) once `limit` is reached;
+        otherwise the count so far."""
         count, left = await self.count(bucket, key, window)
         if count >= limit:
             raise RateLimited(message, retry_after=left, reason=reason)
+        return count
 
     async def reset(self, bucket: str, key: str, window: int) -> None:
         _id, _ = self._window(bucket, key, window)
@@ -94,6 +96,3 @@ class RateLimits:
             return 0
         left = (doc["until"] - self.clock()).total_seconds()
         return int(left) + 1 if left > 0 else 0
-
-    async def unlock(self, key: str) -> None:
-        await self.coll.delete_one({"_id": f"lock:{key}"})

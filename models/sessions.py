@@ -18,6 +18,7 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from .common import Clock, Context, epoch, seconds, sha256_hex
+from .session_cache import SessionCache
 
 KINDS = ("opaque", "jwt", "console")
 
@@ -27,10 +28,11 @@ def new_token() -> str:
 
 
 class Sessions:
-    def __init__(self, db: AsyncDatabase, clock: Clock, resolution: int) -> None:
+    def __init__(self, db: AsyncDatabase, clock: Clock, resolution: int, cache: SessionCache | None = None) -> None:
         self.coll = db.sessions
         self.clock = clock
         self.resolution = resolution
+        self.cache = cache or SessionCache(0, 0)
 
     async def create(
         self,
@@ -97,6 +99,7 @@ class Sessions:
         """Revoke one live session; returns it, or None when it was not live. The document
         stays (for the console and audit) until its expiry removes it."""
         now = self.clock()
+        self.cache.forget(session_id=session_id)
         return await self.coll.find_one_and_update(
             {"_id": session_id, "revoked_at": None},
             {"$set": {"revoked_at": now, "revoked_reason": reason, "revoked_by": by}},
@@ -105,6 +108,7 @@ class Sessions:
     async def revoke_all(
         self, account_id: int, reason: str, by: str | None = None, except_id: str | None = None
     ) -> int:
+        self.cache.forget(account_id=account_id)
         query: dict[str, Any] = {"account_id": account_id, "revoked_at": None}
         if except_id:
             query["_id"] = {"$ne": except_id}

@@ -177,14 +177,6 @@ class Tokens:
         token, refresh_ttl = await self._new_refresh(account, session, style)
         return Pair(access, access_ttl, token, refresh_ttl)
 
-    async def session_of_access(self, token: str) -> dict:
-        """The live session behind a valid access token; `TokenInvalid` otherwise."""
-        claims = self.decode(token, "access")
-        session = await self.sessions.find_alive(claims["sid"])
-        if session is None:
-            raise TokenInvalid()
-        return session
-
     async def refresh(self, token: str, account_of, ctx: Context, *, style: str, rotate: bool = True) -> Pair:
         """Exchange a refresh token. `account_of(session)` loads and checks the account
         (and records activity). Replay of a retired token after the grace period ends the

@@ -1,0 +1,324 @@
+"""Gatehouse benchmark: every scenario against a hello-world Tornado ceiling measured in
+the same run, on this machine, over loopback, with wrk as the load generator.
+
+    bench/run                  # all scenarios, ~3 minutes
+    bench/run --duration 4     # shorter
+    bench/run --docs           # also rewrite docs/benchmarks.md
+
+It starts what it needs (an embedded SecantusDB in a temporary directory, the ceiling
+app, Gatehouse with one and with two processes), seeds accounts and sessions, runs the
+scenarios, prints a table and stops everything. Every run is bounded by --duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import bcrypt  # noqa: E402
+import httpx  # noqa: E402
+from pymongo import MongoClient  # noqa: E402
+
+from models.db import EmbeddedMongo, free_port  # noqa: E402
+from models.passwords import _prehash  # noqa: E402
+
+PASSWORD = "Bench-password-42"
+LUA = ROOT / "bench" / "lua"
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    note: str = ""
+
+
+class Process:
+    """A server subprocess on a free loopback port, with its log in the work directory."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], work: Path, ready_path: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(work / f"{name}.log", "wb")
+        full_env = {**os.environ, **env, "PORT": str(self.port)}
+        cmd = [sys.executable, *[a.replace("{port}", str(self.port)) for a in args]]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(self.url + ready_path, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{name} did not start; see {self.log.name}")
+            time.sleep(0.2)
+
+    def rss_mib(self) -> float:
+        pids = [self.proc.pid]
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        if children.exists():
+            pids += [int(p) for p in children.read_text().split()]
+        total = 0
+        for pid in pids:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        return total / 1024
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def wrk(name: str, url: str, script: str, args: list[str], connections: int, duration: float, note: str = "") -> Result:
+    threads = min(2, connections)
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--timeout", "10s"]
+    cmd += ["-s", str(LUA / script), url, "--", *args]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "BENCH_LUA": str(LUA)}, timeout=duration + 60
+    )
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"wrk failed for {name}: {out.stdout}\n{out.stderr}")
+    r = json.loads(line[len("RESULT ") :])
+    return Result(
+        name,
+        r["requests"] / (r["duration_us"] / 1e6),
+        r["p50_us"] / 1000,
+        r["p99_us"] / 1000,
+        r["socket_errors"] + r["status_errors"],
+        note,
+    )
+
+
+def write_lines(path: Path, lines: list[str]) -> str:
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+async def seed(url: str, db, accounts: int, sessions: int) -> dict[str, list[str]]:
+    """`accounts` accounts sharing one real bcrypt hash at the configured cost (hashing
+    each would take minutes), then `sessions` real logins of each kind through the API."""
+    template = "seed" + uuid.uuid4().hex[:6]
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        r = await http.post("/auth/register", json={"username": template, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        doc = db.accounts.find_one({"username": template})
+        first = db.counters.find_one_and_update({"_id": "accounts"}, {"$inc": {"seq": accounts}})["seq"] + 1
+        clones = []
+        for i in range(accounts):
+            name = f"{template}n{i}"
+            clone = {k: v for k, v in doc.items() if k != "_id"}
+            clone.update(id=first + i, uid=str(uuid.uuid4()), username=name, username_key=name.lower())
+            clones.append(clone)
+        db.accounts.insert_many(clones)
+        users = [c["username"] for c in clones]
+
+        gate = asyncio.Semaphore(8)
+
+        async def post(path: str, user: str) -> dict:
+            async with gate:
+                r = await http.post(path, json={"username": user, "password": PASSWORD})
+                assert r.status_code == 200, r.text
+                return r.json()["data"]
+
+        opaque = await asyncio.gather(*[post("/auth/auth", users[i]) for i in range(sessions)])
+        pairs = await asyncio.gather(*[post("/auth/token", users[-1 - i]) for i in range(sessions)])
+    return {
+        "users": users,
+        "opaque": [o["token"] for o in opaque],
+        "access": ["Bearer " + p["access_token"] for p in pairs],
+        "refresh": [p["refresh_token"] for p in pairs],
+    }
+
+
+def bcrypt_limit(rounds: int) -> tuple[float, float]:
+    """(seconds per check at this cost, checks per second with every core busy)."""
+    hashed = bcrypt.hashpw(_prehash(PASSWORD), bcrypt.gensalt(rounds))
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        bcrypt.checkpw(_prehash(PASSWORD), hashed)
+        times.append(time.perf_counter() - started)
+    one = statistics.median(times)
+    return one, (os.cpu_count() or 1) / one
+
+
+def writes(db) -> int:
+    counters = db.client.admin.command("serverStatus")["opcounters"]
+    return counters["insert"] + counters["update"] + counters["delete"]
+
+
+def clone_sessions(db, count: int) -> None:
+    """Live sessions for the memory figure: copies of a real one, new ids and hashes."""
+    template = db.sessions.find_one({"kind": "opaque", "revoked_at": None})
+    batch = []
+    for _ in range(count):
+        clone = dict(template)
+        clone["_id"] = uuid.uuid4().hex
+        clone["token_hash"] = uuid.uuid4().hex + uuid.uuid4().hex
+        batch.append(clone)
+        if len(batch) == 5000:
+            db.sessions.insert_many(batch, ordered=False)
+            batch = []
+    if batch:
+        db.sessions.insert_many(batch, ordered=False)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
+    system = f"Linux {platform.release()}, Python {platform.python_version()}"
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {system}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=8, help="seconds per scenario (default 8)")
+    parser.add_argument("--rounds", type=int, default=12, help="bcrypt cost (default 12, the server default)")
+    parser.add_argument("--sessions", type=int, default=64, help="seeded sessions of each kind")
+    parser.add_argument("--memory-sessions", type=int, default=100_000, help="live sessions for the memory figure")
+    parser.add_argument("--docs", action="store_true", help="rewrite docs/benchmarks.md with this run")
+    args = parser.parse_args()
+    d = args.duration
+
+    work = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
+    database = EmbeddedMongo(work / "db")
+    uri = database.start()
+    db = MongoClient(uri).gatehouse_bench
+    env = {
+        "MONGODB_URI": uri.replace("/?", "/gatehouse_bench?"),
+        "SECRET_KEY": "bench-secret-" + "z" * 40,
+        "GATEHOUSE_BCRYPT_ROUNDS": str(args.rounds),
+        "GATEHOUSE_LOGIN_FAILURES_PER_IP": "1000000",
+        "GATEHOUSE_DATA_DIR": str(work),
+        "GATEHOUSE_BIND": "127.0.0.1",
+    }
+    started: list[Process] = []
+    results: list[Result] = []
+    facts: dict[str, str] = {}
+    try:
+        hello = Process("hello", ["bench/hello.py", "{port}"], {}, work, "/")
+        started.append(hello)
+        one = Process("gatehouse-1", ["server.py"], env, work, "/readyz")
+        started.append(one)
+        print("seeding accounts and sessions ...", flush=True)
+        seeded = asyncio.run(seed(one.url, db, 10_000, args.sessions))
+        files = {k: write_lines(work / f"{k}.txt", v) for k, v in seeded.items()}
+
+        ceiling = wrk("ceiling: hello-world Tornado", hello.url, "get.lua", ["/"], 32, d)
+        results.append(ceiling)
+        before = writes(db)
+        s1 = wrk("1. GET /auth/me, opaque token", one.url, "get.lua", ["/auth/me", files["opaque"]], 32, d)
+        s1_writes = writes(db) - before
+        s1.note = f"{s1_writes} database writes for {s1.rps * d:,.0f} requests"
+        results.append(s1)
+        s2 = wrk("2. GET /auth/me, JWT access token", one.url, "get.lua", ["/auth/me", files["access"]], 32, d)
+        results.append(s2)
+
+        one_hash, limit = bcrypt_limit(args.rounds)
+        # A few logins per second: run long enough that the count is not just the first
+        # round of eight requests.
+        slow = max(2 * d, 15)
+        s3 = wrk("3. login POST /auth/auth", one.url, "login.lua", [files["users"], PASSWORD], 8, slow)
+        s3.note = f"{s3.rps / limit:.2f}x the bcrypt limit of {limit:.1f}/s"
+        s3.note += f" ({os.cpu_count()} cores / {one_hash * 1000:.0f} ms at cost {args.rounds})"
+        results.append(s3)
+        prefix = "b" + uuid.uuid4().hex[:5]
+        s4 = wrk("4. sign-up POST /auth/register", one.url, "signup.lua", [prefix, PASSWORD], 8, slow)
+        s4.note = "one bcrypt hash per sign-up, like a login"
+        results.append(s4)
+        results.append(wrk("5. JWT refresh (rotating)", one.url, "refresh.lua", [files["refresh"], "2"], 16, d))
+
+        idle = wrk("6a. whoami, idle (4 connections)", one.url, "get.lua", ["/auth/me", files["opaque"]], 4, d)
+        results.append(idle)
+        storm = subprocess.Popen(
+            ["wrk", "-t", "2", "-c", "16", "-d", f"{max(1, round(d)) + 2}s", "-s", str(LUA / "login.lua")]
+            + [one.url, "--", files["users"], PASSWORD],
+            env={**os.environ, "BENCH_LUA": str(LUA)},
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(1)
+        during = wrk("6b. whoami during a login storm", one.url, "get.lua", ["/auth/me", files["opaque"]], 4, d)
+        storm.wait()
+        during.note = f"p99 {during.p99_ms / idle.p99_ms:.2f}x idle"
+        results.append(during)
+
+        two = Process("gatehouse-2", ["server.py", "--processes", "2"], env, work, "/readyz")
+        started.append(two)
+        s7 = wrk("7. scenario 1 with --processes 2", two.url, "get.lua", ["/auth/me", files["opaque"]], 32, d)
+        s7.note = f"{s7.rps / s1.rps:.2f}x one process"
+        results.append(s7)
+        two.stop()
+        started.remove(two)
+
+        print(f"adding {args.memory_sessions:,} live sessions for the memory figure ...", flush=True)
+        clone_sessions(db, args.memory_sessions)
+        wrk("memory warm-up", one.url, "get.lua", ["/auth/me", files["opaque"]], 32, min(d, 5))
+        facts["rss"] = (
+            f"{one.rss_mib():.0f} MiB resident for one process with "
+            f"{db.sessions.estimated_document_count():,} sessions in the database"
+        )
+    finally:
+        for p in started:
+            p.stop()
+        database.stop()
+
+    table = render(results, ceiling, facts)
+    print(table)
+    if args.docs:
+        write_docs(table, args)
+    return 0
+
+
+def render(results: list[Result], ceiling: Result, facts: dict[str, str]) -> str:
+    rows = ["| scenario | req/s | × ceiling | p50 ms | p99 ms | errors | note |", "|---|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        rows.append(
+            f"| {r.name} | {r.rps:,.0f} | {r.rps / ceiling.rps:.2f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} "
+            f"| {r.note} |"
+        )
+    return "\n".join(rows) + "\n\n" + "\n".join(f"- {v}" for v in facts.values()) + f"\n- machine: {machine()}\n"
+
+
+def write_docs(table: str, args: argparse.Namespace) -> None:
+    path = ROOT / "docs" / "benchmarks.md"
+    text = path.read_text() if path.exists() else ""
+    start, end = "<!-- results -->", "<!-- /results -->"
+    block = f"{start}\n`bench/run --duration {args.duration:g}` on {time.strftime('%Y-%m-%d')}:\n\n{table}{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        text += "\n" + block + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
