@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +96,9 @@ class Pair:
 REQUIRED = ["exp", "iat", "nbf", "sub", "sid", "jti", "typ", "iss", "aud"]
 
 
+VERIFIED_CACHE_SIZE = 10_000
+
+
 class Tokens:
     def __init__(self, config: Config, db: AsyncDatabase, clock: Clock, sessions: Sessions, events: EventLog) -> None:
         self.config = config
@@ -102,6 +107,7 @@ class Tokens:
         self.sessions = sessions
         self.events = events
         self.keys = KeyRing(config)
+        self._verified: OrderedDict[str, tuple[str, int]] = OrderedDict()  # access token -> (sid, exp)
 
     def _encode(self, claims: dict) -> str:
         key = self.keys.signing
@@ -127,6 +133,24 @@ class Tokens:
         if claims.get("typ") != typ or not isinstance(claims.get("sid"), str):
             raise TokenInvalid()
         return claims
+
+    def access_sid(self, token: str) -> str:
+        """The session id of a genuine, unexpired access token. A token verified before is
+        remembered (bounded, per process) with its expiry, so a client sending the same
+        token on every request pays for the signature check once; expiry is still checked
+        on every use, and whether the session lives is the caller's next question."""
+        hit = self._verified.get(token)
+        if hit is not None:
+            sid, exp = hit
+            if time.time() <= exp + self.config.jwt_leeway:
+                self._verified.move_to_end(token)
+                return sid
+            del self._verified[token]
+        claims = self.decode(token, "access")
+        self._verified[token] = (claims["sid"], claims["exp"])
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return claims["sid"]
 
     def _claims(self, account: dict, session: dict, typ: str, jti: str, lifetime: int) -> tuple[dict, int]:
         now = self.clock()

@@ -84,3 +84,24 @@ async def test_a_zero_ttl_turns_the_cache_off(settings, api, gatehouse):
     assert len(gatehouse.sessions.cache.entries) == 0
     await gatehouse.db.sessions.update_many({"account_id": user["id"]}, {"$set": {"revoked_at": gatehouse.clock()}})
     assert (await api.get("/auth/me", token=token)).status == 403
+
+
+@pytest.mark.parametrize("settings", [{"jwt_leeway": 0}])
+async def test_a_remembered_jwt_still_expires_on_time(settings, api, gatehouse):
+    import asyncio
+    import time
+
+    import jwt as pyjwt
+
+    user = await register(api)
+    pair = (await api.post("/auth/token", {"username": user["username"], "password": PASSWORD})).data["data"]
+    claims = pyjwt.decode(pair["access_token"], options={"verify_signature": False})
+    key = gatehouse.tokens.keys.signing
+    short = pyjwt.encode(
+        {**claims, "exp": int(time.time()) + 2}, key.signing_key, algorithm=key.alg, headers={"kid": key.kid}
+    )
+    assert (await api.get("/auth/me", token="Bearer " + short)).status == 200  # verified and remembered
+    assert short in gatehouse.tokens._verified
+    await asyncio.sleep(3.1)
+    assert (await api.get("/auth/me", token="Bearer " + short)).status == 403
+    assert short not in gatehouse.tokens._verified
