@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from models.accounts import account_view
-from models.admin import admin_session_view, refuse_self_disable
-from models.errors import AccountNotFound, InvalidRequest, NotAuthenticated
+from models.admin import admin_session_view
+from models.errors import InvalidRequest, NotAuthenticated
 from models.events import event_view
 from models.sessions import session_view
 from models.validation import Field, parse_fields
@@ -81,10 +81,7 @@ class AdminAPIHandler(APIHandler):
         return parse_fields({k: self.get_query_argument(k, None) for k in spec}, spec)
 
     async def account(self, account_id: str) -> dict:
-        account = await self.gh.accounts.find_by_id(int(account_id))
-        if account is None:
-            raise AccountNotFound()
-        return account
+        return await self.gh.accounts.get(int(account_id))
 
 
 def parse_time(name: str, value: str | None) -> datetime | None:
@@ -179,10 +176,9 @@ class DisableHandler(AdminAPIHandler):
     @doc("Disable (and kick every session) or enable the account", ok=ACCOUNT_STATE, errors=(403, 404))
     async def post(self, account_id: str) -> None:
         account = await self.account(account_id)
-        if self.disable:
-            refuse_self_disable(self._account, account)
-        ended = await self.gh.auth.set_disabled(account, self.disable, self.context(), by=self.actor)
-        self.reply({"account": account_view(await self.account(account_id)), "sessionsEnded": ended})
+        actor_id = self._account["id"] if self._account else None
+        ended = await self.gh.auth.set_disabled(account, self.disable, self.context(), by=self.actor, actor_id=actor_id)
+        self.reply({"account": account_view({**account, "disabled": self.disable}), "sessionsEnded": ended})
 
 
 class EnableHandler(DisableHandler):

@@ -18,7 +18,6 @@ from markupsafe import Markup
 from tornado.web import HTTPError, RequestHandler
 
 from models.accounts import account_view, is_admin
-from models.admin import refuse_self_disable
 from models.common import Context
 from models.errors import DomainError, InvalidCredentials, NotAuthenticated
 from models.events import EVENT_TYPES
@@ -314,17 +313,9 @@ class AccountsHandler(ConsoleHandler):
         )
 
 
-class AccountLookup(ConsoleHandler):
-    async def account(self, account_id: str) -> dict:
-        account = await self.gh.accounts.find_by_id(int(account_id))
-        if account is None:
-            raise HTTPError(404, "no such account")
-        return account
-
-
-class AccountHandler(AccountLookup):
+class AccountHandler(ConsoleHandler):
     async def get(self, account_id: str) -> None:
-        account = await self.account(account_id)
+        account = await self.gh.accounts.get(int(account_id))
         sessions = await self.gh.admin.sessions(account=account, limit=100)
         events = await self.gh.admin.events(account=account, limit=30)
         self.page(
@@ -336,17 +327,16 @@ class AccountHandler(AccountLookup):
         )
 
 
-class AccountActionHandler(AccountLookup):
+class AccountActionHandler(ConsoleHandler):
     async def post(self, account_id: str, action: str) -> None:
-        account = await self.account(account_id)
+        account = await self.gh.accounts.get(int(account_id))
         ctx = self.context()
         if action == "kick":
             await self.gh.auth.kick_all(account["id"], ctx, by=self.actor)
             done = "kicked_all"
         elif action in ("disable", "enable"):
-            if action == "disable":
-                refuse_self_disable(self.admin, account)
-            await self.gh.auth.set_disabled(account, action == "disable", ctx, by=self.actor)
+            assert self.admin is not None
+            await self.gh.auth.set_disabled(account, action == "disable", ctx, by=self.actor, actor_id=self.admin["id"])
             done = action + "d"
         else:  # reset
             done = "reset_sent" if await self.gh.flows.send_reset(account, ctx) else "reset_nowhere"

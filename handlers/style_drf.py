@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from models.accounts import account_view
-from models.errors import AccountNotFound
 from models.validation import Field, parse_fields
 
 from .base import APIHandler, allow_anonymous
@@ -162,10 +161,7 @@ class UsersHandler(AdminHandler):
 class UserHandler(AdminHandler):
     @doc("Admin only: one account", ok=ref("User"), errors=(403, 404))
     async def get(self, user_id: str) -> None:
-        account = await self.gh.accounts.find_by_id(int(user_id))
-        if account is None:
-            raise AccountNotFound()
-        self.reply(user_view(account))
+        self.reply(user_view(await self.gh.accounts.get(int(user_id))))
 
     @doc("Admin only: one account", ok=ref("User"), errors=(403, 404))
     async def post(self, user_id: str) -> None:

@@ -11,7 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from .common import Clock, epoch
-from .errors import AccountExists, InvalidRequest
+from .errors import AccountExists, AccountNotFound, InvalidRequest
 from .passwords import PasswordHasher
 from .ratelimit import upsert_inc
 from .validation import (
@@ -112,6 +112,13 @@ class Accounts:
 
     async def find_by_id(self, account_id: int) -> dict | None:
         return await self.coll.find_one({"id": account_id})
+
+    async def get(self, account_id: int) -> dict:
+        """The account with this id, or `AccountNotFound` (a 404 in every envelope)."""
+        account = await self.find_by_id(account_id)
+        if account is None:
+            raise AccountNotFound()
+        return account
 
     async def find_by_uid(self, uid: str) -> dict | None:
         return await self.coll.find_one({"uid": uid})

@@ -180,12 +180,6 @@ class Admin:
         return await self.db.outbox.find().sort("at", DESCENDING).limit(limit).to_list(length=limit)
 
 
-def refuse_self_disable(actor: dict | None, target: dict) -> None:
-    """An administrator cannot disable their own account (and so lock everyone out)."""
-    if actor is not None and actor["id"] == target["id"]:
-        raise InvalidRequest("you cannot disable your own account")
-
-
 def admin_session_view(session: dict) -> dict:
     """A session as the admin API lists it: whose it is, and how it ended if it did."""
     owner = session.get("account") or {}

@@ -15,6 +15,7 @@ from .errors import (
     AccountNotFound,
     Forbidden,
     InvalidCredentials,
+    InvalidRequest,
     NotAuthenticated,
     RateLimited,
     ReauthenticationRequired,
@@ -202,28 +203,26 @@ class AuthService:
     async def authenticate(self, token: str, kinds: tuple[str, ...] = ("opaque", "jwt")) -> tuple[dict, dict]:
         """The (account, session) behind an opaque token or a JWT access token, with the
         session alive; `NotAuthenticated` otherwise."""
-        cache = self.sessions.cache
+        sid = None
         if token.count(".") == 2:
             try:
                 sid = self.tokens.access_sid(token)
             except TokenInvalid:
                 raise NotAuthenticated() from None
-            key = "sid:" + sid
-        else:
-            key = "tok:" + sha256_hex(token)
-        cached = cache.get(key)
-        if cached is not None and self.sessions.is_alive(cached[0]) and cached[0]["kind"] in kinds:
+        key = f"sid:{sid}" if sid else "tok:" + sha256_hex(token)
+        cached = self.sessions.cache.get(key)
+        if cached is not None and self.sessions.is_alive(cached[0]):
             session, account = cached
-            await self.sessions.touch(session)
-            return account, session
-        if key.startswith("sid:"):
-            session = await self.sessions.find_alive(key[4:])
         else:
-            session = await self.sessions.find_by_token(token)
+            session = await (self.sessions.find_alive(sid) if sid else self.sessions.find_by_token(token))
+            account = None
         if session is None or session["kind"] not in kinds:
             raise NotAuthenticated()
-        account, session = await self.bind_session(session)
-        cache.put(key, session, account)
+        if account is None:
+            account, session = await self.bind_session(session)
+            self.sessions.cache.put(key, session, account)
+        else:
+            await self.sessions.touch(session)
         return account, session
 
     async def bind_session(self, session: dict) -> tuple[dict, dict]:
@@ -314,8 +313,13 @@ class AuthService:
         await self.notify(account, "password was reset", ctx)
         return ended
 
-    async def set_disabled(self, account: dict, disabled: bool, ctx: Context, *, by: str) -> int:
-        """Disable (and end every session) or enable an account."""
+    async def set_disabled(
+        self, account: dict, disabled: bool, ctx: Context, *, by: str, actor_id: int | None = None
+    ) -> int:
+        """Disable (and end every session) or enable an account. `actor_id`, the account
+        acting, cannot disable itself (an administrator locking everyone out)."""
+        if disabled and actor_id == account["id"]:
+            raise InvalidRequest("you cannot disable your own account")
         await self.accounts.set_disabled(account["id"], disabled)
         self.sessions.cache.forget(account_id=account["id"])
         ended = await self.sessions.revoke_all(account["id"], "disabled", by=by) if disabled else 0
