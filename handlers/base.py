@@ -346,7 +346,7 @@ def log_request(handler: RequestHandler) -> None:
     latency_ms = 1000.0 * seconds
     account = getattr(handler, "_account", None)
     # The route's template, not the raw path: bounded label values, no ids in metrics.
-    route = handler.settings.get("route_names", {}).get(type(handler), "unmatched")
+    route = handler.application.settings.get("route_names", {}).get(type(handler), "unmatched")
     observe_request(route, handler.request.method, status, seconds)
     record = {
         "rid": getattr(handler, "_request_id", None) or "-",

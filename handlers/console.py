@@ -9,6 +9,7 @@ other. Every POST needs Tornado's XSRF token; pages forbid framing and inline sc
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -148,8 +149,7 @@ class ConsoleHandler(CommonMixin, RequestHandler):
         return f"admin:{self.admin['id']}"
 
     def context(self) -> Context:
-        ctx = super().context()
-        return Context(ip=ctx.ip, user_agent=ctx.user_agent, style="console", request_id=ctx.request_id)
+        return replace(super().context(), style="console")
 
     def page(self, template: str, status: int = 200, **values: Any) -> None:
         env = console_templates(self.application.settings)
