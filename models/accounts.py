@@ -14,6 +14,7 @@ from .common import Clock, epoch
 from .errors import AccountExists, AccountNotFound, InvalidRequest
 from .passwords import PasswordHasher
 from .ratelimit import upsert_inc
+from .session_cache import CHANGED
 from .validation import (
     classify_login,
     email_key,
@@ -24,6 +25,7 @@ from .validation import (
 )
 
 IDENTITY_TIERS = (0, 1, 2)  # normal, VIP, VVIP
+
 _FIELD_BY_INDEX = {"username_key": "username", "email_key": "email", "phone": "phone"}
 
 
@@ -144,15 +146,16 @@ class Accounts:
     async def set_password(self, account_id: int, password: str) -> None:
         password_hash = await self.hasher.hash(password)
         await self.coll.update_one(
-            {"id": account_id}, {"$set": {"password_hash": password_hash, "password_changed": self.clock()}}
+            {"id": account_id},
+            {"$set": {"password_hash": password_hash, "password_changed": self.clock()}, **CHANGED},
         )
 
     async def set_disabled(self, account_id: int, disabled: bool) -> bool:
-        result = await self.coll.update_one({"id": account_id}, {"$set": {"disabled": disabled}})
+        result = await self.coll.update_one({"id": account_id}, {"$set": {"disabled": disabled}, **CHANGED})
         return result.matched_count == 1
 
     async def mark_verified(self, account_id: int, channel: str) -> None:
-        await self.coll.update_one({"id": account_id}, {"$set": {f"{channel}_verified": True}})
+        await self.coll.update_one({"id": account_id}, {"$set": {f"{channel}_verified": True}, **CHANGED})
 
     async def delete(self, account_id: int) -> bool:
         result = await self.coll.delete_one({"id": account_id})

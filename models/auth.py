@@ -191,10 +191,11 @@ class AuthService:
 
     async def refresh(self, token: str, ctx: Context, *, rotate: bool = True) -> Pair:
         async def account_of(session: dict) -> dict:
-            try:
-                return (await self.bind_session(session))[0]
-            except NotAuthenticated:
-                raise TokenInvalid() from None
+            account = await self.live_account(session)
+            if account is None:
+                raise TokenInvalid()
+            await self.sessions.touch(session)
+            return account
 
         return await self.tokens.refresh(token, account_of, ctx, style=ctx.style, rotate=rotate)
 
@@ -210,27 +211,30 @@ class AuthService:
             except TokenInvalid:
                 raise NotAuthenticated() from None
         key = f"sid:{sid}" if sid else "tok:" + sha256_hex(token)
-        cached = self.sessions.cache.get(key)
-        if cached is not None and self.sessions.is_alive(cached[0]):
-            session, account = cached
-        else:
-            session = await (self.sessions.find_alive(sid) if sid else self.sessions.find_by_token(token))
-            account = None
-        if session is None or session["kind"] not in kinds:
+        cache = self.sessions.cache
+        pair = await cache.lookup(key, lambda: self.load_session(sid, token))
+        if pair is not None and not self.sessions.is_alive(pair[0]):
+            # Expired by this copy; another process may have kept it alive since: ask once.
+            cache.drop(key)
+            pair = await cache.lookup(key, lambda: self.load_session(sid, token))
+        if pair is None:
             raise NotAuthenticated()
-        if account is None:
-            account, session = await self.bind_session(session)
-            self.sessions.cache.put(key, session, account)
-        else:
-            await self.sessions.touch(session)
-        return account, session
-
-    async def bind_session(self, session: dict) -> tuple[dict, dict]:
-        account = await self.accounts.find_by_id(session["account_id"])
-        if account is None or account.get("disabled"):
+        session, account = pair
+        # A cached pair of another kind (a console token sent to the API) is refused here.
+        if session["kind"] not in kinds or not self.sessions.is_alive(session):
             raise NotAuthenticated()
         await self.sessions.touch(session)
         return account, session
+
+    async def load_session(self, sid: str | None, token: str) -> tuple[dict, dict] | None:
+        """(session, account) from MongoDB when both are live, for the session cache."""
+        session = await (self.sessions.find_alive(sid) if sid else self.sessions.find_by_token(token))
+        account = await self.live_account(session) if session else None
+        return (session, account) if session and account else None
+
+    async def live_account(self, session: dict) -> dict | None:
+        account = await self.accounts.find_by_id(session["account_id"])
+        return None if account is None or account.get("disabled") else account
 
     # ---- ending sessions -------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from .events import EventLog
 from .otp import CodeFlows
 from .passwords import PasswordHasher
 from .ratelimit import RateLimits
-from .session_cache import SessionCache
+from .session_cache import ChangeFeed, SessionCache
 from .sessions import Sessions
 from .tokens import Tokens
 
@@ -44,12 +44,9 @@ class Gatehouse:
         self.events = EventLog(db, clock, config.event_retention_days)
         self.limits = RateLimits(db, clock)
         self.accounts = Accounts(db, self.hasher, clock, config.phone_region)
-        self.sessions = Sessions(
-            db,
-            clock,
-            config.last_active_resolution,
-            SessionCache(config.session_cache_ms, config.session_cache_size),
-        )
+        cache = SessionCache(config.session_cache_ms, config.session_cache_size)
+        self.feed = ChangeFeed(cache, db)
+        self.sessions = Sessions(db, clock, config.last_active_resolution, cache)
         self.tokens = Tokens(config, db, clock, self.sessions, self.events)
         self.auth = AuthService(
             config, self.accounts, self.sessions, self.events, self.limits, self.hasher, self.tokens
@@ -64,8 +61,10 @@ class Gatehouse:
         self.auth.notify = self.flows.notify
 
     async def setup(self) -> None:
-        """Indexes, then the first admin from the environment (created once)."""
+        """Indexes, the session cache's change feed, then the first admin from the
+        environment (created once)."""
         await ensure_indexes(self.db)
+        self.feed.start()
         if self.config.admin_username and self.config.admin_password:
             await self.ensure_admin(self.config.admin_username, self.config.admin_password)
 
@@ -87,4 +86,5 @@ class Gatehouse:
         return True
 
     def close(self) -> None:
+        self.feed.stop()
         self.hasher.close()

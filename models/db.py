@@ -40,8 +40,11 @@ INDEXES: dict[str, list[IndexModel]] = {
         _partial_unique("username_key"),
         _partial_unique("email_key"),
         _partial_unique("phone"),
+        # The session cache's change feed: what changed in the last seconds.
+        IndexModel([("changed_at", ASCENDING)], sparse=True, name="changed_at"),
     ],
     "sessions": [
+        IndexModel([("changed_at", ASCENDING)], sparse=True, name="changed_at"),
         IndexModel(
             [("token_hash", ASCENDING)],
             unique=True,

@@ -18,7 +18,7 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from .common import Clock, Context, epoch, seconds, sha256_hex
-from .session_cache import SessionCache
+from .session_cache import CHANGED, SessionCache
 
 KINDS = ("opaque", "jwt", "console")
 
@@ -88,33 +88,36 @@ class Sessions:
         if (now - session["last_active"]).total_seconds() < self.resolution:
             return
         expires = min(now + seconds(session["idle_seconds"]), session["absolute_expires_at"])
+        # Marked before the write, so requests sharing this (cached) document meanwhile
+        # do not send the same update again.
+        session["last_active"] = now
+        session["expires_at"] = expires
         await self.coll.update_one(
             {"_id": session["_id"], "revoked_at": None, "last_active": {"$lte": now - seconds(self.resolution)}},
             {"$set": {"last_active": now, "expires_at": expires}},
         )
-        session["last_active"] = now
-        session["expires_at"] = expires
 
     async def revoke(self, session_id: str, reason: str, by: str | None = None) -> dict | None:
         """Revoke one live session; returns it, or None when it was not live. The document
         stays (for the console and audit) until its expiry removes it."""
-        now = self.clock()
-        self.cache.forget(session_id=session_id)
-        return await self.coll.find_one_and_update(
+        revoked = await self.coll.find_one_and_update(
             {"_id": session_id, "revoked_at": None},
-            {"$set": {"revoked_at": now, "revoked_reason": reason, "revoked_by": by}},
+            {"$set": {"revoked_at": self.clock(), "revoked_reason": reason, "revoked_by": by}, **CHANGED},
         )
+        # After the write: a read racing it either sees it or is not stored (the epoch).
+        self.cache.forget(session_id=session_id)
+        return revoked
 
     async def revoke_all(
         self, account_id: int, reason: str, by: str | None = None, except_id: str | None = None
     ) -> int:
-        self.cache.forget(account_id=account_id)
         query: dict[str, Any] = {"account_id": account_id, "revoked_at": None}
         if except_id:
             query["_id"] = {"$ne": except_id}
         result = await self.coll.update_many(
-            query, {"$set": {"revoked_at": self.clock(), "revoked_reason": reason, "revoked_by": by}}
+            query, {"$set": {"revoked_at": self.clock(), "revoked_reason": reason, "revoked_by": by}, **CHANGED}
         )
+        self.cache.forget(account_id=account_id)
         return result.modified_count
 
     async def count_live(self) -> int:
