@@ -1,7 +1,7 @@
 """The MongoDB connection, the indexes, and the embedded development database.
 
 Everything here uses features that a single mongod, a replica set and a sharded
-cluster all support: unique and partial indexes, TTL indexes, find_one_and_update.
+cluster all support: unique and sparse indexes, TTL indexes, find_one_and_update.
 """
 
 from __future__ import annotations
@@ -13,44 +13,39 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 log = logging.getLogger("gatehouse.db")
 
 
-def _partial_unique(field: str) -> IndexModel:
-    # Unique only where the field is a string, so accounts without an e-mail or a
-    # phone do not collide on a missing value.
-    return IndexModel(
-        [(field, ASCENDING)],
-        unique=True,
-        name=f"{field}_unique",
-        partialFilterExpression={field: {"$type": "string"}},
-    )
+def _sparse_unique(field: str) -> IndexModel:
+    # Unique only where the field exists (documents leave it out rather than store a
+    # null), so accounts without an e-mail or a phone do not collide on a missing value.
+    # Sparse, not partial: a plain equality query can use a sparse index, while a
+    # partial one ({$type: "string"}) is used only when the query repeats its filter,
+    # so every login-name and token lookup was a collection scan.
+    return IndexModel([(field, ASCENDING)], unique=True, sparse=True, name=f"{field}_unique")
 
 
 INDEXES: dict[str, list[IndexModel]] = {
     "accounts": [
         IndexModel([("id", ASCENDING)], unique=True, name="id_unique"),
         IndexModel([("uid", ASCENDING)], unique=True, name="uid_unique"),
-        _partial_unique("username_key"),
-        _partial_unique("email_key"),
-        _partial_unique("phone"),
+        _sparse_unique("username_key"),
+        _sparse_unique("email_key"),
+        _sparse_unique("phone"),
         # The session cache's change feed: what changed in the last seconds.
         IndexModel([("changed_at", ASCENDING)], sparse=True, name="changed_at"),
     ],
     "sessions": [
         IndexModel([("changed_at", ASCENDING)], sparse=True, name="changed_at"),
-        IndexModel(
-            [("token_hash", ASCENDING)],
-            unique=True,
-            name="token_hash_unique",
-            partialFilterExpression={"token_hash": {"$type": "string"}},
-        ),
+        _sparse_unique("token_hash"),
         IndexModel([("account_id", ASCENDING), ("last_active", DESCENDING)], name="account_last_active"),
         # The admin session list: newest activity first, paged by (last_active, _id).
         IndexModel([("last_active", DESCENDING), ("_id", DESCENDING)], name="last_active_id"),
@@ -92,9 +87,33 @@ def connect(uri: str, timeout_ms: int) -> AsyncMongoClient:
     )
 
 
+def _definition(index: Mapping[str, Any]) -> tuple:
+    """What makes two index definitions the same, from a model or the server's answer."""
+    key = index["key"]
+    fields = tuple((f, int(d) if isinstance(d, (int, float)) else d) for f, d in (dict(key).items()))
+    return (
+        fields,
+        bool(index.get("unique")),
+        bool(index.get("sparse")),
+        index.get("partialFilterExpression"),
+        index.get("expireAfterSeconds"),
+    )
+
+
 async def ensure_indexes(db: AsyncDatabase) -> None:
-    """Create every index; a no-op when they exist (safe on every start and every process)."""
+    """Create every index; a no-op when they exist (safe on every start and every process).
+    An index whose definition changed between releases (the partial unique indexes that
+    became sparse) is dropped and created again under its name."""
     for name, models in INDEXES.items():
+        have = await db[name].index_information()
+        for model in models:
+            old = have.get(model.document["name"])
+            if old is not None and _definition(old) != _definition(model.document):
+                log.warning("replacing index %s.%s with its new definition", name, model.document["name"])
+                try:
+                    await db[name].drop_index(model.document["name"])
+                except OperationFailure:
+                    pass  # another process starting at the same time dropped it first
         await db[name].create_indexes(models)
 
 
