@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -160,7 +161,13 @@ def run_processes(config: Config, uri: str, count: int) -> int:
     # be set before prometheus_client is imported, which happens after the fork.
     metrics_dir = tempfile.mkdtemp(prefix="gatehouse-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    sockets = bind_sockets(config.port, config.bind)
+    # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new
+    # connections evenly. (With one shared socket, the first worker to wake accepts
+    # every pending connection: under a burst of new connections one worker got them
+    # all.) The parent binds first, without listening, to fail early on a taken port
+    # and to hold it; a socket that does not listen is given no connections.
+    held = reserve_port(config.port, config.bind)
+    port = held[0].getsockname()[1]  # the number bound, should the configuration say 0
     children: dict[int, int] = {}
     stopping = False
 
@@ -173,6 +180,7 @@ def run_processes(config: Config, uri: str, count: int) -> int:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         code = 0
         try:
+            sockets = bind_sockets(port, config.bind, reuse_port=True)
             asyncio.run(serve(config, uri, sockets, worker=f" worker {index + 1}/{count}"))
         except BaseException:  # noqa: BLE001 - a worker reports its death and exits non-zero
             log.exception("worker %d failed", index + 1)
@@ -214,8 +222,25 @@ def run_processes(config: Config, uri: str, count: int) -> int:
                     spawn(index)
             time.sleep(0.1)
     finally:
+        for sock in held:
+            sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 1 if failed and not stopping else 0
+
+
+def reserve_port(port: int, address: str) -> list[socket.socket]:
+    """Bound with SO_REUSEPORT but never listening: a taken port fails here, in the
+    parent, and the port stays ours while workers come and go."""
+    held = []
+    infos = socket.getaddrinfo(address or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    for family, kind, proto, _, addr in dict.fromkeys(infos):
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        held.append(sock)
+    return held
 
 
 def start_database(config: Config):  # -> tuple[str, EmbeddedMongo | None]

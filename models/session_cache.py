@@ -8,7 +8,7 @@ Staleness bounds (documented in the README and tested):
   did is not stored (`epoch`);
 - across processes: at most `ttl` (GATEHOUSE_SESSION_CACHE_MS, 1 s by default). Every
   revocation and every account update stamps its document with the database's clock
-  (`changed_at`, `$currentDate`); each process's `ChangeFeed` asks every `ttl / 2` what
+  (`changed_at`, `$currentDate`); each process's `ChangeFeed` asks every `ttl / 4` what
   changed since its last look and drops those entries. An entry is served only while
   the last successful look (or its own read) is younger than `ttl`, so when MongoDB
   cannot be asked, entries stop being served rather than going stale. 0 turns the
@@ -149,7 +149,7 @@ class SessionCache:
 
 
 class ChangeFeed:
-    """What other processes ended or changed, polled from MongoDB every `ttl / 2`.
+    """What other processes ended or changed, polled from MongoDB every `ttl / 4`.
 
     Documents are stamped by the database's own clock (`CHANGED`) and read back against
     it (`hello.localTime`), so the processes' clocks do not matter. Each look goes back
@@ -169,12 +169,14 @@ class ChangeFeed:
 
     async def poll(self) -> int:
         """One look; returns how many changes were new to this process."""
-        began = self.cache.monotonic()
         db_now = (await self.db.command("hello"))["localTime"]
         if db_now.tzinfo is None:
             db_now = db_now.replace(tzinfo=UTC)
         since = self.since or db_now - self.MARGIN
         query = {"changed_at": {"$gte": since}}
+        # Whatever was committed before this instant, the queries below see: entries
+        # are known valid as of now (if nothing of theirs turns up).
+        began = self.cache.monotonic()
         sessions = await self.db.sessions.find(query, {"changed_at": 1}).to_list()
         accounts = await self.db.accounts.find(query, {"id": 1, "changed_at": 1}).to_list()
         found = {("s", d["_id"]): d["changed_at"] for d in sessions}
@@ -188,8 +190,11 @@ class ChangeFeed:
         return len(fresh)
 
     async def run(self) -> None:
-        interval = self.cache.ttl / 2
+        # Four looks per bound, on a fixed cadence: a look slowed by a busy event loop
+        # still leaves entries confirmed well within `ttl`.
+        interval = self.cache.ttl / 4
         while True:
+            started = asyncio.get_running_loop().time()
             try:
                 await self.poll()
                 if self.failing:
@@ -199,7 +204,7 @@ class ChangeFeed:
                 if not self.failing:
                     log.warning("session cache change feed failed (%s); cached sessions are read again", e)
                 self.failing = True
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(0.0, started + interval - asyncio.get_running_loop().time()))
 
     def start(self) -> None:
         if self.cache.enabled and self.task is None:
