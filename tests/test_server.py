@@ -138,3 +138,39 @@ def test_server_starts_with_the_embedded_database_and_stops_it_on_sigterm(tmp_pa
     db_port = int(out.split("embedded SecantusDB on 127.0.0.1:")[1].split(",")[0])
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{db_port}/", timeout=1)
+
+
+class Writes:
+    """A stream that remembers each write: what reaches stdout, call by call."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.calls.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_log_lines_are_batched_whole_and_problems_go_out_at_once():
+    import logging
+
+    from server import BatchingHandler
+
+    stream = Writes()
+    handler = BatchingHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.Logger("batching-test")
+    logger.addHandler(handler)
+    for i in range(100):
+        logger.info("request %03d %s", i, "x" * 60)
+    assert len(stream.calls) < 5  # about one write per 4 KiB, not one per line
+    logger.warning("database unavailable")
+    assert stream.calls[-1].endswith("database unavailable\n")  # at once, with what waited
+    text = "".join(stream.calls)
+    assert [line.split()[1] for line in text.splitlines()[:100]] == [f"{i:03d}" for i in range(100)]
+    assert all(len(c) <= BatchingHandler.BATCH_BYTES and c.endswith("\n") for c in stream.calls)
+    logger.info("the last one")
+    handler.flush()  # the server's loop does this every 0.25 s, and logging does at exit
+    assert stream.calls[-1] == "the last one\n"
