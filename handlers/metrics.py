@@ -9,6 +9,7 @@ multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by `server.py --processes`) sum
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
@@ -29,9 +30,19 @@ ACTIVE = Gauge(
 )
 
 
+# A client may send any token as the method; anything else is one label, so label
+# values (and the series they create) stay bounded.
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(route, method, str(status)).inc()
-    LATENCY.labels(route, method).observe(seconds)
+    key = (route, method if method in METHODS else "OTHER", status)
+    series = _series.get(key)
+    if series is None:  # looked up once per combination, not on every request
+        series = _series[key] = (REQUESTS.labels(key[0], key[1], str(status)), LATENCY.labels(key[0], key[1]))
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def observe_event(type: str, outcome: str) -> None:

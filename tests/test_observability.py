@@ -44,6 +44,16 @@ async def test_metrics_count_requests_outcomes_and_live_sessions(api, base_url, 
     assert token not in text and user["username"] not in text  # no ids or secrets in labels
 
 
+async def test_made_up_methods_share_one_label(base_url):
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        for method in ("BREW", "XYZZY42"):
+            r = await http.request(method, "/auth/me")
+            assert r.status_code == 405 and r.json()["code"] == "METHOD_NOT_ALLOWED"
+        text = (await http.get("/metrics")).text
+    assert sample(text, "gatehouse_http_requests_total", route="/auth/me", method="OTHER", status="405") == 2
+    assert "BREW" not in text and "XYZZY42" not in text
+
+
 @pytest.mark.parametrize("settings", [{"metrics_token": "m" * 32}])
 async def test_metrics_can_require_a_token(settings, base_url):
     async with httpx.AsyncClient(base_url=base_url) as http:

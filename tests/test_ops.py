@@ -252,6 +252,37 @@ async def test_database_outage_under_load(servers, tmp_path):
     assert "Traceback" not in server.output()
 
 
+async def test_a_cached_session_is_not_answered_from_memory_through_an_outage(servers, tmp_path):
+    """The session cache is served only while its change feed reaches MongoDB: within
+    the 1 s bound of an outage, a cached token gets a 503, not a stale 200."""
+    db = EmbeddedMongo(tmp_path / "db", port=free_port())
+    uri = db.start()
+    server = ServerProcess(uri, GATEHOUSE_DB_TIMEOUT_MS="1000")
+    servers.append(server.start())
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            _, token = await new_user(http)
+            me = {"Authorization": token}
+            assert (await http.get("/auth/me", headers=me)).status_code == 200  # cached now
+            db.stop()
+            stopped = time.monotonic()
+            while time.monotonic() - stopped < 1.2:
+                r = await http.get("/auth/me", headers=me)
+                if r.status_code == 200:
+                    assert time.monotonic() - stopped < 1.0, "a cached answer outlived the bound"
+                await asyncio.sleep(0.05)
+            r = await http.get("/auth/me", headers=me)
+            assert r.status_code == 503 and r.json()["code"] == "UNAVAILABLE", r.text
+            db.start()
+            deadline = time.monotonic() + 30
+            while (await http.get("/auth/me", headers=me)).status_code != 200:
+                assert time.monotonic() < deadline, "the session did not come back with the database"
+                await asyncio.sleep(0.2)
+    finally:
+        server.stop()
+        db.stop()
+
+
 async def test_bounded_soak_with_mixed_traffic(servers, mongo_uri):
     seconds = float(os.environ.get("GATEHOUSE_SOAK_SECONDS", "20"))
     # Every journey has one wrong password, all from 127.0.0.1: lift the per-IP cap,
