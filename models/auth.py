@@ -117,29 +117,23 @@ class AuthService:
         )
         return Login(account, session, token)
 
-    async def _check_throttle(self, key: str, ip: str) -> int:
-        """Refuse a locked or throttled login; returns the account's failures so far."""
-        locked = await self.limits.locked_for(f"login:{key}")
+    async def _check_throttle(self, key: str, ip: str) -> tuple[int, int]:
+        """Refuse a locked or throttled login; returns the account's failures so far and
+        its strikes today. One read for all four records."""
+        window = self.config.login_failure_window
+        (locked,), ((failures, left), (ip_failures, ip_left), (strikes, _)) = await self.limits.peek(
+            [f"login:{key}"],
+            [("login_fail_account", key, window), ("login_fail_ip", ip, window), ("login_strikes", key, DAY)],
+        )
         if locked:
             raise RateLimited("too many failed logins; try again later", retry_after=locked, reason="account")
-        window = self.config.login_failure_window
-        failures = await self.limits.require_below(
-            "login_fail_account",
-            key,
-            window,
-            self.config.login_failures_per_account,
-            "too many failed logins; try again later",
-            "account",
-        )
-        await self.limits.require_below(
-            "login_fail_ip",
-            ip,
-            window,
-            self.config.login_failures_per_ip,
-            "too many failed logins from this address; try again later",
-            "ip",
-        )
-        return failures
+        if failures >= self.config.login_failures_per_account:
+            raise RateLimited("too many failed logins; try again later", retry_after=left, reason="account")
+        if ip_failures >= self.config.login_failures_per_ip:
+            raise RateLimited(
+                "too many failed logins from this address; try again later", retry_after=ip_left, reason="ip"
+            )
+        return failures, strikes
 
     async def check_password(self, identifier: str, password: str, ctx: Context) -> dict:
         """The account whose password this is, or `InvalidCredentials` — the same answer
@@ -148,15 +142,16 @@ class AuthService:
         one counter; an unknown name counts under its own key) and per client IP."""
         account = await self.accounts.find_by_login(identifier)
         key = f"account={account['id']}" if account else login_key(identifier, self.config.phone_region)
-        earlier_failures = await self._check_throttle(key, ctx.ip)
+        earlier_failures, strikes = await self._check_throttle(key, ctx.ip)
         ok = await self.hasher.verify(password, account.get("password_hash") if account else None)
         window = self.config.login_failure_window
         if ok and not account.get("disabled"):
-            # A success clears the record: the window's failures (when there were any;
-            # skipping the write keeps the common path cheap) and the day's strikes.
+            # A success clears the record: the window's failures and the day's strikes
+            # (each only when there is one: the common path writes nothing).
             if earlier_failures:
                 await self.limits.reset("login_fail_account", key, window)
-            await self.limits.reset("login_strikes", key, DAY)
+            if strikes:
+                await self.limits.reset("login_strikes", key, DAY)
             return account
         reason = "unknown_account" if account is None else ("disabled" if ok else "wrong_password")
         failures, _ = await self.limits.hit("login_fail_account", key, window)

@@ -6,6 +6,9 @@ document, and a TTL index removes windows once they are over.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -59,6 +62,21 @@ class RateLimits:
         doc = await self.coll.find_one({"_id": _id}, {"n": 1})
         return (doc["n"] if doc else 0), left
 
+    async def peek(
+        self, locks: Sequence[str], windows: Sequence[tuple[str, str, int]]
+    ) -> tuple[list[int], list[tuple[int, int]]]:
+        """Seconds left on each lock, and (count, seconds left) of each (bucket, key,
+        window), in one round trip: the login path reads four of them on every attempt."""
+        lock_ids = [f"lock:{key}" for key in locks]
+        window_ids = [self._window(*window) for window in windows]
+        wanted = lock_ids + [_id for _id, _ in window_ids]
+        docs = {d["_id"]: d for d in await self.coll.find({"_id": {"$in": wanted}}).to_list()}
+        now = self.clock()
+        return (
+            [_seconds_left(docs.get(_id), now) for _id in lock_ids],
+            [(docs[_id]["n"] if _id in docs else 0, left) for _id, left in window_ids],
+        )
+
     async def require_below(
         self, bucket: str, key: str, window: int, limit: int, message: str, reason: str = ""
     ) -> int:
@@ -89,10 +107,9 @@ class RateLimits:
             except DuplicateKeyError:  # two first locks racing: the retry updates
                 continue
 
-    async def locked_for(self, key: str) -> int:
-        """Seconds left on `key`'s lock, 0 when it is not locked."""
-        doc = await self.coll.find_one({"_id": f"lock:{key}"})
-        if doc is None:
-            return 0
-        left = (doc["until"] - self.clock()).total_seconds()
-        return int(left) + 1 if left > 0 else 0
+
+def _seconds_left(lock: dict | None, now: datetime) -> int:
+    if lock is None:
+        return 0
+    left = (lock["until"] - now).total_seconds()
+    return int(left) + 1 if left > 0 else 0
