@@ -19,6 +19,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
@@ -28,6 +29,31 @@ from config import Config, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("gatehouse")
+
+
+class GatehouseApplication(Application):
+    """Tornado's router tries each pattern in turn (twenty regular expressions before
+    `/auth/me`). A path with no parameters is first looked up in a dict, which gives the
+    handler the ordered patterns would have given: a path goes in only when the first
+    pattern matching it is its own route's."""
+
+    def __init__(self, table: list, *args: Any, **settings: Any) -> None:
+        super().__init__(*args, **settings)
+        self.exact: dict[str, type] = {}
+        for route in table:
+            if "{" in route.path:
+                continue
+            base = route.path.rstrip("/") or "/"
+            for path in {base, base + "/"} if route.slash else {base}:
+                first = next((r for r in self.wildcard_router.rules if r.matcher.regex.match(path)), None)
+                if first is not None and first.target is route.handler:
+                    self.exact.setdefault(path, route.handler)
+
+    def find_handler(self, request: Any, **kwargs: Any) -> Any:
+        handler = self.exact.get(request.path)
+        if handler is not None:
+            return self.get_handler_delegate(request, handler)
+        return super().find_handler(request, **kwargs)
 
 
 def make_app(config: Config, gatehouse: object) -> Application:
@@ -43,7 +69,8 @@ def make_app(config: Config, gatehouse: object) -> Application:
     route_names = {r.handler: r.path for r in table}
     route_names.update({handler: pattern for pattern, handler in extra})
     route_names[StaticHandler] = "/static/"
-    app = Application(
+    app = GatehouseApplication(
+        table,
         [(r.pattern, r.handler) for r in table] + extra,
         routes=table,
         route_names=route_names,
