@@ -4,6 +4,7 @@ the same run, on this machine, over loopback, with wrk as the load generator.
     bench/run                  # all scenarios, ~3 minutes
     bench/run --duration 4     # shorter
     bench/run --docs           # also rewrite docs/benchmarks.md
+    bench/run --instructions   # instructions per request under callgrind (steady)
 
 It starts what it needs (an embedded SecantusDB in a temporary directory, the ceiling
 app, Gatehouse with one and with two processes), seeds accounts and sessions, runs the
@@ -58,14 +59,23 @@ class Result:
 class Process:
     """A server subprocess on a free loopback port, with its log in the work directory."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], work: Path, ready_path: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        work: Path,
+        ready_path: str,
+        prefix: list[str] | None = None,
+        start_seconds: float = 60,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(work / f"{name}.log", "wb")
         full_env = {**os.environ, **env, "PORT": str(self.port)}
-        cmd = [sys.executable, *[a.replace("{port}", str(self.port)) for a in args]]
+        cmd = [*(prefix or []), sys.executable, *[a.replace("{port}", str(self.port)) for a in args]]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_seconds
         while True:
             try:
                 if httpx.get(self.url + ready_path, timeout=2).status_code == 200:
@@ -230,6 +240,10 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=64, help="seeded sessions of each kind")
     parser.add_argument("--memory-sessions", type=int, default=100_000, help="live sessions for the memory figure")
     parser.add_argument("--docs", action="store_true", help="rewrite docs/benchmarks.md with this run")
+    parser.add_argument(
+        "--instructions", action="store_true", help="instructions per request under callgrind instead (steady)"
+    )
+    parser.add_argument("--requests", type=int, default=2000, help="requests counted with --instructions")
     args = parser.parse_args()
     d = args.duration
 
@@ -256,6 +270,13 @@ def main() -> int:
         print("seeding accounts and sessions ...", flush=True)
         seeded = asyncio.run(seed(one.url, db, 10_000, args.sessions))
         files = {k: write_lines(work / f"{k}.txt", v) for k, v in seeded.items()}
+        if args.instructions:
+            import instructions
+
+            one.stop()
+            started.remove(one)
+            print(instructions.table(env, work, files, args.requests))
+            return 0
 
         ceiling = wrk("ceiling: hello-world Tornado", hello.url, "get.lua", ["/"], 32, d)
         results.append(ceiling)
