@@ -193,6 +193,11 @@ class APIHandler(CommonMixin, RequestHandler):
         """The API authenticates by a header token, never a cookie, so a cross-site form
         cannot act as anyone here: there is nothing for XSRF to forge."""
 
+    def compute_etag(self) -> None:
+        """No ETag: every answer is `no-store`, so there is nothing to revalidate, and a
+        hash of a body carrying a token is not worth computing on every request."""
+        return None
+
     # ---- the caller ----------------------------------------------------------------
 
     _account: dict | None = None

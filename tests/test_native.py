@@ -253,6 +253,7 @@ async def test_me_accepts_raw_and_bearer_tokens(api):
         assert r.data["data"]["token"] == token
         assert r.data["data"]["account"]["nickname"] == "Nat"
         assert r.headers["Cache-Control"] == "no-store"
+        assert "Etag" not in r.headers  # nothing to revalidate in a no-store answer
 
 
 @pytest.mark.parametrize("header", [None, "", "not-a-token", "Bearer ", "Bearer x.y.z", "a" * 5000])
