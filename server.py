@@ -37,10 +37,10 @@ class GatehouseApplication(Application):
     handler the ordered patterns would have given: a path goes in only when the first
     pattern matching it is its own route's."""
 
-    def __init__(self, table: list, *args: Any, **settings: Any) -> None:
-        super().__init__(*args, **settings)
+    def __init__(self, handlers: list, **settings: Any) -> None:
+        super().__init__(handlers, **settings)
         self.exact: dict[str, type] = {}
-        for route in table:
+        for route in settings["routes"]:
             if "{" in route.path:
                 continue
             base = route.path.rstrip("/") or "/"
@@ -70,7 +70,6 @@ def make_app(config: Config, gatehouse: object) -> Application:
     route_names.update({handler: pattern for pattern, handler in extra})
     route_names[StaticHandler] = "/static/"
     app = GatehouseApplication(
-        table,
         [(r.pattern, r.handler) for r in table] + extra,
         routes=table,
         route_names=route_names,

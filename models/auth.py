@@ -207,15 +207,19 @@ class AuthService:
                 raise NotAuthenticated() from None
         key = f"sid:{sid}" if sid else "tok:" + sha256_hex(token)
         cache = self.sessions.cache
-        pair = await cache.lookup(key, lambda: self.load_session(sid, token))
-        if pair is not None and not self.sessions.is_alive(pair[0]):
+
+        def load() -> Awaitable[tuple[dict, dict] | None]:
+            return self.load_session(sid, token)
+
+        found = await cache.lookup(key, load)
+        if found is not None and not self.sessions.is_alive(found[0]):
             # Expired by this copy; another process may have kept it alive since: ask once
             # (a read checks liveness itself).
             cache.drop(key)
-            pair = await cache.lookup(key, lambda: self.load_session(sid, token))
-        if pair is None:
+            found = await cache.lookup(key, load)
+        if found is None:
             raise NotAuthenticated()
-        session, account = pair
+        session, account = found
         # A cached pair of another kind (a console token sent to the API) is refused here.
         if session["kind"] not in kinds:
             raise NotAuthenticated()

@@ -36,8 +36,8 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-Pair = tuple[dict, dict]  # (session, account)
-Loader = Callable[[], Awaitable[Pair | None]]
+Found = tuple[dict, dict]  # (session, account); not to be confused with tokens.Pair
+Loader = Callable[[], Awaitable[Found | None]]
 
 # Merged into every update that ends a session or changes an account.
 CHANGED = {"$currentDate": {"changed_at": True}}
@@ -56,14 +56,14 @@ class SessionCache:
         self.entries: OrderedDict[str, tuple[float, dict, dict]] = OrderedDict()
         self.confirmed = float("-inf")  # when the change feed's last successful look began
         self.epoch = 0  # bumped by every forget: reads started before it are not stored
-        self.reading: dict[str, asyncio.Future[Pair | None]] = {}
+        self.reading: dict[str, asyncio.Future[Found | None]] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # background re-reads (kept referenced)
 
     @property
     def enabled(self) -> bool:
         return self.ttl > 0 and self.size > 0
 
-    async def lookup(self, key: str, load: Loader) -> Pair | None:
+    async def lookup(self, key: str, load: Loader) -> Found | None:
         """The pair for `key`: from the cache while it is known valid within `ttl`, else
         from `load()` (None: no live session; not cached)."""
         if not self.enabled:
@@ -87,10 +87,10 @@ class SessionCache:
             pending = self._start(key, load)
         return await asyncio.shield(pending)
 
-    def _start(self, key: str, load: Loader) -> asyncio.Future[Pair | None]:
+    def _start(self, key: str, load: Loader) -> asyncio.Future[Found | None]:
         started, epoch = self.monotonic(), self.epoch
 
-        async def read() -> Pair | None:
+        async def read() -> Found | None:
             try:
                 pair = await load()
             finally:
