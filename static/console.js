@@ -18,8 +18,12 @@ function startRefresh(tbody) {
   setInterval(function () {
     if (busy || document.hidden) return;
     busy = true;
-    fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+    // X-Gatehouse-Refresh: this fetch is not the operator at work, so it does not keep
+    // the console session from idling out. Once it has (a redirect to the login page),
+    // reload, so an untouched tab stops showing sessions and shows the login page.
+    fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html", "X-Gatehouse-Refresh": "1" } })
       .then(function (r) {
+        if (r.redirected) window.location.reload();
         if (r.redirected || !r.ok) throw new Error("refresh " + r.status);
         return r.text();
       })

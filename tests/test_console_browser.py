@@ -106,3 +106,24 @@ async def test_account_page_and_phone_width(browser, base_url, api, admin):
     r = await api.post("/auth/auth", {"username": user["username"], "password": PASSWORD})
     assert r.status == 401
     assert problems == [], problems
+
+
+async def test_an_untouched_sessions_tab_logs_out_at_the_idle_timeout(browser, base_url, admin, clock, config):
+    """The table's polls (every 3 s) are not the operator at work: they do not keep the
+    console session alive, and once it has idled out the tab shows the login page."""
+    page, problems = await open_console(browser, base_url, admin)
+
+    def is_poll(response) -> bool:
+        return "/console/sessions/rows" in response.url
+
+    clock.advance(config.console_idle_seconds - 60)
+    async with page.expect_response(is_poll, timeout=15_000) as polled:
+        pass
+    poll = await polled.value
+    assert poll.status == 200 and await poll.request.header_value("x-gatehouse-refresh") == "1"
+    assert page.url.endswith("/console/sessions")
+    # A touching poll would have moved the deadline by now; this one did not.
+    clock.advance(120)
+    await page.wait_for_url("**/console/login?next=%2Fconsole%2Fsessions", timeout=15_000)
+    assert await page.locator("input[name=password]").count() == 1
+    assert problems == [], problems

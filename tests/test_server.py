@@ -30,6 +30,8 @@ PROD = {"GATEHOUSE_ENV": "production", "SECRET_KEY": "k" * 40, "MONGODB_URI": "m
         ({**PROD, "GATEHOUSE_ENV": "staging"}, "GATEHOUSE_ENV must be one of"),
         ({**PROD, "GATEHOUSE_API_STYLES": "native,soap"}, "GATEHOUSE_API_STYLES"),
         ({**PROD, "GATEHOUSE_TEST_ENDPOINTS": "maybe"}, "GATEHOUSE_TEST_ENDPOINTS must be"),
+        ({**PROD, "GATEHOUSE_TEST_ENDPOINTS": "1"}, "GATEHOUSE_TEST_ENDPOINTS must not be set in production"),
+        ({**PROD, "GATEHOUSE_TEST_ENDPOINTS": "true"}, "GATEHOUSE_TEST_ENDPOINTS must not be set in production"),
         ({**PROD, "GATEHOUSE_SMTP_URL": "mail.example:25"}, "GATEHOUSE_SMTP_URL"),
         ({**PROD, "GATEHOUSE_ADMIN_USERNAME": "root"}, "go together"),
     ],
@@ -77,6 +79,20 @@ def test_server_refuses_to_start_with_bad_configuration_in_one_line():
         == "gatehouse: configuration error: SECRET_KEY is required in production (a long random string)"
     )
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_production_refuses_test_endpoints_at_start_up(tmp_path):
+    # Refused before anything starts (no database is reached: the URI points nowhere).
+    result = run_server({**PROD, "GATEHOUSE_TEST_ENDPOINTS": "1"}, timeout=30)
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        "gatehouse: configuration error: GATEHOUSE_TEST_ENDPOINTS must not be set in production"
+        " (it enables test-only routes)"
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+    # Development may have them (the test suite runs that way), and production without.
+    assert load_config({"GATEHOUSE_TEST_ENDPOINTS": "1", "GATEHOUSE_DATA_DIR": str(tmp_path)}).test_endpoints
+    assert not load_config({**PROD, "GATEHOUSE_TEST_ENDPOINTS": "0"}).test_endpoints
 
 
 def test_create_admin_cli(tmp_path, mongo_uri):
