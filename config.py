@@ -81,6 +81,8 @@ class Config:
     login_failure_window: int = 15 * 60
     login_lock_max: int = 3600
     fresh_login_seconds: int = 900
+    logins_per_ip_hour: int = 1000
+    signups_per_ip_hour: int = 100
     sms_countries: tuple[str, ...] = ()  # ISO region codes codes may be texted to; empty: all
     code_hourly_per_number_block: int = 20
     event_retention_days: int = 90
@@ -247,6 +249,10 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -
     bcrypt_rounds = read.int("GATEHOUSE_BCRYPT_ROUNDS", 12, 4, 16)
     if env == "production" and bcrypt_rounds < 10:
         raise ConfigError("GATEHOUSE_BCRYPT_ROUNDS must be at least 10 in production")
+    test_endpoints = read.bool("GATEHOUSE_TEST_ENDPOINTS")
+    if env == "production" and test_endpoints:
+        # Test-only routes delete accounts without credentials: never in production.
+        raise ConfigError("GATEHOUSE_TEST_ENDPOINTS must not be set in production (it enables test-only routes)")
     service_keys = tuple(k.strip() for k in (read.str("GATEHOUSE_SERVICE_KEYS") or "").split(",") if k.strip())
     if any(len(k) < 24 for k in service_keys):
         raise ConfigError("GATEHOUSE_SERVICE_KEYS entries must be at least 24 characters each")
@@ -270,7 +276,7 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -
         secret_key=_secret_key(read, env, data_dir),
         bcrypt_rounds=bcrypt_rounds,
         bcrypt_threads=read.int("GATEHOUSE_BCRYPT_THREADS", os.cpu_count() or 2, 1, 64),
-        test_endpoints=read.bool("GATEHOUSE_TEST_ENDPOINTS"),
+        test_endpoints=test_endpoints,
         trust_proxy=_trust_proxy(read),
         api_styles=_api_styles(read),
         phone_region=read.str("GATEHOUSE_PHONE_REGION", "US").upper(),
@@ -305,6 +311,8 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -
         login_failure_window=read.int("GATEHOUSE_LOGIN_FAILURE_WINDOW", 900, 10, 24 * 3600),
         login_lock_max=read.int("GATEHOUSE_LOGIN_LOCK_MAX_SECONDS", 3600, 10, 7 * 24 * 3600),
         fresh_login_seconds=read.int("GATEHOUSE_FRESH_LOGIN_SECONDS", 900, 60, 30 * 24 * 3600),
+        logins_per_ip_hour=read.int("GATEHOUSE_LOGINS_PER_IP_HOUR", 1000, 1, 10_000_000),
+        signups_per_ip_hour=read.int("GATEHOUSE_SIGNUPS_PER_IP_HOUR", 100, 1, 10_000_000),
         sms_countries=_sms_countries(read),
         code_hourly_per_number_block=read.int("GATEHOUSE_CODE_HOURLY_PER_NUMBER_BLOCK", 20, 1, 100000),
         event_retention_days=read.int("GATEHOUSE_EVENT_RETENTION_DAYS", 90, 1, 3650),

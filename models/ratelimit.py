@@ -7,6 +7,7 @@ document, and a TTL index removes windows once they are over.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from pymongo import ReturnDocument
@@ -21,25 +22,51 @@ from .errors import RateLimited
 async def upsert_inc(coll: AsyncCollection, _id: str, inc: dict, on_insert: dict | None = None) -> dict:
     """Atomically increment fields of one document, creating it on first use.
 
-    Two first uses racing on the upsert can make one of them fail with a duplicate key
-    (mongod) or come back empty (seen with SecantusDB); either way the retry finds the
-    document and is a plain atomic update."""
+    No upsert: racing first uses of an upserting `$inc` were seen to count twice on
+    SecantusDB (an answer lost, the increment kept, so a retry counted again), which
+    would let fewer attempts through a limit than it allows, or skip ids. Instead the
+    increment is a plain atomic update of an existing document, and a missing document is
+    created by an insert whose duplicate-key failure is unambiguous on every server."""
     update: dict = {"$inc": inc}
-    if on_insert:
-        update["$setOnInsert"] = on_insert
     for _ in range(5):
-        try:
-            doc = await coll.find_one_and_update(
-                {"_id": _id}, update, upsert=True, return_document=ReturnDocument.AFTER
-            )
-        except DuplicateKeyError:
-            continue
+        doc = await coll.find_one_and_update({"_id": _id}, update, return_document=ReturnDocument.AFTER)
         if doc is not None:
             return doc
+        try:
+            await coll.insert_one({"_id": _id, **dict.fromkeys(inc, 0), **(on_insert or {})})
+        except DuplicateKeyError:
+            pass  # created by a racing first use: the update above now finds it
     raise RuntimeError(f"counter {_id!r}: upsert did not settle")
 
 
+@dataclass(frozen=True)
+class Limit:
+    """One rule: at most `limit` events per `window` seconds per key of `bucket`. The
+    message and reason go into the `RateLimited` a refusal raises."""
+
+    bucket: str
+    window: int
+    limit: int
+    message: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A reserved place under a limit; `RateLimits.release` gives it back."""
+
+    _id: str
+    count: int
+
+
 class RateLimits:
+    """Limits that reserve before they act: `reserve` counts the event first (one atomic
+    `$inc` with upsert) and refuses when that count is over the limit, so N parallel
+    requests against a limit of L get at most L slots whatever N is. The guarded work runs
+    only with a slot in hand; `release` gives the slot back where the rule says an
+    outcome does not count (a correct password is not a failure). A counter store that
+    cannot be written raises, and the request fails closed (503), never unthrottled."""
+
     def __init__(self, db: AsyncDatabase, clock: Clock) -> None:
         self.coll = db.limits
         self.clock = clock
@@ -57,41 +84,69 @@ class RateLimits:
         doc = await upsert_inc(self.coll, _id, {"n": amount}, {"expires_at": self.clock() + seconds(left + 60)})
         return doc["n"], left
 
+    async def reserve(self, rule: Limit, key: str) -> Slot:
+        """Take a slot under `rule` for `key`, or `RateLimited` (the slot given straight
+        back, so refused requests do not push the window's count up)."""
+        count, left = await self.hit(rule.bucket, key, rule.window)
+        _id, _ = self._window(rule.bucket, key, rule.window)
+        if count > rule.limit:
+            await self.coll.update_one({"_id": _id}, {"$inc": {"n": -1}})
+            raise RateLimited(rule.message, retry_after=left, reason=rule.reason)
+        return Slot(_id, count)
+
+    async def reserve_all(self, wanted: Sequence[tuple[Limit, str]]) -> list[Slot]:
+        """A slot under each (rule, key), or none at all: a refusal gives back the slots
+        already taken."""
+        slots: list[Slot] = []
+        try:
+            for rule, key in wanted:
+                slots.append(await self.reserve(rule, key))
+        except RateLimited:
+            await self.release(*slots)
+            raise
+        return slots
+
+    async def release(self, *slots: Slot) -> None:
+        for slot in slots:
+            await self.coll.update_one({"_id": slot._id}, {"$inc": {"n": -1}})
+
     async def count(self, bucket: str, key: str, window: int) -> tuple[int, int]:
         _id, left = self._window(bucket, key, window)
         doc = await self.coll.find_one({"_id": _id}, {"n": 1})
         return (doc["n"] if doc else 0), left
 
-    async def peek(
-        self, locks: Sequence[str], windows: Sequence[tuple[str, str, int]]
-    ) -> tuple[list[int], list[tuple[int, int]]]:
-        """Seconds left on each lock, and (count, seconds left) of each (bucket, key,
-        window), in one round trip: the login path reads four of them on every attempt."""
-        lock_ids = [f"lock:{key}" for key in locks]
-        window_ids = [self._window(*window) for window in windows]
-        wanted = lock_ids + [_id for _id, _ in window_ids]
-        docs = {d["_id"]: d for d in await self.coll.find({"_id": {"$in": wanted}}).to_list()}
-        now = self.clock()
-        return (
-            [_seconds_left(docs.get(_id), now) for _id in lock_ids],
-            [(docs[_id]["n"] if _id in docs else 0, left) for _id, left in window_ids],
-        )
-
-    async def require_below(
-        self, bucket: str, key: str, window: int, limit: int, message: str, reason: str = ""
-    ) -> int:
-        """`RateLimited` (with the seconds left in the window) once `limit` is reached;
-        otherwise the count so far."""
-        count, left = await self.count(bucket, key, window)
-        if count >= limit:
-            raise RateLimited(message, retry_after=left, reason=reason)
-        return count
-
     async def reset(self, bucket: str, key: str, window: int) -> None:
         _id, _ = self._window(bucket, key, window)
         await self.coll.delete_one({"_id": _id})
 
+    # ---- cooldowns: "once per N seconds", claimed atomically ------------------------
+
+    async def claim_cooldown(self, key: str, duration: int, message: str, reason: str = "cooldown") -> None:
+        """Claim `key` for `duration` seconds, or `RateLimited` with the seconds left while
+        an earlier claim holds. A conditional upsert: of concurrent claims one wins."""
+        if duration <= 0:
+            return
+        now = self.clock()
+        until = now + seconds(duration)
+        _id = f"cooldown:{key}"
+        try:
+            await self.coll.update_one(
+                {"_id": _id, "until": {"$lte": now}},
+                {"$set": {"until": until, "expires_at": until + seconds(60)}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            held = await self.coll.find_one({"_id": _id}, {"until": 1})
+            raise RateLimited(message, retry_after=_seconds_left(held, now) or 1, reason=reason) from None
+
+    async def release_cooldown(self, key: str) -> None:
+        await self.coll.delete_one({"_id": f"cooldown:{key}"})
+
     # ---- locks: "refuse until", for penalties that outlive a counting window ----------
+
+    async def locked_for(self, key: str) -> int:
+        """Seconds left on the lock of `key` (0: not locked)."""
+        return _seconds_left(await self.coll.find_one({"_id": f"lock:{key}"}, {"until": 1}), self.clock())
 
     async def lock(self, key: str, duration: int) -> None:
         """Refuse `key` for `duration` seconds from now (a longer existing lock stays)."""
