@@ -152,7 +152,7 @@ class AccountHandler(AdminAPIHandler):
     )
     async def get(self, account_id: str) -> None:
         account = await self.account(account_id)
-        sessions = await self.gh.sessions.list_for_account(account["id"])
+        sessions = await self.gh.sessions.list_for_account(account)
         events = await self.gh.events.find(account_id=account["id"], limit=20)
         self.reply(
             {

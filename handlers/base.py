@@ -19,7 +19,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
 from config import Config
-from models.common import Context
+from models.common import Context, canonical_ip
 from models.core import Gatehouse
 from models.errors import (
     AccountExists,
@@ -80,6 +80,12 @@ HTTP_MESSAGES = {
     415: "send the body as JSON (Content-Type: application/json)",
 }
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+# C0 controls and DEL: never part of a file name, a URL we redirect to, or a header.
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+SURROGATE_RE = re.compile("[\ud800-\udfff]")
+MAX_JSON_DEPTH = 32  # our bodies are flat objects; a little room for future nesting
+TOO_DEEP = f"the body is nested deeper than {MAX_JSON_DEPTH} levels"
+NOT_UNICODE = "the body holds a string that is not valid Unicode (a lone surrogate)"
 URL_TOKEN_PARAMS = ("access_token", "token", "refresh_token", "code", "password")
 
 
@@ -93,13 +99,38 @@ def is_db_outage(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout)
 
 
+def check_json(value: Any) -> None:
+    """Refuse JSON that Python parses but nothing after the parser should meet: nesting
+    deeper than `MAX_JSON_DEPTH`, and strings (keys included) holding a lone surrogate
+    (`"\\ud800"`), which json accepts and every later UTF-8 encode (bcrypt, BSON, the
+    log) fails on. Iterative, so the check itself cannot recurse too deeply; only
+    containers go on the stack, so a long flat array costs one pass."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        container, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidRequest(TOO_DEEP)
+        if isinstance(container, dict):
+            if any(not key.isascii() and SURROGATE_RE.search(key) for key in container):
+                raise InvalidRequest(NOT_UNICODE)
+            container = container.values()
+        for item in container:
+            if isinstance(item, str):
+                if not item.isascii() and SURROGATE_RE.search(item):
+                    raise InvalidRequest(NOT_UNICODE)
+            elif isinstance(item, (dict, list)):
+                pending.append((item, depth + 1))
+
+
 def translate(exc: BaseException | None, status_code: int) -> tuple[int, str, str]:
     """(status, code, message) for any exception a request may end with."""
     if isinstance(exc, DomainError):
         for cls, status, code in ERROR_TABLE:
             if isinstance(exc, cls):
                 return status, code, exc.message
-    if exc is not None and is_db_outage(exc):
+    if isinstance(exc, PyMongoError):
+        # Any database error fails closed: a counter that cannot be reserved, a write that
+        # failed. 503 in the style's envelope, never a 500 and never an unthrottled pass.
         return 503, "UNAVAILABLE", Unavailable.default_message
     if isinstance(exc, HTTPError):
         status = exc.status_code
@@ -145,13 +176,15 @@ class CommonMixin:
     @property
     def client_ip(self) -> str:
         """The client address; X-Forwarded-For is believed only behind configured proxies,
-        and then only the hop our own proxy appended (a client can prepend anything)."""
+        and then only the hop our own proxy appended (a client can prepend anything).
+        Canonical (`canonical_ip`): `::ffff:192.0.2.1` is `192.0.2.1`, and an IPv6
+        address has one spelling, so no limit or log can be dodged by respelling it."""
         hops = self.config.trust_proxy
         if hops:
             forwarded = [h.strip() for h in self.request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
             if len(forwarded) >= hops:
-                return forwarded[-hops][:64]
-        return self.request.remote_ip or ""
+                return canonical_ip(forwarded[-hops][:64])
+        return canonical_ip(self.request.remote_ip or "")
 
     @property
     def is_https(self) -> bool:
@@ -264,7 +297,8 @@ class APIHandler(CommonMixin, RequestHandler):
 
     def json_body(self) -> dict[str, Any]:
         """The body as a JSON object. No body at all is an empty object; a body that is
-        not JSON, or JSON that is not an object, is a 400/415."""
+        not JSON, or JSON that is not an object, is a 400/415. Every style reads its body
+        here, so hostile but well-formed JSON (see `check_json`) ends here too."""
         body = self.request.body or b""
         ctype = self.request.headers.get("Content-Type", "")
         if not body.strip():
@@ -273,10 +307,13 @@ class APIHandler(CommonMixin, RequestHandler):
             raise HTTPError(415)
         try:
             data = json.loads(body)
+        except RecursionError:  # thousands of `[`: the C parser gives up before we can look
+            raise InvalidRequest(TOO_DEEP) from None
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequest("the body is not valid JSON") from None
         if not isinstance(data, dict):
             raise InvalidRequest("the body must be a JSON object")
+        check_json(data)
         return data
 
     def fields(self, spec: Mapping[str, Field]) -> dict[str, Any]:
@@ -343,6 +380,13 @@ class StaticHandler(CommonMixin, StaticFileHandler):
 
     def set_default_headers(self) -> None:
         self.common_headers()
+
+    def parse_url_path(self, url_path: str) -> str:
+        # A NUL reaches the file system calls as a ValueError (a 500); no file of ours
+        # has a control character in its name, so such a path is simply not there.
+        if CONTROL_RE.search(url_path):
+            raise HTTPError(404)
+        return super().parse_url_path(url_path)
 
 
 def log_request(handler: RequestHandler) -> None:

@@ -9,6 +9,7 @@ other. Every POST needs Tornado's XSRF token; pages forbid framing and inline sc
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,10 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
+# Sent by static/console.js on the sessions table's self-refresh: see ConsoleHandler.prepare.
+REFRESH_HEADER = "X-Gatehouse-Refresh"
+# Where a `next` may lead: a console path in printable ASCII, no backslash.
+SAFE_TARGET_RE = re.compile(r"/console/[!-\[\]-~]*")
 DONE = {
     "kicked": "Session kicked.",
     "kicked_all": "Every session of this account was kicked.",
@@ -59,6 +64,14 @@ def ago(when: datetime | None, now: datetime | None = None) -> str:
 
 def exact(when: datetime | None) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
+
+
+def console_target(raw: str | None, default: str) -> str:
+    """Where a `next` parameter may send the browser after login or a form: only inside
+    the console. Another site, `//host`, a backslash, non-ASCII text or CR/LF (which
+    would split the Location header) all mean `default`."""
+    target = (raw or "").split("#")[0]
+    return target if SAFE_TARGET_RE.fullmatch(target) else default
 
 
 def console_templates(settings: dict) -> Environment:
@@ -126,11 +139,19 @@ class ConsoleHandler(CommonMixin, RequestHandler):
         except HTTPError:
             raise HTTPError(403, "This form's XSRF token is missing or wrong; reload the page and try again.") from None
 
+    @property
+    def is_self_refresh(self) -> bool:
+        """The sessions table refreshing itself every few seconds (static/console.js):
+        not the operator at work, so it must not keep an untouched tab logged in."""
+        return self.request.headers.get(REFRESH_HEADER) == "1"
+
     async def prepare(self) -> None:
         token = self.get_signed_cookie(self.cookie, max_age_days=31)
         if token:
             try:
-                self.admin, self.console_session = await self.gh.auth.authenticate(token.decode(), kinds=("console",))
+                self.admin, self.console_session = await self.gh.auth.authenticate(
+                    token.decode(), kinds=("console",), touch=not self.is_self_refresh
+                )
             except NotAuthenticated:
                 self.clear_console_cookie()
         if not self.login_required:
@@ -172,10 +193,7 @@ class ConsoleHandler(CommonMixin, RequestHandler):
 
     def back(self, default: str, done: str) -> None:
         """Redirect after a POST, only ever inside the console."""
-        target = self.get_body_argument("next", "") or default
-        if not target.startswith("/console/") or target.startswith("//"):
-            target = default
-        target = target.split("#")[0]
+        target = console_target(self.get_body_argument("next", None), default)
         sep = "&" if "?" in target else "?"
         self.redirect(f"{target}{sep}done={done}", status=303)
 
@@ -203,8 +221,7 @@ class LoginHandler(ConsoleHandler):
     login_required = False
 
     def next_url(self) -> str:
-        target = self.get_argument("next", "/console/")
-        return target if target.startswith("/console/") and not target.startswith("//") else "/console/"
+        return console_target(self.get_argument("next", None), "/console/")
 
     async def get(self) -> None:
         if self.admin is not None and is_admin(self.admin):
@@ -219,18 +236,12 @@ class LoginHandler(ConsoleHandler):
         )
         ctx = self.context()
         try:
-            account = await self.gh.auth.check_password(f["username"], f["password"], ctx)
+            # A non-admin's right password is a failed console login like any other (it
+            # counts, and answers as a wrong password): the console is no oracle for
+            # testing stolen credentials unseen.
+            account = await self.gh.auth.check_password(f["username"], f["password"], ctx, admit=is_admin)
         except InvalidCredentials as e:
             self.page("login.html", status=401, next=self.next_url(), error=e.message, username=f["username"])
-            return
-        if not is_admin(account):
-            self.page(
-                "login.html",
-                status=403,
-                next=self.next_url(),
-                error="This account is not an administrator.",
-                username=f["username"],
-            )
             return
         login = await self.gh.auth.start_session(account, "console", ctx)
         assert login.token is not None

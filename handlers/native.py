@@ -82,7 +82,7 @@ def public_account(account: dict) -> dict:
 
 class RegisterHandler(NativeHandler):
     @allow_anonymous
-    @doc("Create an account", body=REGISTER_FIELDS, ok=ref("PublicAccount"), errors=(409,))
+    @doc("Create an account", body=REGISTER_FIELDS, ok=ref("PublicAccount"), errors=(409, 429))
     async def post(self) -> None:
         f = self.fields(REGISTER_FIELDS)
         if not f.get("username"):
@@ -129,7 +129,7 @@ class LogoutHandler(NativeHandler):
 class SessionsHandler(NativeHandler):
     @doc("This account's live sessions", ok=obj({"sessions": array(ref("Session"))}))
     async def get(self) -> None:
-        sessions = await self.gh.sessions.list_for_account(self.current_account["id"])
+        sessions = await self.gh.sessions.list_for_account(self.current_account)
         current = self.current_session["_id"]
         self.reply({"sessions": [session_view(s, current) for s in sessions]})
 
@@ -149,11 +149,12 @@ class RevokeOthersHandler(NativeHandler):
         "End every other session of this account (a login older than 15 minutes must send `password`)",
         body=FIELDS,
         ok=obj({"revoked": INT}),
+        errors=(429,),
     )
     async def post(self) -> None:
         account = self.current_account
         f = self.fields(self.FIELDS)
-        await self.gh.auth.require_recent_login(account, self.current_session, f.get("password"))
+        await self.gh.auth.require_recent_login(account, self.current_session, f.get("password"), self.context())
         count = await self.gh.auth.kick_all(
             account["id"], self.context(), by=f"account:{account['id']}", except_id=self.current_session["_id"]
         )
@@ -269,8 +270,17 @@ class OtpVerifyHandler(OtpHandler):
     )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
+        # Optional login: a proof sent with a token of the same account is the owner
+        # confirming their own address, not a takeover (see README "Proving a phone or e-mail").
+        if self.bearer_token():
+            await self.authenticate()
         result = await self.gh.flows.verify_code(
-            self.purpose(f), f.get("phone"), f.get("email"), f["code"], self.context()
+            self.purpose(f),
+            f.get("phone"),
+            f.get("email"),
+            f["code"],
+            self.context(),
+            caller=self._account if self._authenticated else None,
         )
         if isinstance(result, Login):
             assert result.token is not None
@@ -335,11 +345,11 @@ class IntrospectHandler(NativeHandler):
 
 async def introspect(gh, token: str) -> dict:
     if token.count(".") == 2:
-        return await gh.tokens.introspect(token)
-    session = await gh.sessions.find_by_token(token)
-    account = await gh.accounts.find_by_id(session["account_id"]) if session else None
-    if session is None or account is None or account.get("disabled"):
+        return await gh.tokens.introspect(token, lambda sid: gh.auth.load_session(sid, token))
+    found = await gh.auth.load_session(None, token)
+    if found is None:
         return {"active": False}
+    session, account = found
     return {
         "active": True,
         "sub": account["uid"],

@@ -58,7 +58,7 @@ class SignUpHandler(DrfHandler):
     }
 
     @allow_anonymous
-    @doc("Sign up with a phone number", body=FIELDS, ok=obj({"data": STR}), errors=(409,))
+    @doc("Sign up with a phone number", body=FIELDS, ok=obj({"data": STR}), errors=(409, 429))
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         await self.gh.auth.register(

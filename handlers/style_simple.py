@@ -45,7 +45,7 @@ class LoginHandler(SimpleHandler):
 
 class CreateHandler(SimpleHandler):
     @allow_anonymous
-    @doc("Create an account", body=CREATE_FIELDS, ok=obj({"id": INT}), errors=(409,))
+    @doc("Create an account", body=CREATE_FIELDS, ok=obj({"id": INT}), errors=(409, 429))
     async def post(self) -> None:
         f = self.fields(CREATE_FIELDS)
         account = await self.gh.auth.register(
@@ -84,7 +84,8 @@ async def change_password(handler: APIHandler, body: dict) -> None:
             keep = session["_id"] if caller["id"] == account["id"] else None
         except NotAuthenticated:  # a stale token just means no session is kept
             keep = None
-    await handler.gh.auth.change_password(account, f["password"], f["new_password"], ctx, keep_session=keep)
+    # The current password was just checked (under the login limits): replace it.
+    await handler.gh.auth.replace_password(account, f["new_password"], ctx, keep_session=keep)
     handler.reply({})
 
 

@@ -6,7 +6,7 @@ import re
 import uuid
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -143,19 +143,57 @@ class Accounts:
                 return found
         return await self.find_by_login(ref)
 
-    async def set_password(self, account_id: int, password: str) -> None:
+    async def set_password(self, account_id: int, password: str) -> int:
+        """Store a new password and move the credential epoch in the same write: every
+        session stamped with an older epoch is refused from then on. Returns the new epoch."""
         password_hash = await self.hasher.hash(password)
-        await self.coll.update_one(
+        updated = await self.coll.find_one_and_update(
             {"id": account_id},
-            {"$set": {"password_hash": password_hash, "password_changed": self.clock()}, **CHANGED},
+            {
+                "$set": {"password_hash": password_hash, "password_changed": self.clock()},
+                "$inc": {"cred_epoch": 1},
+                **CHANGED,
+            },
+            projection={"cred_epoch": 1},
+            return_document=ReturnDocument.AFTER,
         )
+        return credential_epoch(updated or {})
 
     async def set_disabled(self, account_id: int, disabled: bool) -> bool:
-        result = await self.coll.update_one({"id": account_id}, {"$set": {"disabled": disabled}, **CHANGED})
+        update: dict[str, Any] = {"$set": {"disabled": disabled}, **CHANGED}
+        if disabled:
+            update["$inc"] = {"cred_epoch": 1}
+        result = await self.coll.update_one({"id": account_id}, update)
         return result.matched_count == 1
 
-    async def mark_verified(self, account_id: int, channel: str) -> None:
-        await self.coll.update_one({"id": account_id}, {"$set": {f"{channel}_verified": True}, **CHANGED})
+    async def mark_verified(self, account: dict, field: str, *, takeover: bool = False) -> bool:
+        """Mark the phone or e-mail verified. With `takeover` (a first proof by someone
+        not logged in to the account), the same single write clears the password, moves
+        the credential epoch and drops the other contact unless it was proven too.
+        Returns True when it was a first proof that took the account over."""
+        if not takeover:
+            await self.coll.update_one({"id": account["id"]}, {"$set": {f"{field}_verified": True}, **CHANGED})
+            return False
+        other = "email" if field == "phone" else "phone"
+        other_proven = bool(account.get(f"{other}_verified"))
+        update: dict[str, Any] = {
+            "$set": {f"{field}_verified": True, "password_hash": None},
+            "$inc": {"cred_epoch": 1},
+            **CHANGED,
+        }
+        if not other_proven and account.get(other):
+            update["$unset"] = {other: "", "email_key": ""} if other == "email" else {other: ""}
+        # Conditional on what was read: a first proof only, and the other contact's state
+        # unchanged since (a concurrent proof of it is not undone).
+        taken = await self.coll.update_one(
+            {
+                "id": account["id"],
+                f"{field}_verified": {"$ne": True},
+                f"{other}_verified": True if other_proven else {"$ne": True},
+            },
+            update,
+        )
+        return taken.modified_count == 1
 
     async def delete(self, account_id: int) -> bool:
         result = await self.coll.delete_one({"id": account_id})
@@ -195,6 +233,12 @@ class Accounts:
 
     async def count(self, *, phone: str | None = None, username: str | None = None, q: str | None = None) -> int:
         return await self.coll.count_documents(self._filter(phone, username, q))
+
+
+def credential_epoch(account: dict) -> int:
+    """The account's credential version: moved by every password change or reset, a
+    disable and a takeover; sessions carry the one they were made with."""
+    return int(account.get("cred_epoch", 0))
 
 
 def account_view(account: dict) -> dict:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from config import Config
 
-from .accounts import Accounts
-from .common import DAY, Context, sha256_hex
+from .accounts import Accounts, credential_epoch
+from .common import DAY, HOUR, Context, sha256_hex
 from .errors import (
     AccountNotFound,
     Forbidden,
@@ -23,7 +23,7 @@ from .errors import (
 )
 from .events import EventLog
 from .passwords import PasswordHasher
-from .ratelimit import RateLimits
+from .ratelimit import Limit, RateLimits
 from .sessions import Sessions
 from .tokens import Pair, Tokens
 from .validation import classify_login
@@ -37,6 +37,11 @@ class Login:
     session: dict
     token: str | None = None
     pair: Pair | None = None
+
+
+TOO_MANY = "too many failed logins; try again later"
+TOO_MANY_FROM_IP = "too many failed logins from this address; try again later"
+TOO_MANY_LOGINS_FROM_IP = "too many logins from this address; try again later"
 
 
 def login_key(identifier: str, region: str) -> str:
@@ -88,6 +93,14 @@ class AuthService:
         phone_verified: bool = False,
     ) -> dict:
         username, email, phone = self.accounts.normalize_identifiers(username, email, phone)
+        if password is not None:  # bad input is refused before it costs a slot
+            self.hasher.check_policy(password, username, email, phone)
+        # Each sign-up costs a bcrypt hash: one client must not create accounts without
+        # bound or starve logins of the bcrypt pool. Reserved first, kept whatever happens.
+        await self.limits.reserve(
+            Limit("signup_ip", HOUR, self.config.signups_per_ip_hour, "too many sign-ups from this address", "ip"),
+            ctx.ip_key,
+        )
         account = await self.accounts.create(
             password=password,
             username=username,
@@ -117,49 +130,74 @@ class AuthService:
         )
         return Login(account, session, token)
 
-    async def _check_throttle(self, key: str, ip: str) -> tuple[int, int]:
-        """Refuse a locked or throttled login; returns the account's failures so far and
-        its strikes today. One read for all four records."""
+    # The limits every password check counts against, whichever door it comes through.
+    def _failure_limits(self) -> tuple[Limit, Limit]:
         window = self.config.login_failure_window
-        (locked,), ((failures, left), (ip_failures, ip_left), (strikes, _)) = await self.limits.peek(
-            [f"login:{key}"],
-            [("login_fail_account", key, window), ("login_fail_ip", ip, window), ("login_strikes", key, DAY)],
+        return (
+            Limit("login_fail_account", window, self.config.login_failures_per_account, TOO_MANY, "account"),
+            Limit("login_fail_ip", window, self.config.login_failures_per_ip, TOO_MANY_FROM_IP, "ip"),
         )
-        if locked:
-            raise RateLimited("too many failed logins; try again later", retry_after=locked, reason="account")
-        if failures >= self.config.login_failures_per_account:
-            raise RateLimited("too many failed logins; try again later", retry_after=left, reason="account")
-        if ip_failures >= self.config.login_failures_per_ip:
-            raise RateLimited(
-                "too many failed logins from this address; try again later", retry_after=ip_left, reason="ip"
-            )
-        return failures, strikes
 
-    async def check_password(self, identifier: str, password: str, ctx: Context) -> dict:
+    async def check_password(
+        self, identifier: str, password: str, ctx: Context, *, admit: Callable[[dict], bool] | None = None
+    ) -> dict:
         """The account whose password this is, or `InvalidCredentials` — the same answer
-        (and about the same time) for an unknown user, a wrong password and a disabled
-        account. Failures count per account (every spelling of its login names shares
-        one counter; an unknown name counts under its own key) and per client IP."""
+        (and about the same time) for an unknown user, a wrong password, a disabled
+        account and one `admit` refuses (a non-admin at the console). Failures count per
+        account (every spelling of its login names shares one counter; an unknown name
+        counts under its own key) and per client IP."""
         account = await self.accounts.find_by_login(identifier)
         key = f"account={account['id']}" if account else login_key(identifier, self.config.phone_region)
-        earlier_failures, strikes = await self._check_throttle(key, ctx.ip)
+        return await self.verify_password(account, password, ctx, key=key, admit=admit, successes_count=True)
+
+    async def verify_password(
+        self,
+        account: dict | None,
+        password: str | None,
+        ctx: Context,
+        *,
+        key: str | None = None,
+        via: str = "login",
+        admit: Callable[[dict], bool] | None = None,
+        successes_count: bool = False,
+    ) -> dict:
+        """Every password check in Gatehouse (login, password change, ending other
+        sessions, the console, 002's disable and reset) goes through here, so all of them
+        share one budget: a lock check, then a slot under the per-account and per-IP
+        failure limits (and, for logins, the per-IP success budget) is reserved *before*
+        bcrypt runs. N parallel guesses against a limit of L get at most L checks."""
+        key = key or f"account={account['id']}"
+        locked = await self.limits.locked_for(f"login:{key}")
+        if locked:
+            raise RateLimited(TOO_MANY, retry_after=locked, reason="account")
+        per_account, per_ip = self._failure_limits()
+        wanted = [(per_account, key), (per_ip, ctx.ip_key)]
+        if successes_count:
+            successes = Limit("login_ok_ip", HOUR, self.config.logins_per_ip_hour, TOO_MANY_LOGINS_FROM_IP, "ip")
+            wanted.append((successes, ctx.ip_key))
+        slots = await self.limits.reserve_all(wanted)
         ok = await self.hasher.verify(password, account.get("password_hash") if account else None)
-        window = self.config.login_failure_window
-        if ok and not account.get("disabled"):
-            # A success clears the record: the window's failures and the day's strikes
-            # (each only when there is one: the common path writes nothing).
-            if earlier_failures:
-                await self.limits.reset("login_fail_account", key, window)
-            if strikes:
-                await self.limits.reset("login_strikes", key, DAY)
+        if account is not None and ok and not account.get("disabled") and (admit is None or admit(account)):
+            # A success is no failure: its IP slot goes back, and the account's record
+            # (this window's failures, the day's strikes) is cleared.
+            await self.limits.release(*slots[1:2])
+            await self.limits.reset(per_account.bucket, key, per_account.window)
+            await self.limits.reset("login_strikes", key, DAY)
             return account
-        reason = "unknown_account" if account is None else ("disabled" if ok else "wrong_password")
-        failures, _ = await self.limits.hit("login_fail_account", key, window)
-        if failures == self.config.login_failures_per_account:
+        await self.limits.release(*slots[2:])
+        if slots[0].count == per_account.limit:
             await self._penalize(key)
-        await self.limits.hit("login_fail_ip", ctx.ip, window)
+        if account is None:
+            reason = "unknown_account"
+        else:
+            reason = "wrong_password" if not ok else "disabled" if account.get("disabled") else "not_admitted"
         await self.events.record(
-            "login_failed", ctx, account_id=account["id"] if account else None, outcome="failed", reason=reason
+            "login_failed",
+            ctx,
+            account_id=account["id"] if account else None,
+            outcome="failed",
+            reason=reason,
+            via=via,
         )
         raise InvalidCredentials()
 
@@ -192,13 +230,16 @@ class AuthService:
             await self.sessions.touch(session)
             return account
 
-        return await self.tokens.refresh(token, account_of, ctx, style=ctx.style, rotate=rotate)
+        return await self.tokens.refresh(token, account_of, ctx, rotate=rotate)
 
     # ---- the caller behind a token -------------------------------------------------
 
-    async def authenticate(self, token: str, kinds: tuple[str, ...] = ("opaque", "jwt")) -> tuple[dict, dict]:
+    async def authenticate(
+        self, token: str, kinds: tuple[str, ...] = ("opaque", "jwt"), *, touch: bool = True
+    ) -> tuple[dict, dict]:
         """The (account, session) behind an opaque token or a JWT access token, with the
-        session alive; `NotAuthenticated` otherwise."""
+        session alive; `NotAuthenticated` otherwise. `touch=False` reads without counting
+        as activity (a page refreshing itself is not its operator at work)."""
         sid = None
         if token.count(".") == 2:
             try:
@@ -223,7 +264,8 @@ class AuthService:
         # A cached pair of another kind (a console token sent to the API) is refused here.
         if session["kind"] not in kinds:
             raise NotAuthenticated()
-        await self.sessions.touch(session)
+        if touch:
+            await self.sessions.touch(session)
         return account, session
 
     async def load_session(self, sid: str | None, token: str) -> tuple[dict, dict] | None:
@@ -233,8 +275,20 @@ class AuthService:
         return (session, account) if session and account else None
 
     async def live_account(self, session: dict) -> dict | None:
+        """The session's account while it may act: it exists, is enabled, and its
+        credentials are the ones the session was made with. A login whose bcrypt check
+        was in flight during a password change, reset, disable or takeover wrote its
+        session with the old credential epoch: it is refused here (and ended), even when
+        it was written after the change ended every other session."""
         account = await self.accounts.find_by_id(session["account_id"])
-        return None if account is None or account.get("disabled") else account
+        if account is None or account.get("disabled"):
+            return None
+        if credential_epoch(account) != session.get("cred_epoch", 0):
+            # Refused, not revoked: the session that changed the password is moved to the
+            # new epoch just after the change, and a request of its own landing in between
+            # must get a passing 403, not lose the session for good.
+            return None
+        return account
 
     # ---- ending sessions -------------------------------------------------------------
 
@@ -262,14 +316,19 @@ class AuthService:
 
     # ---- password and account state -----------------------------------------------
 
-    async def require_recent_login(self, account: dict, session: dict, password: str | None) -> None:
+    async def require_recent_login(self, account: dict, session: dict, password: str | None, ctx: Context) -> None:
         """Sensitive actions (ending every other session) need a login younger than
-        GATEHOUSE_FRESH_LOGIN_SECONDS, or the current password again."""
+        GATEHOUSE_FRESH_LOGIN_SECONDS, or the current password again (checked under the
+        login limits, like every password check)."""
         age = (self.sessions.clock() - session["created"]).total_seconds()
         if age <= self.config.fresh_login_seconds:
             return
-        if password and await self.hasher.verify(password, account.get("password_hash")):
-            return
+        if password:
+            try:
+                await self.verify_password(account, password, ctx, via="reauthenticate")
+                return
+            except InvalidCredentials:
+                pass
         raise ReauthenticationRequired()
 
     async def revoke_token(self, token: str, account: dict, ctx: Context) -> bool:
@@ -295,22 +354,29 @@ class AuthService:
     async def change_password(
         self, account: dict, current: str, new: str, ctx: Context, keep_session: str | None = None
     ) -> int:
-        """Change a password after checking the current one; every other session ends.
-        Returns how many sessions were ended."""
-        if not await self.hasher.verify(current, account.get("password_hash")):
-            await self.events.record(
-                "password_changed", ctx, account_id=account["id"], outcome="failed", reason="wrong_password"
-            )
-            raise InvalidCredentials("the current password is wrong")
+        """Change a password after checking the current one (under the login limits);
+        every other session ends. Returns how many sessions were ended."""
+        try:
+            await self.verify_password(account, current, ctx, via="password_change")
+        except InvalidCredentials:
+            raise InvalidCredentials("the current password is wrong") from None
+        return await self.replace_password(account, new, ctx, keep_session=keep_session)
+
+    async def replace_password(self, account: dict, new: str, ctx: Context, *, keep_session: str | None) -> int:
+        """Set a new password for an account whose current one was just checked. The
+        credential epoch moves in the same write, so every session made with the old
+        password — a racing login's included — is dead from that instant; the caller's
+        own session (`keep_session`) is moved to the new epoch."""
         self.hasher.check_policy(new, account.get("username"), account.get("email"), account.get("phone"))
-        await self.accounts.set_password(account["id"], new)
+        epoch = await self.accounts.set_password(account["id"], new)
+        if keep_session:
+            await self.sessions.restamp(keep_session, epoch)
         ended = await self.sessions.revoke_all(account["id"], "password_changed", except_id=keep_session)
         await self.events.record("password_changed", ctx, account_id=account["id"], sessions_ended=ended)
         await self.notify(account, "password was changed", ctx)
         return ended
 
     async def set_password_after_reset(self, account: dict, new: str, ctx: Context) -> int:
-        self.hasher.check_policy(new, account.get("username"), account.get("email"), account.get("phone"))
         await self.accounts.set_password(account["id"], new)
         ended = await self.sessions.revoke_all(account["id"], "password_reset")
         await self.events.record("password_reset", ctx, account_id=account["id"], sessions_ended=ended)
@@ -321,7 +387,8 @@ class AuthService:
         self, account: dict, disabled: bool, ctx: Context, *, by: str, actor_id: int | None = None
     ) -> int:
         """Disable (and end every session) or enable an account. `actor_id`, the account
-        acting, cannot disable itself (an administrator locking everyone out)."""
+        acting, cannot disable itself (an administrator locking everyone out). Disabling
+        moves the credential epoch, so a login racing it stays dead after an enable."""
         if disabled and actor_id == account["id"]:
             raise InvalidRequest("you cannot disable your own account")
         await self.accounts.set_disabled(account["id"], disabled)
@@ -331,6 +398,23 @@ class AuthService:
             "disable" if disabled else "enable", ctx, account_id=account["id"], actor=by, sessions_ended=ended
         )
         return ended
+
+    async def prove_ownership(self, account: dict, channel: str, ctx: Context, *, logged_in: bool) -> bool:
+        """A code proved the account's phone (`sms`) or e-mail. The first proof made
+        without a session of the account takes it over from whoever registered it: every
+        session ends, a password set before the proof stops working, and the other
+        contact the proof did not cover is dropped unless it was proven too (account
+        pre-hijacking: a squatter registered someone else's address with their own
+        password). Returns True when this proof took the account over."""
+        field = "phone" if channel == "sms" else "email"
+        taken = await self.accounts.mark_verified(account, field, takeover=not logged_in)
+        if not taken:
+            return False
+        ended = await self.sessions.revoke_all(account["id"], "ownership_proven", by="gatehouse")
+        await self.events.record(
+            "ownership_proven", ctx, account_id=account["id"], channel=channel, sessions_ended=ended
+        )
+        return True
 
     async def delete_account(self, account: dict, ctx: Context, *, by: str) -> None:
         await self.sessions.revoke_all(account["id"], "deleted", by=by)

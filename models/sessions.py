@@ -60,6 +60,9 @@ class Sessions:
             "ip": ctx.ip,
             "user_agent": ctx.user_agent[:512],
             "revoked_at": None,
+            # The account's credentials as they were when this login was checked: a
+            # password change, reset, disable or takeover since makes the session void.
+            "cred_epoch": int(account.get("cred_epoch", 0)),
         }
         if token:
             doc["token_hash"] = sha256_hex(token)
@@ -108,6 +111,14 @@ class Sessions:
         self.cache.forget(session_id=session_id)
         return revoked
 
+    async def restamp(self, session_id: str, cred_epoch: int) -> None:
+        """Carry a session over to the account's new credential epoch (the session that
+        changed the password keeps working)."""
+        await self.coll.update_one(
+            {"_id": session_id, "revoked_at": None}, {"$set": {"cred_epoch": cred_epoch}, **CHANGED}
+        )
+        self.cache.forget(session_id=session_id)
+
     async def revoke_all(
         self, account_id: int, reason: str, by: str | None = None, except_id: str | None = None
     ) -> int:
@@ -123,13 +134,13 @@ class Sessions:
     async def count_live(self) -> int:
         return await self.coll.count_documents({"revoked_at": None, "expires_at": {"$gt": self.clock()}})
 
-    async def list_for_account(self, account_id: int, limit: int = 100) -> list[dict]:
+    async def list_for_account(self, account: dict, limit: int = 100) -> list[dict]:
+        """The account's live sessions (those made with its current credentials)."""
         now = self.clock()
-        cursor = (
-            self.coll.find({"account_id": account_id, "revoked_at": None, "expires_at": {"$gt": now}})
-            .sort("last_active", DESCENDING)
-            .limit(limit)
-        )
+        live = {"account_id": account["id"], "revoked_at": None, "expires_at": {"$gt": now}}
+        epoch = int(account.get("cred_epoch", 0))
+        live["cred_epoch"] = epoch if epoch else {"$in": [0, None]}
+        cursor = self.coll.find(live).sort("last_active", DESCENDING).limit(limit)
         return await cursor.to_list(length=limit)
 
 

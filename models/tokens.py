@@ -93,6 +93,12 @@ class Pair:
     refresh_expires_in: int | None = None
 
 
+def rotates(style: str) -> bool:
+    """Whether refreshing a session of this style rotates its refresh token: every style
+    but drf, whose simplejwt default hands out only a new access token."""
+    return style != "drf"
+
+
 REQUIRED = ["exp", "iat", "nbf", "sub", "sid", "jti", "typ", "iss", "aud"]
 
 
@@ -201,14 +207,22 @@ class Tokens:
         token, refresh_ttl = await self._new_refresh(account, session, style)
         return Pair(access, access_ttl, token, refresh_ttl)
 
-    async def refresh(self, token: str, account_of, ctx: Context, *, style: str, rotate: bool = True) -> Pair:
+    async def refresh(self, token: str, account_of, ctx: Context, *, rotate: bool = True) -> Pair:
         """Exchange a refresh token. `account_of(session)` loads and checks the account
         (and records activity). Replay of a retired token after the grace period ends the
-        session and raises `TokenInvalid`."""
+        session and raises `TokenInvalid`.
+
+        The new tokens keep the lifetimes of the style that created the session, whichever
+        style's refresh route the token is presented at, and a route whose rotation rule
+        differs from the session's refuses it: a token is never upgraded to a longer life
+        or a different rule by being taken to another door. `rotate` is the route's rule."""
         claims = self.decode(token, "refresh")
         session = await self.sessions.find_alive(claims["sid"])
         record = await self.refresh_tokens.find_one({"_id": claims["jti"]})
         if session is None or record is None or record["sid"] != session["_id"]:
+            raise TokenInvalid()
+        style = session.get("style") or "native"
+        if rotate != rotates(style):
             raise TokenInvalid()
         account = await account_of(session)
         if record["retired_at"] is not None:
@@ -259,17 +273,19 @@ class Tokens:
         )
         raise TokenInvalid()
 
-    async def introspect(self, token: str) -> dict:
-        """RFC 7662-style facts about any token of ours (opaque tokens are looked up by
-        the caller); inactive tokens say only {"active": false}."""
+    async def introspect(self, token: str, load) -> dict:
+        """RFC 7662-style facts about any JWT of ours (opaque tokens are looked up by the
+        caller); inactive tokens say only {"active": false}. `load(sid)` answers the live
+        (session, account) — the same check every authenticated request makes."""
         for typ in ("access", "refresh"):
             try:
                 claims = self.decode(token, typ)
             except TokenInvalid:
                 continue
-            session = await self.sessions.find_alive(claims["sid"])
-            if session is None:
+            found = await load(claims["sid"])
+            if found is None:
                 break
+            session, _account = found
             if typ == "refresh":
                 record = await self.refresh_tokens.find_one({"_id": claims["jti"]})
                 if record is None or record["retired_at"] is not None:
