@@ -15,6 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from config import Config
 from delivery import Delivery
+from delivery.queue import DeliveryQueue
 
 from .accounts import Accounts
 from .admin import Admin
@@ -56,15 +57,17 @@ class Gatehouse:
         )
         self.codes = Codes(db, clock, config, self.limits)
         self.delivery = Delivery(config, db, clock, self.templates)
+        self.queue = DeliveryQueue(db, clock, self.delivery, self.events, config)
         self.admin = Admin(db, self.accounts, self.sessions, clock)
-        self.flows = CodeFlows(config, self.accounts, self.codes, self.auth, self.events, self.delivery)
+        self.flows = CodeFlows(config, self.accounts, self.codes, self.auth, self.events, self.delivery, self.queue)
         self.auth.notify = self.flows.notify
 
     async def setup(self) -> None:
-        """Indexes, the session cache's change feed, then the first admin from the
-        environment (created once)."""
+        """Indexes, the session cache's change feed and the delivery worker, then the
+        first admin from the environment (created once)."""
         await ensure_indexes(self.db)
         self.feed.start()
+        self.queue.start()
         if self.config.admin_username and self.config.admin_password:
             await self.ensure_admin(self.config.admin_username, self.config.admin_password)
 
@@ -87,4 +90,5 @@ class Gatehouse:
 
     def close(self) -> None:
         self.feed.stop()
+        self.queue.stop()
         self.hasher.close()

@@ -71,6 +71,13 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("at", DESCENDING)], name="at"),
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],
+    "jobs": [
+        # The delivery queue's claim: the oldest job due (pending and due, or its lease
+        # run out). Finished jobs drop `next_at` and leave the range.
+        IndexModel([("next_at", ASCENDING)], name="next_at"),
+        # Finished jobs only: pending ones carry no `expires_at` and never expire.
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
+    ],
 }
 
 
@@ -157,9 +164,11 @@ class EmbeddedMongo:
     """SecantusDB as a subprocess on a free loopback port: the zero-config development
     database, and the database of the test suite. Data lives under `storage`."""
 
-    def __init__(self, storage: Path, port: int = 0) -> None:
+    def __init__(self, storage: Path, port: int = 0, *, test_commands: bool = False) -> None:
         self.storage = storage
         self.port = port  # 0: a free port, chosen at start (kept across a restart)
+        # MongoDB's fault injection (configureFailPoint), for the test suite only.
+        self.test_commands = test_commands
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -177,7 +186,8 @@ class EmbeddedMongo:
         self.port = self.port or free_port()
         logfile = open(self.storage.parent / "secantusd.log", "ab")
         self.proc = subprocess.Popen(
-            [exe, "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(self.storage)],
+            [exe, "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(self.storage)]
+            + (["--enable-test-commands"] if self.test_commands else []),
             stdout=logfile,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

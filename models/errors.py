@@ -79,7 +79,9 @@ class CodeInvalid(DomainError):
 
 
 class NoPendingCode(CodeInvalid):
-    default_message = "no code was requested, or it has expired"
+    """No live code to check. Answered exactly like a wrong code (the same message), so
+    a caller cannot tell "never requested" or "no such account" from "wrong"; only a
+    document that prescribes otherwise (001's "login first") says it apart."""
 
 
 class TokenInvalid(DomainError):

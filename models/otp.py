@@ -1,7 +1,13 @@
 """Flows built on one-time codes: password reset, passwordless login, verification.
 
-Answers never reveal whether an account exists: a request for an unknown account is
-answered like any other, and simply sends nothing.
+Nothing here reveals whether an account exists. A request for an unknown account,
+destination or login name does the same work as any other — the caps are reserved, the
+cooldown claimed, a code written (one that is never sent) — and gets the same answer;
+only the delivery differs, and delivery happens off the request path, through the
+durable queue (`delivery.queue`). A wrong code, no code and no such account are one
+answer. The new password of a reset is checked against the policy only after the code
+has been proven, so the "must not be your phone or e-mail" rule cannot be used to test
+whether a string is someone's phone or e-mail.
 """
 
 from __future__ import annotations
@@ -9,17 +15,24 @@ from __future__ import annotations
 from config import Config
 
 from .accounts import Accounts
-from .auth import AuthService, Login
+from .auth import AuthService, Login, login_key
 from .codes import Codes
 from .common import Context
 from .errors import CodeInvalid, DeliveryFailed, InvalidRequest
 from .events import EventLog
-from .validation import normalize_email, normalize_phone
+from .validation import classify_login, email_key, normalize_email, normalize_phone
 
 
 class CodeFlows:
     def __init__(
-        self, config: Config, accounts: Accounts, codes: Codes, auth: AuthService, events: EventLog, delivery
+        self,
+        config: Config,
+        accounts: Accounts,
+        codes: Codes,
+        auth: AuthService,
+        events: EventLog,
+        delivery,
+        queue,
     ) -> None:
         self.config = config
         self.accounts = accounts
@@ -27,40 +40,83 @@ class CodeFlows:
         self.auth = auth
         self.events = events
         self.delivery = delivery
+        self.queue = queue
 
-    async def send(
+    @property
+    def minutes(self) -> int:
+        return max(1, self.config.code_ttl // 60)
+
+    async def issue_and_queue(
+        self,
+        purpose: str,
+        subject: str,
+        channel: str,
+        ctx: Context,
+        *,
+        to: str | None,
+        account: dict | None,
+        limit_key: str | None = None,
+        number: str | None = None,
+        cooldown: int | None = None,
+    ) -> None:
+        """Issue a code for `subject` — whether or not `account` stands behind it — and,
+        when one does, queue its delivery to `to`. The answer is the same either way."""
+        account_id = account["id"] if account else None
+        code = await self.codes.issue(
+            purpose,
+            subject,
+            ctx.ip_key,
+            limit_key=limit_key,
+            number=number,
+            account_id=account_id,
+            cooldown=cooldown,
+        )
+        await self.events.record("code_requested", ctx, account_id=account_id, purpose=purpose, channel=channel)
+        # Without an account the job is a blank the worker drops: the request does the
+        # same work either way, so its time does not say whether the account exists.
+        real = account is not None and to is not None
+        shape = channel if channel in ("sms", "email") else "email"
+        message = self.delivery.compose(shape, to if real else subject, purpose, code, self.minutes)
+        await self.queue.enqueue(message, account_id=account_id, kind="message" if real else "blank")
+
+    async def send_now(
         self,
         purpose: str,
         channel: str,
         destination: str,
         ctx: Context,
         *,
-        account: dict | None,
+        account: dict,
         cooldown: int | None = None,
         ticket: str | None = None,
     ) -> None:
-        """Issue a code and deliver it. A failed delivery withdraws the code (nothing is
-        left usable) and raises `DeliveryFailed` for a 503."""
-        account_id = account["id"] if account else None
+        """Issue a code and deliver it on the request path: only for flows whose document
+        makes the send the answer (001's sign-up rolls back when the SMS fails). A failed
+        delivery withdraws the code and raises `DeliveryFailed` for a 503."""
         code = await self.codes.issue(
-            purpose, destination, channel, ctx.ip, account_id=account_id, cooldown=cooldown, ticket=ticket
+            purpose,
+            destination,
+            ctx.ip_key,
+            number=destination if channel == "sms" else None,
+            account_id=account["id"],
+            cooldown=cooldown,
+            ticket=ticket,
         )
-        message = self.delivery.compose(channel, destination, purpose, code, max(1, self.config.code_ttl // 60))
         try:
-            await self.delivery.send(message)
+            await self.delivery.send(self.delivery.compose(channel, destination, purpose, code, self.minutes))
         except DeliveryFailed as e:
             await self.codes.withdraw(purpose, destination)
             await self.events.record(
                 "code_failed",
                 ctx,
-                account_id=account_id,
+                account_id=account["id"],
                 outcome="failed",
                 reason=e.message,
                 purpose=purpose,
                 channel=channel,
             )
             raise
-        await self.events.record("code_sent", ctx, account_id=account_id, purpose=purpose, channel=channel)
+        await self.events.record("code_sent", ctx, account_id=account["id"], purpose=purpose, channel=channel)
 
     @staticmethod
     def reset_destination(account: dict) -> tuple[str, str] | None:
@@ -71,44 +127,78 @@ class CodeFlows:
         return None
 
     async def notify(self, account: dict, what: str, ctx: Context) -> None:
-        """Tell the owner about a security change, by e-mail (else SMS). Best effort: the
-        change has happened, so a failed notice is logged and recorded, never raised."""
+        """Tell the owner about a security change, by e-mail (else SMS), through the
+        queue: the change has happened, so a failed notice is retried and recorded,
+        never raised."""
         target = self.reset_destination(account)
-        if target is None:
-            return
-        try:
-            await self.delivery.send(self.delivery.compose_notice(target[0], target[1], what))
-        except DeliveryFailed as e:
-            await self.events.record(
-                "notice_failed", ctx, account_id=account["id"], outcome="failed", reason=e.message, what=what
-            )
+        if target is not None:
+            await self.queue.enqueue(self.delivery.compose_notice(target[0], target[1], what), account_id=account["id"])
 
     # ---- password reset ----------------------------------------------------------------
 
+    def _reset_subject(self, identifier: str, account: dict | None) -> tuple[str, str, dict | None]:
+        """(code subject, limit key, the account a reset would go to). The code of a live
+        account is keyed by the account, so any of its login names redeems it; the
+        cooldown and caps count per login name as typed, known or not."""
+        key = login_key(identifier, self.config.phone_region)
+        live = account if account and not account.get("disabled") and self.reset_destination(account) else None
+        return (f"account={live['id']}" if live else key), key, live
+
     async def request_reset(self, identifier: str, ctx: Context) -> None:
         """Send a reset code to the account's e-mail (or phone when it has none). Unknown
-        and disabled accounts get no code and the same answer: no enumeration."""
+        and disabled accounts get the same answer, cooldown and caps, and no message."""
         account = await self.accounts.find_by_login(identifier)
-        if account is not None and not account.get("disabled"):
-            await self.send_reset(account, ctx)
+        subject, key, live = self._reset_subject(identifier, account)
+        kind = classify_login(identifier, self.config.phone_region)
+        target = self.reset_destination(live) if live else None
+        await self.issue_and_queue(
+            "reset",
+            subject,
+            target[0] if target else "none",
+            ctx,
+            to=target[1] if target else None,
+            account=live,
+            limit_key=key,
+            number=kind[1] if kind and kind[0] == "phone" else None,
+        )
 
     async def send_reset(self, account: dict, ctx: Context) -> str | None:
-        """Send `account` a reset code; the channel used, or None when it has nowhere to go."""
+        """An operator sends `account` a reset code; the channel used, or None when it has
+        nowhere to go."""
         target = self.reset_destination(account)
         if target is None:
             return None
-        await self.send("reset", target[0], target[1], ctx, account=account)
+        await self.issue_and_queue(
+            "reset",
+            f"account={account['id']}",
+            target[0],
+            ctx,
+            to=target[1],
+            account=account,
+            number=target[1] if target[0] == "sms" else None,
+        )
         return target[0]
 
     async def reset_with_code(self, identifier: str, code: str, password: str, ctx: Context) -> None:
+        """Reset by code: the code is checked first (counted), then the new password
+        against the policy, then the reset proves the destination the code went to
+        (taking the account over from an unproven registrant), sets the password and
+        ends every session."""
         account = await self.accounts.find_by_login(identifier)
-        target = self.reset_destination(account) if account else None
-        if account is None or target is None:
-            raise CodeInvalid()
-        # Check the policy first, so a weak new password does not spend the code.
-        self.auth.hasher.check_policy(password, account.get("username"), account.get("email"), account.get("phone"))
-        await self.codes.verify("reset", target[1], code, ctx.ip)
-        await self.auth.set_password_after_reset(account, password, ctx)
+        subject, key, live = self._reset_subject(identifier, account)
+
+        async def check_new_password(record: dict) -> None:
+            if live is None or record.get("account_id") != live["id"]:
+                raise CodeInvalid()
+            self.auth.hasher.check_policy(password, live.get("username"), live.get("email"), live.get("phone"))
+
+        await self.codes.verify("reset", subject, code, ctx.ip_key, limit_key=key, before_spend=check_new_password)
+        assert live is not None
+        await self.codes.withdraw_account("reset", live["id"])
+        target = self.reset_destination(live)
+        if target is not None:
+            await self.auth.prove_ownership(live, target[0], ctx, logged_in=False)
+        await self.auth.set_password_after_reset(live, password, ctx)
 
     # ---- passwordless login and verification ------------------------------------------
 
@@ -120,40 +210,63 @@ class CodeFlows:
             e164 = normalize_phone(phone, self.config.phone_region)
             return "sms", e164, e164
         address = normalize_email(email or "")
-        return "email", address, address.lower()
+        return "email", address, email_key(address)
 
     async def _account_for(self, channel: str, value: str) -> dict | None:
         if channel == "sms":
             return await self.accounts.find_by_phone(value)
         return await self.accounts.find_by_email(value)
 
+    @staticmethod
+    def code_purpose(purpose: str, channel: str) -> str:
+        return "login" if purpose == "login" else ("verify_phone" if channel == "sms" else "verify_email")
+
     async def request_code(self, purpose: str, phone: str | None, email: str | None, ctx: Context) -> str:
         """`purpose` is "login" or "verify". Returns the channel used. Passwordless login
-        goes only to a verified phone or e-mail; unknown destinations get the same answer."""
+        goes only to a verified phone or e-mail; every destination gets the same answer,
+        cooldown and caps, whether or not a code is really sent."""
         channel, value, dest = self.destination(phone, email)
         account = await self._account_for(channel, value)
         verified_field = "phone_verified" if channel == "sms" else "email_verified"
-        if account is None or account.get("disabled"):
-            return channel
-        if purpose == "login" and not account.get(verified_field):
-            return channel
-        code_purpose = "login" if purpose == "login" else ("verify_phone" if channel == "sms" else "verify_email")
-        await self.send(code_purpose, channel, dest, ctx, account=account)
+        eligible = account is not None and not account.get("disabled")
+        if purpose == "login" and eligible and not account.get(verified_field):  # type: ignore[union-attr]
+            eligible = False
+        await self.issue_and_queue(
+            self.code_purpose(purpose, channel),
+            dest,
+            channel,
+            ctx,
+            to=dest,
+            account=account if eligible else None,
+            number=dest if channel == "sms" else None,
+        )
         return channel
 
-    async def verify_code(self, purpose: str, phone: str | None, email: str | None, code: str, ctx: Context):
-        """A login code starts a session (returns `Login`); a verify code marks the
-        phone or e-mail verified (returns the channel)."""
-        channel, value, dest = self.destination(phone, email)
-        code_purpose = "login" if purpose == "login" else ("verify_phone" if channel == "sms" else "verify_email")
-        record = await self.codes.verify(code_purpose, dest, code, ctx.ip)
+    async def verify_code(
+        self,
+        purpose: str,
+        phone: str | None,
+        email: str | None,
+        code: str,
+        ctx: Context,
+        *,
+        caller: dict | None = None,
+    ):
+        """A login code starts a session (returns `Login`); a verify code marks the phone
+        or e-mail proven (returns the channel). A proof made without a session of the
+        account (`caller`) takes it over from an unproven registrant."""
+        channel, _, dest = self.destination(phone, email)
+        code_purpose = self.code_purpose(purpose, channel)
+        record = await self.codes.verify(code_purpose, dest, code, ctx.ip_key)
         account = await self.accounts.find_by_id(record["account_id"]) if record.get("account_id") else None
-        if account is None or account.get("disabled"):
+        holds = account is not None and (account.get("phone") if channel == "sms" else account.get("email_key")) == dest
+        if account is None or account.get("disabled") or not holds:
             raise CodeInvalid()
         await self.events.record("code_verified", ctx, account_id=account["id"], purpose=code_purpose)
         if purpose == "login":
             return await self.auth.start_session(account, "opaque", ctx, method="code")
-        await self.accounts.mark_verified(account["id"], "phone" if channel == "sms" else "email")
+        logged_in = caller is not None and caller["id"] == account["id"]
+        await self.auth.prove_ownership(account, channel, ctx, logged_in=logged_in)
         return channel
 
 
