@@ -57,7 +57,7 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory):
     if os.environ.get("TEST_MONGODB_URI"):
         yield os.environ["TEST_MONGODB_URI"]
         return
-    embedded = EmbeddedMongo(tmp_path_factory.mktemp("secantus") / "db")
+    embedded = EmbeddedMongo(tmp_path_factory.mktemp("secantus") / "db", test_commands=True)
     yield embedded.start()
     embedded.stop()
 
@@ -273,6 +273,18 @@ class Sinks:
     def to(self, destination: str) -> list[dict]:
         with self.lock:
             return [m for m in self.messages if destination.lower() in m["to"].lower()]
+
+    async def wait_for(self, destination: str, count: int = 1, timeout: float = 5.0) -> list[dict]:
+        """The messages to `destination` once `count` have arrived: delivery runs off the
+        request path (the queue's worker), so an answer comes before its message does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            arrived = self.to(destination)
+            if len(arrived) >= count:
+                return arrived
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{len(self.to(destination))} of {count} messages arrived for {destination}")
 
     async def code_for(self, destination: str, timeout: float = 5.0) -> str:
         loop = asyncio.get_running_loop()

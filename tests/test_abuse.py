@@ -203,6 +203,7 @@ async def test_password_changes_are_notified_to_the_owner(sinks, api):
     token = await login(api, user)
     r = await api.post("/auth/password", {"password": PASSWORD, "new_password": "Another-long-pass-1"}, token=token)
     assert r.status == 200
+    await sinks.wait_for(user["email"])
     [notice] = [m for m in sinks.to(user["email"]) if m.get("subject", "").endswith("password was changed")]
     assert "If this was not you" in notice["body"]
     assert "Another-long-pass-1" not in str(sinks.messages)

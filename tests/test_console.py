@@ -3,6 +3,7 @@ escaping, kicks and account actions. (The browser tests are in test_console_brow
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import httpx
@@ -100,14 +101,23 @@ async def test_login_sets_a_protected_cookie_and_is_a_console_session(console, a
     assert (await console.get("/console/")).status_code == 302
 
 
-async def test_wrong_password_and_non_admins_cannot_log_in(console, api):
+async def test_wrong_password_and_non_admins_cannot_log_in(console, api, gatehouse):
     user = await register(api)
     r = await console.login(user["username"], "not-the-password")
     assert r.status_code == 401 and "invalid username or password" in r.text
     assert "gh_console" not in r.headers.get("set-cookie", "")
+    wrong = r
+    # A non-admin's right password is answered exactly like a wrong one (the console is
+    # no oracle for stolen credentials), and it counts as a failed login.
     r = await console.login(user["username"])
-    assert r.status_code == 403 and "not an administrator" in r.text
+    assert r.status_code == 401 and "invalid username or password" in r.text
+    assert "not an administrator" not in r.text
+    assert r.text.replace(user["username"], "").count("invalid username or password") == wrong.text.count(
+        "invalid username or password"
+    )
     assert "gh_console=" not in ";".join(r.headers.get_list("set-cookie"))
+    failed = await gatehouse.events.find(type="login_failed", account_id=user["id"])
+    assert [e["reason"] for e in failed] == ["not_admitted", "wrong_password"]
 
 
 async def test_an_admin_who_loses_the_role_gets_403(admin_console, admin, gatehouse):
@@ -207,7 +217,11 @@ async def test_account_actions(admin_console, api, gatehouse):
     assert (await api.get("/auth/me", token=token)).status == 403
     r = await admin_console.post(f"/console/accounts/{user['id']}/reset")
     assert r.headers["location"].endswith("done=reset_sent")
-    outbox = await admin_console.get("/console/outbox")
+    for _ in range(100):  # delivery runs on the queue's worker, just after the answer
+        outbox = await admin_console.get("/console/outbox")
+        if user["email"] in outbox.text:
+            break
+        await asyncio.sleep(0.05)
     assert user["email"] in outbox.text and "reset" in outbox.text
     events = await admin_console.get(f"/console/events?account={user['id']}")
     for kind in ("disable", "enable", "kick", "code_sent"):
@@ -270,3 +284,64 @@ async def test_static_files_have_baseline_headers(console):
     r = await console.get("/static/console.js")
     assert r.status_code == 200 and r.headers["x-content-type-options"] == "nosniff"
     assert "server" not in r.headers
+
+
+# ---- the sessions table's self-refresh is not activity (issue 14) ----------------------
+
+REFRESH = {"X-Gatehouse-Refresh": "1"}  # what static/console.js sends on its polls
+
+
+async def console_session(gatehouse, admin) -> dict:
+    return await gatehouse.db.sessions.find_one({"account_id": admin["id"], "kind": "console", "revoked_at": None})
+
+
+async def test_the_self_refresh_says_so(console):
+    from handlers.console import REFRESH_HEADER
+
+    assert REFRESH_HEADER in REFRESH
+    js = (await console.get("/static/console.js")).text
+    assert '"X-Gatehouse-Refresh": "1"' in js
+
+
+@pytest.mark.parametrize("settings", [{"last_active_resolution": 0}])
+async def test_a_self_refresh_does_not_move_last_active(admin_console, gatehouse, clock, admin):
+    before = await console_session(gatehouse, admin)
+    clock.advance(5)
+    for path in ("/console/sessions/rows", "/console/sessions"):
+        assert (await admin_console.get(path, headers=REFRESH)).status_code == 200
+    unmoved = await console_session(gatehouse, admin)
+    assert unmoved["last_active"] == before["last_active"] and unmoved["expires_at"] == before["expires_at"]
+    # An ordinary page load is the operator at work: it moves.
+    clock.advance(5)
+    assert (await admin_console.get("/console/sessions")).status_code == 200
+    moved = await console_session(gatehouse, admin)
+    assert (moved["last_active"] - before["last_active"]).total_seconds() >= 10
+    assert moved["expires_at"] > before["expires_at"]
+
+
+@pytest.mark.parametrize("settings", [{"last_active_resolution": 0}])
+async def test_an_untouched_console_tab_logs_out_at_the_idle_timeout(admin_console, gatehouse, clock, admin, config):
+    idle = config.console_idle_seconds
+    # The tab polls all along; until the idle deadline the session is alive ...
+    for _ in range(3):
+        clock.advance((idle - 60) / 3)
+        assert (await admin_console.get("/console/sessions/rows", headers=REFRESH)).status_code == 200
+    # ... and past it, polls and pages alike go to the login page.
+    clock.advance(120)
+    r = await admin_console.get("/console/sessions/rows", headers=REFRESH)
+    assert r.status_code == 302 and r.headers["location"].startswith("/console/login?")
+    r = await admin_console.get("/console/sessions")
+    assert r.status_code == 302 and r.headers["location"].startswith("/console/login?")
+    assert await console_session(gatehouse, admin) is None or (
+        (await console_session(gatehouse, admin))["expires_at"] <= clock()
+    )
+
+
+@pytest.mark.parametrize("settings", [{"last_active_resolution": 0}])
+async def test_an_operator_at_work_stays_logged_in(admin_console, clock, config):
+    idle = config.console_idle_seconds
+    for _ in range(3):
+        clock.advance((idle - 60) / 3)
+        assert (await admin_console.get("/console/sessions")).status_code == 200
+    clock.advance(120)  # past the first deadline, not past the one the page loads moved
+    assert (await admin_console.get("/console/sessions/rows", headers=REFRESH)).status_code == 200
