@@ -197,14 +197,14 @@ def configure_logging(fmt: str = "text") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-async def open_gatehouse(config: Config, uri: str):  # -> tuple[AsyncMongoClient, Gatehouse]
+async def open_gatehouse(config: Config, uri: str, *, background: bool = True):  # -> (AsyncMongoClient, Gatehouse)
     from models.core import Gatehouse
     from models.db import connect, db_name_from_uri, wait_for_database
 
     client = connect(uri, config.db_timeout_ms)
     await wait_for_database(client, deadline_seconds=60)
     gatehouse = Gatehouse(config, client[db_name_from_uri(uri, config.db_name)])
-    await gatehouse.setup()
+    await gatehouse.setup(background=background)
     return client, gatehouse
 
 
@@ -239,8 +239,8 @@ async def serve(config: Config, uri: str, sockets: list | None = None, worker: s
     server.stop()
     await drain(app, seconds=config.shutdown_grace)
     await server.close_all_connections()
+    gatehouse.close()  # its background tasks first, while the client can still answer them
     await client.close()
-    gatehouse.close()
     log.info("stopped")
     flush_logs()
 
@@ -375,15 +375,15 @@ def read_new_password() -> str:
 async def create_admin(config: Config, uri: str, username: str, password: str) -> int:
     from models.errors import DomainError
 
-    client, gatehouse = await open_gatehouse(config, uri)
+    client, gatehouse = await open_gatehouse(config, uri, background=False)
     try:
         created = await gatehouse.ensure_admin(username, password)
     except DomainError as e:
         print(f"gatehouse: {e.message}", file=sys.stderr)
         return 1
     finally:
-        await client.close()
         gatehouse.close()
+        await client.close()
     if not created:
         print(f"gatehouse: an account named {username!r} already exists", file=sys.stderr)
         return 1

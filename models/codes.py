@@ -1,10 +1,11 @@
 """One-time codes: phone/e-mail verification, passwordless login, password reset.
 
-One document per (purpose, destination): a new code replaces the old one, so only the
-latest request's code works. Only an HMAC of the code (keyed by SECRET_KEY, bound to
-purpose and destination) is stored. Using a code is a single conditional delete, so of
-two concurrent uses exactly one succeeds; a wrong guess is a conditional increment, so
-the attempt cap holds under concurrency too.
+One document per (purpose, subject): a new code replaces the old one, so only the latest
+request's code works. Only an HMAC of the code (keyed by SECRET_KEY, bound to purpose
+and subject) is stored. Every check first takes an attempt on the code (a conditional
+`$inc` guarded by `attempts < max`), so parallel guesses get at most `max` comparisons;
+using a code is a conditional delete, so of two concurrent uses exactly one succeeds.
+Caps and the resend cooldown are reserved before anything is sent (`RateLimits`).
 """
 
 from __future__ import annotations

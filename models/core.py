@@ -62,12 +62,15 @@ class Gatehouse:
         self.flows = CodeFlows(config, self.accounts, self.codes, self.auth, self.events, self.delivery, self.queue)
         self.auth.notify = self.flows.notify
 
-    async def setup(self) -> None:
+    async def setup(self, *, background: bool = True) -> None:
         """Indexes, the session cache's change feed and the delivery worker, then the
-        first admin from the environment (created once)."""
+        first admin from the environment (created once). A one-shot command
+        (`create-admin`) passes `background=False`: a worker that claimed a job and then
+        exited would leave it waiting for its lease to run out."""
         await ensure_indexes(self.db)
-        self.feed.start()
-        self.queue.start()
+        if background:
+            self.feed.start()
+            self.queue.start()
         if self.config.admin_username and self.config.admin_password:
             await self.ensure_admin(self.config.admin_username, self.config.admin_password)
 

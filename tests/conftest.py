@@ -106,9 +106,9 @@ async def gatehouse(mongo_uri: str, config, clock: Clock):
     gh = Gatehouse(config, client[name], clock)
     await gh.setup()
     yield gh
+    gh.close()
     await client.drop_database(name)
     await client.close()
-    gh.close()
 
 
 @dataclass

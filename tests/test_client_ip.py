@@ -86,14 +86,7 @@ async def test_an_ipv4_mapped_address_is_the_ipv4_client(api, gatehouse):
     # ... and only for it: another address still gets the ordinary answer.
     assert_error(await fail_login(api, user, "198.51.100.8"), 401, "INVALID_CREDENTIALS")
     # What is recorded is the canonical address.
-    r = await api.post(
-        "/auth/auth",
-        {"username": user["username"], "password": PASSWORD},
-        headers={"X-Forwarded-For": "::ffff:203.0.113.9"},
-    )
-    assert r.status == 200
-    session = await gatehouse.db.sessions.find_one({"_id": r.data["data"]["session"]})
-    assert session["ip"] == "203.0.113.9"
+    assert await stored_ip(api, gatehouse, user, "::ffff:203.0.113.9") == "203.0.113.9"
 
 
 @pytest.mark.parametrize("settings", [PROXIED])
@@ -107,11 +100,16 @@ async def test_an_ipv6_client_is_its_slash_64(api, gatehouse):
     # ... but the neighbouring /64 is another client.
     assert_error(await fail_login(api, user, "2001:db8:1:3::1"), 401, "INVALID_CREDENTIALS")
     # Sessions and events keep the address itself (canonical), not the /64.
+    assert await stored_ip(api, gatehouse, user, "2001:DB8:5:0:0:0:0:0001") == "2001:db8:5::1"
+
+
+async def stored_ip(api, gatehouse, user: dict, forwarded_for: str) -> str:
+    """Log in from `forwarded_for`; the address the new session recorded."""
     r = await api.post(
         "/auth/auth",
         {"username": user["username"], "password": PASSWORD},
-        headers={"X-Forwarded-For": "2001:DB8:5:0:0:0:0:0001"},
+        headers={"X-Forwarded-For": forwarded_for},
     )
     assert r.status == 200
     session = await gatehouse.db.sessions.find_one({"_id": r.data["data"]["session"]})
-    assert session["ip"] == "2001:db8:5::1"
+    return session["ip"]
