@@ -250,9 +250,6 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -
     if env == "production" and bcrypt_rounds < 10:
         raise ConfigError("GATEHOUSE_BCRYPT_ROUNDS must be at least 10 in production")
     test_endpoints = read.bool("GATEHOUSE_TEST_ENDPOINTS")
-    if env == "production" and test_endpoints:
-        # Test-only routes delete accounts without credentials: never in production.
-        raise ConfigError("GATEHOUSE_TEST_ENDPOINTS must not be set in production (it enables test-only routes)")
     service_keys = tuple(k.strip() for k in (read.str("GATEHOUSE_SERVICE_KEYS") or "").split(",") if k.strip())
     if any(len(k) < 24 for k in service_keys):
         raise ConfigError("GATEHOUSE_SERVICE_KEYS entries must be at least 24 characters each")
@@ -330,4 +327,8 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -
     if bool(values["admin_username"]) != bool(values["admin_password"]):
         raise ConfigError("GATEHOUSE_ADMIN_USERNAME and GATEHOUSE_ADMIN_PASSWORD go together")
     values.update(overrides)
+    if values["env"] == "production" and values["test_endpoints"]:
+        # Test-only routes delete accounts without credentials: never in production
+        # (checked after the overrides, so no caller can switch them on there either).
+        raise ConfigError("GATEHOUSE_TEST_ENDPOINTS must not be set in production (it enables test-only routes)")
     return Config(**values)  # type: ignore[arg-type]

@@ -39,6 +39,7 @@ import os
 import secrets
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -64,6 +65,10 @@ def job_cipher(secret_key: str) -> Fernet:
     anything else (cookies, tokens) and changes when SECRET_KEY does."""
     digest = hmac.new(secret_key.encode("utf-8"), KEY_LABEL, hashlib.sha256).digest()
     return Fernet(base64.urlsafe_b64encode(digest))
+
+
+async def _allow(message: Message) -> bool:
+    return True
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
@@ -110,19 +115,29 @@ class DeliveryQueue:
         # Unique per queue object, so two queues in one process are two workers.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.wake = asyncio.Event()
+        # Asked before sending a `gated` job (wired to `Codes.may_send`); allows all until then.
+        self.gate: Callable[[Message], Awaitable[bool]] = _allow
         self.task: asyncio.Task[None] | None = None
         self.failing = False
 
     # ---- the request path ---------------------------------------------------------------
 
-    async def enqueue(self, message: Message, *, account_id: int | None, kind: str = "message") -> str:
+    async def enqueue(
+        self, message: Message, *, account_id: int | None, kind: str = "message", gated: bool = False
+    ) -> str:
         """Store `message` as a job due now and wake this process's worker; returns the
         job id. Raises the database's error when the job could not be written (the caller
         answers 503: nothing was promised).
 
         `kind="blank"`: a job written only so that a request for an unknown account does
         the same work as one for a known account (sealing, the insert, the wake); the
-        worker settles it as `dropped` and sends nothing."""
+        worker settles it as `dropped` and sends nothing.
+
+        `gated`: the worker asks `gate(message)` just before sending and drops the job
+        when it says no. For messages whose request named something else than where they
+        go (a reset asked for by username and texted to the account's phone, a notice):
+        the destination's own caps are checked off the request path, where a refusal
+        cannot change the answer."""
         now = self.clock()
         job_id = uuid.uuid4().hex
         await self.jobs.insert_one(
@@ -140,6 +155,7 @@ class DeliveryQueue:
                 "channel": message.channel,
                 "to_masked": mask(message.to),
                 "sealed": self._seal(message),
+                "gated": gated,
             }
         )
         self.wake.set()
@@ -250,6 +266,9 @@ class DeliveryQueue:
                 return
             if job.get("kind") == "blank":
                 await self._settle(job, "dropped", None)
+                return
+            if job.get("gated") and job["attempts"] == 1 and not await self.gate(message):
+                await self._give_up(job, "the destination's own caps or country rules refuse it")
                 return
             try:
                 await self.delivery.send(message)

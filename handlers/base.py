@@ -19,7 +19,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
 from config import Config
-from models.common import Context, canonical_ip
+from models.common import Context, canonical_ip, parse_ip
 from models.core import Gatehouse
 from models.errors import (
     AccountExists,
@@ -182,7 +182,9 @@ class CommonMixin:
         hops = self.config.trust_proxy
         if hops:
             forwarded = [h.strip() for h in self.request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
-            if len(forwarded) >= hops:
+            # A hop that is no address (garbage from a misconfigured proxy) is not a
+            # client key of its own: the connection's peer stands in for it.
+            if len(forwarded) >= hops and parse_ip(forwarded[-hops][:64]) is not None:
                 return canonical_ip(forwarded[-hops][:64])
         return canonical_ip(self.request.remote_ip or "")
 
@@ -270,6 +272,20 @@ class APIHandler(CommonMixin, RequestHandler):
         self._account, self._session = await self.resolve_token(token)
         self._token = token
         self._authenticated = True
+
+    async def optional_caller(self, *, strict: bool = True) -> tuple[dict, dict] | None:
+        """(account, session) of the token a request on an anonymous route may carry, or
+        None without one. A token that is sent but invalid is `NotAuthenticated` when
+        `strict`, else treated as absent."""
+        if not self.bearer_token():
+            return None
+        try:
+            await self.authenticate()
+        except NotAuthenticated:
+            if strict:
+                raise
+            return None
+        return self.current_account, self.current_session
 
     async def resolve_token(self, token: str) -> tuple[dict, dict]:
         return await self.gh.auth.authenticate(token)

@@ -271,16 +271,15 @@ class OtpVerifyHandler(OtpHandler):
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         # Optional login: a proof sent with a token of the same account is the owner
-        # confirming their own address, not a takeover (see README "Proving a phone or e-mail").
-        if self.bearer_token():
-            await self.authenticate()
+        # confirming their own address, not a takeover (README "Proving a phone or e-mail").
+        caller = await self.optional_caller()
         result = await self.gh.flows.verify_code(
             self.purpose(f),
             f.get("phone"),
             f.get("email"),
             f["code"],
             self.context(),
-            caller=self._account if self._authenticated else None,
+            caller=caller[0] if caller else None,
         )
         if isinstance(result, Login):
             assert result.token is not None

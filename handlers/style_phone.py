@@ -85,16 +85,10 @@ class VerifyHandler(PhoneHandler):
     @doc("Verify the phone with the code and the sign-up token", body=FIELDS, ok=obj({"message": STR}), errors=(429,))
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        phone = self.phone(f["phone"])
-        ctx = self.context()
         try:
-            record = await self.gh.codes.verify("verify_phone", phone, f["code"], ctx.ip_key, ticket=f["token"])
+            await self.gh.flows.verify_signup(self.phone(f["phone"]), f["code"], f["token"], self.context())
         except CodeInvalid:
             raise CodeInvalid("Invalid code or token") from None
-        account = await self.gh.accounts.find_by_id(record["account_id"])
-        if account is None or account.get("phone") != phone:
-            raise CodeInvalid("Invalid code or token")
-        await self.gh.auth.prove_ownership(account, "sms", ctx, logged_in=False)
         self.reply({"message": "User verify Successfully!"})
 
 
@@ -149,12 +143,11 @@ class LoginVerifyHandler(PhoneHandler):
         if await self.gh.codes.pending("login", account["phone"]) is None:
             raise NoPendingCode("login first")
         try:
-            await self.gh.codes.verify("login", account["phone"], f["code"], self.context().ip_key)
+            login = await self.gh.flows.login_with_code(account["phone"], f["code"], self.context(), kind="jwt")
         except NoPendingCode:
             raise NoPendingCode("login first") from None
         except CodeInvalid:
             raise CodeInvalid("Invalid code") from None
-        login = await self.gh.auth.start_session(account, "jwt", self.context(), method="code")
         login = await self.gh.auth.with_pair(login, self.context())
         assert login.pair is not None
         self.reply({"access_token": login.pair.access, "refresh_token": login.pair.refresh})

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.errors import Forbidden, NotAuthenticated
-from models.validation import Field
+from models.errors import Forbidden
+from models.validation import Field, parse_fields
 
 from .base import APIHandler, allow_anonymous
 from .native import ResetHandler as NativeResetHandler
@@ -69,23 +69,14 @@ class DisableHandler(SimpleHandler):
 
 
 async def change_password(handler: APIHandler, body: dict) -> None:
-    """002's reset: check the current password, set the new one, end the other sessions
-    (every session when the request carries no token of that account)."""
-    from models.validation import parse_fields
-
+    """002's reset: the current password (under the login limits), then the new one;
+    the other sessions end (every session when the request carries no token of that
+    account)."""
     f = parse_fields(body, RESET_FIELDS)
-    ctx = handler.context()
-    account = await handler.gh.auth.check_password(f["username"], f["password"], ctx)
-    keep = None
-    token = handler.bearer_token()
-    if token:
-        try:
-            caller, session = await handler.gh.auth.authenticate(token)
-            keep = session["_id"] if caller["id"] == account["id"] else None
-        except NotAuthenticated:  # a stale token just means no session is kept
-            keep = None
-    # The current password was just checked (under the login limits): replace it.
-    await handler.gh.auth.replace_password(account, f["new_password"], ctx, keep_session=keep)
+    caller = await handler.optional_caller(strict=False)  # a stale token just keeps nothing
+    await handler.gh.auth.change_password_at_login(
+        f["username"], f["password"], f["new_password"], handler.context(), caller=caller
+    )
     handler.reply({})
 
 

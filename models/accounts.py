@@ -143,12 +143,18 @@ class Accounts:
                 return found
         return await self.find_by_login(ref)
 
-    async def set_password(self, account_id: int, password: str) -> int:
+    async def set_password(self, account_id: int, password: str, *, if_epoch: int | None = None) -> int | None:
         """Store a new password and move the credential epoch in the same write: every
-        session stamped with an older epoch is refused from then on. Returns the new epoch."""
+        session stamped with an older epoch is refused from then on. Returns the new
+        epoch. With `if_epoch` (the epoch the current password was checked under), only
+        while the credentials are still those: a change whose check was in flight while a
+        reset or a takeover landed must not write over it (None then)."""
         password_hash = await self.hasher.hash(password)
+        query: dict[str, Any] = {"id": account_id}
+        if if_epoch is not None:
+            query["cred_epoch"] = epoch_query(if_epoch)
         updated = await self.coll.find_one_and_update(
-            {"id": account_id},
+            query,
             {
                 "$set": {"password_hash": password_hash, "password_changed": self.clock()},
                 "$inc": {"cred_epoch": 1},
@@ -157,7 +163,7 @@ class Accounts:
             projection={"cred_epoch": 1},
             return_document=ReturnDocument.AFTER,
         )
-        return credential_epoch(updated or {})
+        return None if updated is None else credential_epoch(updated)
 
     async def set_disabled(self, account_id: int, disabled: bool) -> bool:
         update: dict[str, Any] = {"$set": {"disabled": disabled}, **CHANGED}
@@ -166,34 +172,31 @@ class Accounts:
         result = await self.coll.update_one({"id": account_id}, update)
         return result.matched_count == 1
 
-    async def mark_verified(self, account: dict, field: str, *, takeover: bool = False) -> bool:
-        """Mark the phone or e-mail verified. With `takeover` (a first proof by someone
-        not logged in to the account), the same single write clears the password, moves
-        the credential epoch and drops the other contact unless it was proven too.
-        Returns True when it was a first proof that took the account over."""
-        if not takeover:
-            await self.coll.update_one({"id": account["id"]}, {"$set": {f"{field}_verified": True}, **CHANGED})
-            return False
+    async def mark_verified(self, account: dict, field: str) -> None:
+        """Mark the phone or e-mail proven (by its owner, or already proven)."""
+        await self.coll.update_one({"id": account["id"]}, {"$set": {f"{field}_verified": True}, **CHANGED})
+
+    async def take_over(self, account: dict, field: str) -> bool:
+        """A first proof of `field` on an account with no proven contact: in one write,
+        mark it proven, clear the password and move the credential epoch. Conditional on
+        no contact being proven, so of concurrent proofs one takes over. True when this
+        call did."""
         other = "email" if field == "phone" else "phone"
-        other_proven = bool(account.get(f"{other}_verified"))
-        update: dict[str, Any] = {
-            "$set": {f"{field}_verified": True, "password_hash": None},
-            "$inc": {"cred_epoch": 1},
-            **CHANGED,
-        }
-        if not other_proven and account.get(other):
-            update["$unset"] = {other: "", "email_key": ""} if other == "email" else {other: ""}
-        # Conditional on what was read: a first proof only, and the other contact's state
-        # unchanged since (a concurrent proof of it is not undone).
         taken = await self.coll.update_one(
-            {
-                "id": account["id"],
-                f"{field}_verified": {"$ne": True},
-                f"{other}_verified": True if other_proven else {"$ne": True},
-            },
-            update,
+            {"id": account["id"], f"{field}_verified": {"$ne": True}, f"{other}_verified": {"$ne": True}},
+            {"$set": {f"{field}_verified": True, "password_hash": None}, "$inc": {"cred_epoch": 1}, **CHANGED},
         )
         return taken.modified_count == 1
+
+    async def detach(self, account: dict, field: str) -> bool:
+        """Remove an unproven phone or e-mail from an account whose owner proved the other
+        contact: the address was never theirs to keep, and its real owner may register it.
+        True when this call removed it."""
+        removed = await self.coll.update_one(
+            {"id": account["id"], field: account.get(field), f"{field}_verified": {"$ne": True}},
+            {"$unset": _contact_fields(field), **CHANGED},
+        )
+        return removed.modified_count == 1
 
     async def delete(self, account_id: int) -> bool:
         result = await self.coll.delete_one({"id": account_id})
@@ -235,10 +238,21 @@ class Accounts:
         return await self.coll.count_documents(self._filter(phone, username, q))
 
 
-def credential_epoch(account: dict) -> int:
-    """The account's credential version: moved by every password change or reset, a
-    disable and a takeover; sessions carry the one they were made with."""
-    return int(account.get("cred_epoch", 0))
+def _contact_fields(field: str) -> dict[str, str]:
+    """The stored fields of a contact, for `$unset` (an e-mail has its lookup key too)."""
+    return {"email": "", "email_key": ""} if field == "email" else {"phone": ""}
+
+
+def credential_epoch(doc: dict) -> int:
+    """The credential version of an account (moved by every password change or reset, a
+    disable and a takeover) or of a session (the one it was made with)."""
+    return int(doc.get("cred_epoch") or 0)
+
+
+def epoch_query(epoch: int) -> int | dict:
+    """A filter value matching `cred_epoch == epoch`, where documents written before
+    epochs existed (no field) count as epoch 0."""
+    return epoch if epoch else {"$in": [0, None]}
 
 
 def account_view(account: dict) -> dict:

@@ -26,7 +26,7 @@ from .passwords import PasswordHasher
 from .ratelimit import Limit, RateLimits
 from .sessions import Sessions
 from .tokens import Pair, Tokens
-from .validation import classify_login
+from .validation import classify_login, is_premium_or_unsendable
 
 
 @dataclass
@@ -93,14 +93,14 @@ class AuthService:
         phone_verified: bool = False,
     ) -> dict:
         username, email, phone = self.accounts.normalize_identifiers(username, email, phone)
+        if phone and is_premium_or_unsendable(phone):
+            # Codes, resets and notices are texted to an account's phone: never to these.
+            raise InvalidRequest("premium-rate and shared-cost numbers cannot be registered", field="phone")
         if password is not None:  # bad input is refused before it costs a slot
             self.hasher.check_policy(password, username, email, phone)
         # Each sign-up costs a bcrypt hash: one client must not create accounts without
         # bound or starve logins of the bcrypt pool. Reserved first, kept whatever happens.
-        await self.limits.reserve(
-            Limit("signup_ip", HOUR, self.config.signups_per_ip_hour, "too many sign-ups from this address", "ip"),
-            ctx.ip_key,
-        )
+        await self.limits.reserve(self.signups_per_ip, ctx.ip_key)
         account = await self.accounts.create(
             password=password,
             username=username,
@@ -123,20 +123,41 @@ class AuthService:
         return self.config.session_idle_seconds, self.config.session_max_seconds
 
     async def start_session(self, account: dict, kind: str, ctx: Context, method: str = "password") -> Login:
+        """A new session for an account whose credentials were just checked. The session
+        carries the credential epoch of that check; if the account's epoch moved while
+        the check ran (a password change, reset, disable or takeover racing this login),
+        the session is ended at once and the login fails like a wrong password. Written
+        first and checked after, so either this read sees the change or the change's
+        `revoke_all` sees this session: no live session with old credentials is left."""
         idle, absolute = self._session_lifetimes(kind)
         session, token = await self.sessions.create(account, kind, ctx, idle_seconds=idle, max_seconds=absolute)
+        now = await self.accounts.find_by_id(account["id"])
+        if now is None or now.get("disabled") or credential_epoch(now) != credential_epoch(session):
+            await self.sessions.revoke(session["_id"], "credentials_changed", by="gatehouse")
+            raise InvalidCredentials()
         await self.events.record(
             "login_ok", ctx, account_id=account["id"], session_id=session["_id"], method=method, kind=kind
         )
         return Login(account, session, token)
 
     # The limits every password check counts against, whichever door it comes through.
-    def _failure_limits(self) -> tuple[Limit, Limit]:
-        window = self.config.login_failure_window
-        return (
-            Limit("login_fail_account", window, self.config.login_failures_per_account, TOO_MANY, "account"),
-            Limit("login_fail_ip", window, self.config.login_failures_per_ip, TOO_MANY_FROM_IP, "ip"),
-        )
+    @property
+    def failures_per_account(self) -> Limit:
+        c = self.config
+        return Limit("login_fail_account", c.login_failure_window, c.login_failures_per_account, TOO_MANY, "account")
+
+    @property
+    def failures_per_ip(self) -> Limit:
+        c = self.config
+        return Limit("login_fail_ip", c.login_failure_window, c.login_failures_per_ip, TOO_MANY_FROM_IP, "ip")
+
+    @property
+    def logins_per_ip(self) -> Limit:
+        return Limit("login_ok_ip", HOUR, self.config.logins_per_ip_hour, TOO_MANY_LOGINS_FROM_IP, "ip")
+
+    @property
+    def signups_per_ip(self) -> Limit:
+        return Limit("signup_ip", HOUR, self.config.signups_per_ip_hour, "too many sign-ups from this address", "ip")
 
     async def check_password(
         self, identifier: str, password: str, ctx: Context, *, admit: Callable[[dict], bool] | None = None
@@ -170,23 +191,26 @@ class AuthService:
         locked = await self.limits.locked_for(f"login:{key}")
         if locked:
             raise RateLimited(TOO_MANY, retry_after=locked, reason="account")
-        per_account, per_ip = self._failure_limits()
-        wanted = [(per_account, key), (per_ip, ctx.ip_key)]
+        per_account = self.failures_per_account
+        wanted = [(per_account, key), (self.failures_per_ip, ctx.ip_key)]
         if successes_count:
-            successes = Limit("login_ok_ip", HOUR, self.config.logins_per_ip_hour, TOO_MANY_LOGINS_FROM_IP, "ip")
-            wanted.append((successes, ctx.ip_key))
-        slots = await self.limits.reserve_all(wanted)
+            wanted.append((self.logins_per_ip, ctx.ip_key))
+        account_slot, ip_slot, *login_slot = await self.limits.reserve_all(wanted)
+        if account_slot.count == per_account.limit:
+            # The last check the window allows locks the account before it runs, so guesses
+            # arriving meanwhile (or just after the window turns) meet the lock, not a
+            # fresh window; a success lifts it again.
+            await self._penalize(key)
         ok = await self.hasher.verify(password, account.get("password_hash") if account else None)
         if account is not None and ok and not account.get("disabled") and (admit is None or admit(account)):
             # A success is no failure: its IP slot goes back, and the account's record
-            # (this window's failures, the day's strikes) is cleared.
-            await self.limits.release(*slots[1:2])
+            # (this window's failures, the day's strikes, a lock) is cleared.
+            await self.limits.release(ip_slot)
             await self.limits.reset(per_account.bucket, key, per_account.window)
             await self.limits.reset("login_strikes", key, DAY)
+            await self.limits.unlock(f"login:{key}")
             return account
-        await self.limits.release(*slots[2:])
-        if slots[0].count == per_account.limit:
-            await self._penalize(key)
+        await self.limits.release(*login_slot)
         if account is None:
             reason = "unknown_account"
         else:
@@ -283,7 +307,7 @@ class AuthService:
         account = await self.accounts.find_by_id(session["account_id"])
         if account is None or account.get("disabled"):
             return None
-        if credential_epoch(account) != session.get("cred_epoch", 0):
+        if credential_epoch(account) != credential_epoch(session):
             # Refused, not revoked: the session that changed the password is moved to the
             # new epoch just after the change, and a request of its own landing in between
             # must get a passing 403, not lose the session for good.
@@ -362,13 +386,24 @@ class AuthService:
             raise InvalidCredentials("the current password is wrong") from None
         return await self.replace_password(account, new, ctx, keep_session=keep_session)
 
+    async def change_password_at_login(
+        self, identifier: str, current: str, new: str, ctx: Context, *, caller: tuple[dict, dict] | None
+    ) -> int:
+        """Change a password by login name and current password (document 002's reset).
+        The caller's own session survives when it belongs to that account."""
+        account = await self.check_password(identifier, current, ctx)
+        keep = caller[1]["_id"] if caller and caller[0]["id"] == account["id"] else None
+        return await self.replace_password(account, new, ctx, keep_session=keep)
+
     async def replace_password(self, account: dict, new: str, ctx: Context, *, keep_session: str | None) -> int:
         """Set a new password for an account whose current one was just checked. The
         credential epoch moves in the same write, so every session made with the old
         password — a racing login's included — is dead from that instant; the caller's
         own session (`keep_session`) is moved to the new epoch."""
         self.hasher.check_policy(new, account.get("username"), account.get("email"), account.get("phone"))
-        epoch = await self.accounts.set_password(account["id"], new)
+        epoch = await self.accounts.set_password(account["id"], new, if_epoch=credential_epoch(account))
+        if epoch is None:  # a reset, takeover or another change landed during the check
+            raise InvalidCredentials("the account's credentials changed meanwhile; log in again")
         if keep_session:
             await self.sessions.restamp(keep_session, epoch)
         ended = await self.sessions.revoke_all(account["id"], "password_changed", except_id=keep_session)
@@ -399,22 +434,36 @@ class AuthService:
         )
         return ended
 
-    async def prove_ownership(self, account: dict, channel: str, ctx: Context, *, logged_in: bool) -> bool:
-        """A code proved the account's phone (`sms`) or e-mail. The first proof made
-        without a session of the account takes it over from whoever registered it: every
-        session ends, a password set before the proof stops working, and the other
-        contact the proof did not cover is dropped unless it was proven too (account
-        pre-hijacking: a squatter registered someone else's address with their own
-        password). Returns True when this proof took the account over."""
+    async def prove_ownership(self, account: dict, channel: str, ctx: Context, *, logged_in: bool) -> str:
+        """A code proved the account's phone (`sms`) or e-mail. Returns what it did:
+
+        - `verified`: proven by the owner (with a session of the account), or again;
+        - `taken_over`: the first proof on an account none of whose contacts was proven,
+          made without a session of it: the prover gets the account from whoever
+          registered it (account pre-hijacking: a squatter registered someone else's
+          address with their own password). Every session ends and the password set
+          before the proof stops working. The other contact stays, unproven: resets go
+          to proven contacts first, and proving it later detaches it (below);
+        - `detached`: the account's owner had proven the *other* contact and never this
+          one (a recycled number, a typo, a squatter's own proven address beside a
+          victim's number): the address leaves that account, free for its owner to
+          register, and nothing else of the account changes."""
         field = "phone" if channel == "sms" else "email"
-        taken = await self.accounts.mark_verified(account, field, takeover=not logged_in)
-        if not taken:
-            return False
+        other = "email" if field == "phone" else "phone"
+        if logged_in or account.get(f"{field}_verified"):
+            await self.accounts.mark_verified(account, field)
+            return "verified"
+        if account.get(f"{other}_verified"):
+            if await self.accounts.detach(account, field):
+                await self.events.record("contact_detached", ctx, account_id=account["id"], channel=channel)
+            return "detached"
+        if not await self.accounts.take_over(account, field):
+            return "verified"  # a concurrent proof took it over first
         ended = await self.sessions.revoke_all(account["id"], "ownership_proven", by="gatehouse")
         await self.events.record(
             "ownership_proven", ctx, account_id=account["id"], channel=channel, sessions_ended=ended
         )
-        return True
+        return "taken_over"
 
     async def delete_account(self, account: dict, ctx: Context, *, by: str) -> None:
         await self.sessions.revoke_all(account["id"], "deleted", by=by)

@@ -98,6 +98,22 @@ class Codes:
         await self.coll.replace_one({"_id": f"{purpose}:{subject}"}, fields, upsert=True)
         return code
 
+    async def may_text(self, number: str) -> bool:
+        """Whether something may be texted to `number` now: not a premium-rate or
+        refused-country number, and under the number's own caps (reserved). For messages
+        whose request named something else (a reset asked for by username, a security
+        notice): the caller drops the message quietly instead of answering differently."""
+        try:
+            self.send_caps.check_number(number)
+            await self.limits.reserve_all(self.send_caps.for_number(number))
+        except (InvalidRequest, RateLimited):
+            return False
+        return True
+
+    async def may_send(self, message) -> bool:
+        """The delivery queue's gate: `may_text` for text messages, yes for e-mail."""
+        return message.channel != "sms" or await self.may_text(message.to)
+
     async def withdraw(self, purpose: str, subject: str) -> None:
         """Remove a code whose delivery failed: no code is left usable, and the cooldown
         does not hold the user back from trying again."""
@@ -196,11 +212,29 @@ class Codes:
 
 class SendCaps:
     """The caps on sending codes (SMS pumping, mail bombing): per destination per day,
-    per block of 100 numbers per hour, per client IP per day; and the numbers no code
-    is ever texted to."""
+    per block of 100 numbers per hour, per client IP per day; and the numbers nothing is
+    ever texted to."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.daily = Limit(
+            "code_daily_dest", DAY, config.code_daily_per_phone, "too many codes sent here today", "daily"
+        )
+        # SMS pumping walks through consecutive numbers: cap sends per block of 100.
+        self.block = Limit(
+            "code_hourly_block",
+            HOUR,
+            config.code_hourly_per_number_block,
+            "too many codes sent to numbers like this one; try again later",
+            "number_block",
+        )
+        self.daily_ip = Limit(
+            "code_daily_ip",
+            DAY,
+            config.code_daily_per_ip,
+            "too many codes requested from this address today",
+            "daily_ip",
+        )
 
     def check_number(self, number: str) -> None:
         if is_premium_or_unsendable(number):
@@ -210,29 +244,13 @@ class SendCaps:
             raise InvalidRequest("codes are not sent by SMS to numbers of that country", field="phone")
 
     def wanted(self, subject: str, ip_key: str, number: str | None) -> list[tuple[Limit, str]]:
-        config = self.config
-        wanted = [
-            (
-                Limit("code_daily_dest", DAY, config.code_daily_per_phone, "too many codes sent here today", "daily"),
-                subject,
-            )
-        ]
+        """The caps a code request reserves: its destination's, its number block's when a
+        number is texted, its client's."""
+        wanted = [(self.daily, subject), (self.daily_ip, ip_key)]
         if number is not None:
-            # SMS pumping walks through consecutive numbers: cap sends per block of 100.
-            block = Limit(
-                "code_hourly_block",
-                HOUR,
-                config.code_hourly_per_number_block,
-                "too many codes sent to numbers like this one; try again later",
-                "number_block",
-            )
-            wanted.append((block, number_block(number)))
-        daily_ip = Limit(
-            "code_daily_ip",
-            DAY,
-            config.code_daily_per_ip,
-            "too many codes requested from this address today",
-            "daily_ip",
-        )
-        wanted.append((daily_ip, ip_key))
+            wanted.append((self.block, number_block(number)))
         return wanted
+
+    def for_number(self, number: str) -> list[tuple[Limit, str]]:
+        """The caps of a number itself, whoever asked and however it was named."""
+        return [(self.daily, number), (self.block, number_block(number))]

@@ -32,30 +32,41 @@ def sha256_hex(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
-def canonical_ip(raw: str) -> str:
-    """One spelling per address: parsed, with an IPv4-mapped IPv6 address as its IPv4.
-    Anything that is not an address (a test's "local") is kept as it is."""
+def parse_ip(raw: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in `raw`, written with or without brackets, a zone or a port
+    (`[2001:db8::1]:443`, `192.0.2.1:5678`, as some proxies append them); None when
+    there is none. An IPv4-mapped IPv6 address is its IPv4."""
+    text = raw.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:  # IPv4 with a port (an IPv6 address has at least two)
+        text = text.partition(":")[0]
     try:
-        address = ipaddress.ip_address(raw.strip().strip("[]").split("%")[0])
+        address = ipaddress.ip_address(text.split("%")[0])
     except ValueError:
-        return raw
+        return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return str(address)
+        return address.ipv4_mapped
+    return address
+
+
+def canonical_ip(raw: str) -> str:
+    """One spelling per address (see `parse_ip`). Anything that is not an address (a
+    test's "local") is kept as it is."""
+    address = parse_ip(raw)
+    return raw if address is None else str(address)
 
 
 def ip_limit_key(ip: str) -> str:
     """The key every per-IP limit counts under: the address for IPv4, its /64 for IPv6
     (one subscriber usually holds a whole /64, so counting single IPv6 addresses would
     give an attacker 2^64 fresh budgets)."""
-    canonical = canonical_ip(ip)
-    try:
-        address = ipaddress.ip_address(canonical)
-    except ValueError:
-        return canonical
+    address = parse_ip(ip)
+    if address is None:
+        return ip
     if isinstance(address, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return canonical
+    return str(address)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class Gatehouse:
         self.admin = Admin(db, self.accounts, self.sessions, clock)
         self.flows = CodeFlows(config, self.accounts, self.codes, self.auth, self.events, self.delivery, self.queue)
         self.auth.notify = self.flows.notify
+        self.queue.gate = self.codes.may_send
 
     async def setup(self, *, background: bool = True) -> None:
         """Indexes, the session cache's change feed and the delivery worker, then the

@@ -58,6 +58,7 @@ class CodeFlows:
         limit_key: str | None = None,
         number: str | None = None,
         cooldown: int | None = None,
+        gated: bool = False,
     ) -> None:
         """Issue a code for `subject` — whether or not `account` stands behind it — and,
         when one does, queue its delivery to `to`. The answer is the same either way."""
@@ -77,7 +78,7 @@ class CodeFlows:
         real = account is not None and to is not None
         shape = channel if channel in ("sms", "email") else "email"
         message = self.delivery.compose(shape, to if real else subject, purpose, code, self.minutes)
-        await self.queue.enqueue(message, account_id=account_id, kind="message" if real else "blank")
+        await self.queue.enqueue(message, account_id=account_id, kind="message" if real else "blank", gated=gated)
 
     async def send_now(
         self,
@@ -120,11 +121,13 @@ class CodeFlows:
 
     @staticmethod
     def reset_destination(account: dict) -> tuple[str, str] | None:
-        if account.get("email"):
-            return "email", account["email_key"]
-        if account.get("phone"):
-            return "sms", account["phone"]
-        return None
+        """Where the account's reset codes and notices go: a proven contact first (e-mail,
+        then phone), else an unproven one. So a reset never reaches an address the owner
+        did not prove while a proven one exists."""
+        contacts = [("email", account.get("email_key")), ("sms", account.get("phone"))]
+        proven = {"email": account.get("email_verified"), "sms": account.get("phone_verified")}
+        ranked = sorted((c for c in contacts if c[1]), key=lambda c: not proven[c[0]])
+        return ranked[0] if ranked else None
 
     async def notify(self, account: dict, what: str, ctx: Context) -> None:
         """Tell the owner about a security change, by e-mail (else SMS), through the
@@ -132,7 +135,8 @@ class CodeFlows:
         never raised."""
         target = self.reset_destination(account)
         if target is not None:
-            await self.queue.enqueue(self.delivery.compose_notice(target[0], target[1], what), account_id=account["id"])
+            notice = self.delivery.compose_notice(target[0], target[1], what)
+            await self.queue.enqueue(notice, account_id=account["id"], gated=True)
 
     # ---- password reset ----------------------------------------------------------------
 
@@ -150,6 +154,7 @@ class CodeFlows:
         account = await self.accounts.find_by_login(identifier)
         subject, key, live = self._reset_subject(identifier, account)
         kind = classify_login(identifier, self.config.phone_region)
+        typed_number = kind[1] if kind and kind[0] == "phone" else None
         target = self.reset_destination(live) if live else None
         await self.issue_and_queue(
             "reset",
@@ -159,7 +164,10 @@ class CodeFlows:
             to=target[1] if target else None,
             account=live,
             limit_key=key,
-            number=kind[1] if kind and kind[0] == "phone" else None,
+            number=typed_number,
+            # Texted somewhere the client did not name: that number's own caps are
+            # checked by the worker, off the request path.
+            gated=target is not None and target[0] == "sms" and target[1] != typed_number,
         )
 
     async def send_reset(self, account: dict, ctx: Context) -> str | None:
@@ -254,20 +262,47 @@ class CodeFlows:
     ):
         """A login code starts a session (returns `Login`); a verify code marks the phone
         or e-mail proven (returns the channel). A proof made without a session of the
-        account (`caller`) takes it over from an unproven registrant."""
+        account (`caller`) may take it over from an unproven registrant
+        (`AuthService.prove_ownership`)."""
         channel, _, dest = self.destination(phone, email)
-        code_purpose = self.code_purpose(purpose, channel)
-        record = await self.codes.verify(code_purpose, dest, code, ctx.ip_key)
+        if purpose == "login":
+            return await self.login_with_code(dest, code, ctx, channel=channel)
+        account = await self._use_code(self.code_purpose(purpose, channel), dest, code, ctx, channel=channel)
+        logged_in = caller is not None and caller["id"] == account["id"]
+        await self.auth.prove_ownership(account, channel, ctx, logged_in=logged_in)
+        return channel
+
+    async def verify_signup(self, phone: str, code: str, ticket: str, ctx: Context) -> str:
+        """Document 001's `verify/`: the sign-up's code and ticket prove the phone (made
+        without a session, as that document has none)."""
+        account = await self._use_code("verify_phone", phone, code, ctx, channel="sms", ticket=ticket)
+        return await self.auth.prove_ownership(account, "sms", ctx, logged_in=False)
+
+    async def login_with_code(
+        self, dest: str, code: str, ctx: Context, *, channel: str = "sms", kind: str = "opaque"
+    ) -> Login:
+        """Passwordless login: the code starts a session of `kind`. Counts against the
+        per-IP budget of successful logins like a password login (reserved first, given
+        back when the code fails)."""
+        slot = await self.auth.limits.reserve(self.auth.logins_per_ip, ctx.ip_key)
+        try:
+            account = await self._use_code("login", dest, code, ctx, channel=channel)
+        except Exception:
+            await self.auth.limits.release(slot)
+            raise
+        return await self.auth.start_session(account, kind, ctx, method="code")
+
+    async def _use_code(
+        self, purpose: str, dest: str, code: str, ctx: Context, *, channel: str, ticket: str | None = None
+    ) -> dict:
+        """Spend the code; the live account it was sent for, which must still hold `dest`."""
+        record = await self.codes.verify(purpose, dest, code, ctx.ip_key, ticket=ticket)
         account = await self.accounts.find_by_id(record["account_id"]) if record.get("account_id") else None
         holds = account is not None and (account.get("phone") if channel == "sms" else account.get("email_key")) == dest
         if account is None or account.get("disabled") or not holds:
             raise CodeInvalid()
-        await self.events.record("code_verified", ctx, account_id=account["id"], purpose=code_purpose)
-        if purpose == "login":
-            return await self.auth.start_session(account, "opaque", ctx, method="code")
-        logged_in = caller is not None and caller["id"] == account["id"]
-        await self.auth.prove_ownership(account, channel, ctx, logged_in=logged_in)
-        return channel
+        await self.events.record("code_verified", ctx, account_id=account["id"], purpose=purpose)
+        return account
 
 
 __all__ = ["CodeFlows", "Login"]

@@ -1,7 +1,8 @@
 """Fixed-window counters in MongoDB, so limits hold across every process and dyno.
 
-One document per (bucket, key, window); `$inc` with upsert is atomic on a single
-document, and a TTL index removes windows once they are over.
+One document per (bucket, key, window); an `$inc` of an existing document is atomic
+(`upsert_inc` creates it on first use), and a TTL index removes windows once they are
+over. Cooldowns and locks are documents of their own in the same collection.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class Slot:
 
 class RateLimits:
     """Limits that reserve before they act: `reserve` counts the event first (one atomic
-    `$inc` with upsert) and refuses when that count is over the limit, so N parallel
+    `$inc`) and refuses when that count is over the limit, so N parallel
     requests against a limit of L get at most L slots whatever N is. The guarded work runs
     only with a slot in hand; `release` gives the slot back where the rule says an
     outcome does not count (a correct password is not a failure). A counter store that
@@ -80,19 +81,24 @@ class RateLimits:
 
     async def hit(self, bucket: str, key: str, window: int, amount: int = 1) -> tuple[int, int]:
         """Count one event; returns (count in this window, seconds until it ends)."""
+        count, left, _ = await self._hit(bucket, key, window, amount)
+        return count, left
+
+    async def _hit(self, bucket: str, key: str, window: int, amount: int = 1) -> tuple[int, int, str]:
         _id, left = self._window(bucket, key, window)
         doc = await upsert_inc(self.coll, _id, {"n": amount}, {"expires_at": self.clock() + seconds(left + 60)})
-        return doc["n"], left
+        return doc["n"], left, _id
 
     async def reserve(self, rule: Limit, key: str) -> Slot:
         """Take a slot under `rule` for `key`, or `RateLimited` (the slot given straight
-        back, so refused requests do not push the window's count up)."""
-        count, left = await self.hit(rule.bucket, key, rule.window)
-        _id, _ = self._window(rule.bucket, key, rule.window)
+        back, so refused requests do not push the window's count up). The slot names the
+        window it was taken in, so giving it back never touches the next window."""
+        count, left, _id = await self._hit(rule.bucket, key, rule.window)
+        slot = Slot(_id, count)
         if count > rule.limit:
-            await self.coll.update_one({"_id": _id}, {"$inc": {"n": -1}})
+            await self.release(slot)
             raise RateLimited(rule.message, retry_after=left, reason=rule.reason)
-        return Slot(_id, count)
+        return slot
 
     async def reserve_all(self, wanted: Sequence[tuple[Limit, str]]) -> list[Slot]:
         """A slot under each (rule, key), or none at all: a refusal gives back the slots
@@ -147,6 +153,9 @@ class RateLimits:
     async def locked_for(self, key: str) -> int:
         """Seconds left on the lock of `key` (0: not locked)."""
         return _seconds_left(await self.coll.find_one({"_id": f"lock:{key}"}, {"until": 1}), self.clock())
+
+    async def unlock(self, key: str) -> None:
+        await self.coll.delete_one({"_id": f"lock:{key}"})
 
     async def lock(self, key: str, duration: int) -> None:
         """Refuse `key` for `duration` seconds from now (a longer existing lock stays)."""

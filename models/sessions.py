@@ -17,6 +17,7 @@ from typing import Any
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
+from .accounts import credential_epoch, epoch_query
 from .common import Clock, Context, epoch, seconds, sha256_hex
 from .session_cache import CHANGED, SessionCache
 
@@ -62,7 +63,7 @@ class Sessions:
             "revoked_at": None,
             # The account's credentials as they were when this login was checked: a
             # password change, reset, disable or takeover since makes the session void.
-            "cred_epoch": int(account.get("cred_epoch", 0)),
+            "cred_epoch": credential_epoch(account),
         }
         if token:
             doc["token_hash"] = sha256_hex(token)
@@ -138,8 +139,7 @@ class Sessions:
         """The account's live sessions (those made with its current credentials)."""
         now = self.clock()
         live = {"account_id": account["id"], "revoked_at": None, "expires_at": {"$gt": now}}
-        epoch = int(account.get("cred_epoch", 0))
-        live["cred_epoch"] = epoch if epoch else {"$in": [0, None]}
+        live["cred_epoch"] = epoch_query(credential_epoch(account))
         cursor = self.coll.find(live).sort("last_active", DESCENDING).limit(limit)
         return await cursor.to_list(length=limit)
 

@@ -113,3 +113,12 @@ async def stored_ip(api, gatehouse, user: dict, forwarded_for: str) -> str:
     assert r.status == 200
     session = await gatehouse.db.sessions.find_one({"_id": r.data["data"]["session"]})
     return session["ip"]
+
+
+@pytest.mark.parametrize(
+    "raw, canonical",
+    [("192.0.2.1:5678", "192.0.2.1"), ("[2001:db8::1]:443", "2001:db8::1"), ("[::ffff:192.0.2.1]:80", "192.0.2.1")],
+)
+def test_an_address_with_a_port_is_the_address(raw, canonical):
+    assert canonical_ip(raw) == canonical
+    assert ip_limit_key(raw) == ip_limit_key(canonical)

@@ -19,6 +19,8 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 
+from models.common import Context
+from models.errors import InvalidCredentials
 from tests.conftest import PASSWORD, assert_error, login, register, unique, unique_phone
 from tests.test_console import Console
 
@@ -383,26 +385,35 @@ async def test_no_jwt_session_survives_a_disable_and_enable(settings, api, admin
     assert survivors == 0
 
 
-async def test_a_session_written_with_an_old_epoch_is_refused_everywhere(api, gatehouse):
-    """The deterministic core of the race: a login checked before the change and written
-    after it (as a slow bcrypt check would) is refused by every way a session is used."""
+async def test_a_login_checked_before_a_change_is_refused_and_leaves_no_session(api, gatehouse):
+    """The deterministic core of the race: a login whose check ran before the change and
+    whose session is written after it fails like a wrong password, and its session is
+    ended at once (none is left to show as live)."""
     user = await register(api)
     account = await gatehouse.accounts.find_by_id(user["id"])  # read before the change
-    r = await api.post("/auth/token", {"username": user["username"], "password": PASSWORD})
     await gatehouse.accounts.set_password(user["id"], NEW)  # the change lands
-    from models.common import Context
+    with pytest.raises(InvalidCredentials):
+        await gatehouse.auth.start_session(account, "opaque", Context(ip="127.0.0.1"))
+    assert await gatehouse.db.sessions.count_documents({"account_id": user["id"], "revoked_at": None}) == 0
 
-    stale = await gatehouse.auth.start_session(account, "opaque", Context(ip="127.0.0.1"))  # written after it
-    stale_jwt = await gatehouse.auth.with_pair(
-        await gatehouse.auth.start_session(account, "jwt", Context(ip="127.0.0.1")), Context(ip="127.0.0.1")
-    )
-    assert (await api.get("/auth/me", token=stale.token)).status == 403
-    assert (await api.get("/auth/me", token=stale_jwt.pair.access)).status == 403
-    r = await api.post("/auth/token/refresh", {"refresh_token": stale_jwt.pair.refresh})
-    assert_error(r, 401, "INVALID_TOKEN")
+
+async def test_a_session_with_an_old_epoch_is_refused_everywhere(api, gatehouse):
+    """Defence in depth: a session carrying an old epoch (written by a process that died
+    before it could check) is refused by every way a session is used."""
+    user = await register(api)
+    account = await gatehouse.accounts.find_by_id(user["id"])
+    await gatehouse.accounts.set_password(user["id"], NEW)
+    ctx = Context(ip="127.0.0.1")
+    lifetimes = {"idle_seconds": 3600, "max_seconds": 7200}
+    _, opaque = await gatehouse.sessions.create(account, "opaque", ctx, **lifetimes)
+    session, _ = await gatehouse.sessions.create(account, "jwt", ctx, **lifetimes)
+    pair = await gatehouse.tokens.issue_pair(account, session, "native")
+    assert (await api.get("/auth/me", token=opaque)).status == 403
+    assert (await api.get("/auth/me", token=pair.access)).status == 403
+    assert_error(await api.post("/auth/token/refresh", {"refresh_token": pair.refresh}), 401, "INVALID_TOKEN")
     new_token = await login(api, user, NEW)
     listed = (await api.get("/auth/sessions", token=new_token)).data["data"]["sessions"]
-    assert stale.session["_id"] not in {s["id"] for s in listed}
+    assert session["_id"] not in {s["id"] for s in listed}
 
 
 # ---- proving a phone or e-mail takes the account over from an unproven registrant ------------
@@ -427,21 +438,189 @@ async def test_the_owner_proving_their_email_evicts_a_squatter(sinks, api, gateh
     assert r.status == 401
     for name in (squatter["username"], victim_email, squatter_phone):
         assert (await api.post("/auth/auth", {"username": name, "password": PASSWORD})).status == 401
-    # The squatter's unproven phone is no longer on the account: no reset goes there.
-    account = await gatehouse.accounts.find_by_id(squatter["id"])
-    assert account.get("phone") is None and account["email_verified"] is True
+    # The squatter's unproven phone buys nothing: a reset asked for by it goes to the
+    # proven address, and proving the phone now only takes it off the victim's account.
     sinks.messages.clear()
     await api.post("/auth/reset", {"username": squatter_phone})
-    await asyncio.sleep(0.3)
+    await sinks.wait_for(victim_email)
     assert sinks.to(squatter_phone) == []
+    await gatehouse.limits.release_cooldown(f"code:verify_phone:{squatter_phone}")
+    await api.post("/auth/otp", {"phone": squatter_phone, "purpose": "verify"})
+    code = await sinks.code_for(squatter_phone)
+    r = await api.post("/auth/otp/verify", {"phone": squatter_phone, "code": code, "purpose": "verify"})
+    assert r.status == 200
+    account = await gatehouse.accounts.find_by_id(squatter["id"])
+    assert account.get("phone") is None and account["email_verified"] is True
     # The owner sets a password with a reset and is in.
+    await gatehouse.limits.release_cooldown(f"code:reset:phone={squatter_phone}")
+    sinks.messages.clear()
     await api.post("/auth/reset", {"username": victim_email})
     code = await sinks.code_for(victim_email)
     r = await api.post("/auth/reset", {"username": victim_email, "password": NEW, "code": code})
     assert r.status == 200
     assert (await api.post("/auth/auth", {"username": victim_email, "password": NEW})).status == 200
     events = [e["type"] for e in await gatehouse.events.find(account_id=squatter["id"])]
-    assert "ownership_proven" in events
+    assert "ownership_proven" in events and "contact_detached" in events
+
+
+async def test_a_proof_never_evicts_an_owner_who_proved_the_other_contact(sinks, api, gatehouse):
+    """A recycled or mistyped number on an account whose owner proved the e-mail: whoever
+    holds the number proves it, and gets the number back — not the account."""
+    owner = await register(api)
+    token = await login(api, owner)
+    await api.post("/auth/otp", {"email": owner["email"], "purpose": "verify"})
+    code = await sinks.code_for(owner["email"])
+    await api.post("/auth/otp/verify", {"email": owner["email"], "code": code, "purpose": "verify"}, token=token)
+    await api.post("/auth/otp", {"phone": owner["phone"], "purpose": "verify"})
+    code = await sinks.code_for(owner["phone"])
+    r = await api.post("/auth/otp/verify", {"phone": owner["phone"], "code": code, "purpose": "verify"})
+    assert r.status == 200
+    assert (await api.get("/auth/me", token=token)).status == 200
+    assert (await api.post("/auth/auth", {"username": owner["username"], "password": PASSWORD})).status == 200
+    account = await gatehouse.accounts.find_by_id(owner["id"])
+    assert account.get("phone") is None and account["email_verified"] is True
+    # The number is free: its holder registers it and proves it.
+    assert (
+        await api.post("/auth/register", {"username": unique("holder"), "password": NEW, "phone": owner["phone"]})
+    ).status == 200
+
+
+async def test_a_squatter_with_a_proven_address_loses_the_victims_number(sinks, api, gatehouse):
+    victim_phone = unique_phone()
+    squatter = await register(api, phone=victim_phone)  # the squatter's own e-mail
+    token = await login(api, squatter)
+    await api.post("/auth/otp", {"email": squatter["email"], "purpose": "verify"})
+    code = await sinks.code_for(squatter["email"])
+    await api.post("/auth/otp/verify", {"email": squatter["email"], "code": code, "purpose": "verify"}, token=token)
+    # The victim proves their number: it leaves the squatter's account.
+    await api.post("/auth/otp", {"phone": victim_phone, "purpose": "verify"})
+    code = await sinks.code_for(victim_phone)
+    assert (
+        await api.post("/auth/otp/verify", {"phone": victim_phone, "code": code, "purpose": "verify"})
+    ).status == 200
+    assert (await gatehouse.accounts.find_by_id(squatter["id"])).get("phone") is None
+    assert (await api.post("/auth/auth", {"username": victim_phone, "password": PASSWORD})).status == 401
+    r = await api.post("/api/auth/sign_up/", {"phone": victim_phone, "password": NEW})
+    assert r.status == 200
+
+
+def hold_next_password_check(gatehouse):
+    """Hold the next bcrypt check after it ran, until released: a slow bcrypt, made
+    deterministic."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    real, armed = gatehouse.hasher.verify, [True]
+
+    async def verify(password, hashed):
+        ok = await real(password, hashed)
+        if armed[0]:
+            armed[0] = False
+            entered.set()
+            await release.wait()
+        return ok
+
+    gatehouse.hasher.verify = verify
+    return entered, release
+
+
+@pytest.mark.parametrize("landing", ["takeover", "reset"])
+async def test_a_password_change_in_flight_loses_to_a_takeover_or_a_reset(landing, sinks, api, gatehouse):
+    address = f"{unique('owner')}@example.test"
+    holder = await register(api, email=address)  # a squatter, or a thief with a session
+    token = await login(api, holder)
+    entered, release = hold_next_password_check(gatehouse)
+    change = asyncio.ensure_future(
+        api.post("/auth/password", {"password": PASSWORD, "new_password": "Holder-keeps-9"}, token=token)
+    )
+    await entered.wait()  # the old password is checked; its write has not happened
+    if landing == "takeover":
+        await api.post("/auth/otp", {"email": address, "purpose": "verify"})
+        code = await sinks.code_for(address)
+        r = await api.post("/auth/otp/verify", {"email": address, "code": code, "purpose": "verify"})
+    else:
+        await api.post("/auth/reset", {"username": address})
+        code = await sinks.code_for(address)
+        r = await api.post("/auth/reset", {"username": address, "password": NEW, "code": code})
+    assert r.status == 200
+    release.set()
+    assert_error(await change, 401, "INVALID_CREDENTIALS")
+    assert (await api.post("/auth/auth", {"username": address, "password": "Holder-keeps-9"})).status == 401
+
+
+@pytest.mark.parametrize("settings", [{"code_hourly_per_number_block": 3, "code_cooldown": 0}])
+async def test_reset_texts_keep_the_numbers_own_caps(settings, sinks, api, gatehouse):
+    """A reset asked for by username and texted to the account's phone: the number's own
+    caps are checked by the worker (the answer cannot depend on them)."""
+    block = unique_phone()[:-2]
+    names = []
+    for i in range(8):
+        r = await api.post(
+            "/auth/register", {"username": unique("ph"), "password": PASSWORD, "phone": f"{block}{i:02d}"}
+        )
+        names.append(r.data["data"]["username"])
+    answers = [await api.post("/auth/reset", {"username": name}) for name in names]
+    assert {r.status for r in answers} == {200}
+    for _ in range(100):
+        if await gatehouse.db.jobs.count_documents({"state": {"$in": ["pending", "sending"]}}) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert len([m for m in sinks.messages if m["to"].startswith(block)]) == 3
+    assert len(await gatehouse.events.find(type="code_failed")) == 5
+
+
+async def test_premium_rate_numbers_cannot_be_registered(api):
+    r = await api.post("/auth/register", {"username": unique("prem"), "password": PASSWORD, "phone": "+449012345678"})
+    assert_error(r, 400, "INVALID_REQUEST")
+    assert r.data["field"] == "phone"
+
+
+@pytest.mark.parametrize("settings", [{"login_failures_per_account": 5, "login_failures_per_ip": 1000}])
+async def test_the_lock_is_taken_before_the_last_check_runs(settings, api, gatehouse, clock):
+    """Guesses in flight when the window turns meet the lock the fifth slot took, not a
+    fresh window: a burst straddling the boundary still gets five checks."""
+    user = await register(api)
+    release, running = asyncio.Event(), [0]
+    real = gatehouse.hasher.verify
+
+    async def slow(password, hashed):  # bcrypt at production cost, held open
+        running[0] += 1
+        await release.wait()
+        return await real(password, hashed)
+
+    gatehouse.hasher.verify = slow
+
+    def guess():
+        return asyncio.ensure_future(api.post("/auth/auth", {"username": user["username"], "password": WRONG}))
+
+    first = [guess() for _ in range(20)]
+    while running[0] < 5:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    window = gatehouse.config.login_failure_window
+    clock.advance(window - clock().timestamp() % window + 1)  # the next counting window begins
+    second = [guess() for _ in range(20)]
+    await asyncio.sleep(0.3)
+    release.set()
+    results = await asyncio.gather(*first, *second)
+    assert statuses(results) == {401: 5, 429: 35}
+    assert await failures(gatehouse, account_id=user["id"]) == 5
+
+
+@pytest.mark.parametrize("settings", [{"logins_per_ip_hour": 2}])
+async def test_code_logins_spend_the_successful_login_budget(settings, sinks, api, gatehouse):
+    user = await register(api)
+    token = await login(api, user)  # one of the two
+    await api.post("/auth/otp", {"phone": user["phone"], "purpose": "verify"})
+    code = await sinks.code_for(user["phone"])
+    await api.post("/auth/otp/verify", {"phone": user["phone"], "code": code, "purpose": "verify"}, token=token)
+    statuses_seen = []
+    for _ in range(2):
+        sinks.messages.clear()
+        await gatehouse.limits.release_cooldown(f"code:login:{user['phone']}")
+        await api.post("/auth/otp", {"phone": user["phone"], "purpose": "login"})
+        code = await sinks.code_for(user["phone"])
+        r = await api.post("/auth/otp/verify", {"phone": user["phone"], "code": code, "purpose": "login"})
+        statuses_seen.append(r.status)
+    assert statuses_seen == [200, 429]
 
 
 async def test_an_owner_proving_while_logged_in_keeps_password_and_sessions(sinks, api, gatehouse):
