@@ -143,20 +143,27 @@ class Accounts:
                 return found
         return await self.find_by_login(ref)
 
-    async def set_password(self, account_id: int, password: str, *, if_epoch: int | None = None) -> int | None:
+    async def set_password(
+        self, account_id: int, password: str, *, if_epoch: int | None = None, keep_session: str | None = None
+    ) -> int | None:
         """Store a new password and move the credential epoch in the same write: every
         session stamped with an older epoch is refused from then on. Returns the new
         epoch. With `if_epoch` (the epoch the current password was checked under), only
         while the credentials are still those: a change whose check was in flight while a
-        reset or a takeover landed must not write over it (None then)."""
+        reset or a takeover landed must not write over it (None then). `keep_session`
+        (with `if_epoch`): the session making the change carries over to the new epoch
+        in this same write (`cred_carry`), so the change is decided by this one write."""
         password_hash = await self.hasher.hash(password)
         query: dict[str, Any] = {"id": account_id}
+        fields: dict[str, Any] = {"password_hash": password_hash, "password_changed": self.clock(), "cred_carry": None}
         if if_epoch is not None:
             query["cred_epoch"] = epoch_query(if_epoch)
+            if keep_session:
+                fields["cred_carry"] = {"session": keep_session, "epoch": if_epoch}
         updated = await self.coll.find_one_and_update(
             query,
             {
-                "$set": {"password_hash": password_hash, "password_changed": self.clock()},
+                "$set": fields,
                 "$inc": {"cred_epoch": 1},
                 **CHANGED,
             },
@@ -247,6 +254,15 @@ def credential_epoch(doc: dict) -> int:
     """The credential version of an account (moved by every password change or reset, a
     disable and a takeover) or of a session (the one it was made with)."""
     return int(doc.get("cred_epoch") or 0)
+
+
+def session_epoch_holds(account: dict, session: dict) -> bool:
+    """Whether a session was made with the account's current credentials: its epoch is
+    the account's, or it is the session that changed the password, carried over."""
+    if credential_epoch(session) == credential_epoch(account):
+        return True
+    carry = account.get("cred_carry") or {}
+    return carry.get("session") == session["_id"] and carry.get("epoch") == credential_epoch(session)
 
 
 def epoch_query(epoch: int) -> int | dict:

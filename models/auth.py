@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from pymongo.errors import PyMongoError
+
 from config import Config
 
-from .accounts import Accounts, credential_epoch
+from .accounts import Accounts, credential_epoch, session_epoch_holds
 from .common import DAY, HOUR, Context, sha256_hex
 from .errors import (
     AccountNotFound,
@@ -22,6 +24,7 @@ from .errors import (
     TokenInvalid,
 )
 from .events import EventLog
+from .followups import Followups
 from .passwords import PasswordHasher
 from .ratelimit import Limit, RateLimits
 from .sessions import Sessions
@@ -65,6 +68,7 @@ class AuthService:
         limits: RateLimits,
         hasher: PasswordHasher,
         tokens: Tokens,
+        followups: Followups | None = None,
     ) -> None:
         self.config = config
         self.accounts = accounts
@@ -73,6 +77,7 @@ class AuthService:
         self.limits = limits
         self.hasher = hasher
         self.tokens = tokens
+        self.followups = followups or Followups()
         # Security notices to the owner (password changed); wired to CodeFlows.notify,
         # which owns delivery. A no-op until then.
         self.notify: Callable[[dict, str, Context], Awaitable[None]] = _no_notice
@@ -131,7 +136,15 @@ class AuthService:
         `revoke_all` sees this session: no live session with old credentials is left."""
         idle, absolute = self._session_lifetimes(kind)
         session, token = await self.sessions.create(account, kind, ctx, idle_seconds=idle, max_seconds=absolute)
-        now = await self.accounts.find_by_id(account["id"])
+        try:
+            now = await self.accounts.find_by_id(account["id"])
+        except PyMongoError:
+            # The answer will be a 503, so nobody will hold this session's token: end it.
+            self.followups.later(
+                "ending an unanswered login's session",
+                lambda: self.sessions.revoke(session["_id"], "unanswered", by="gatehouse"),
+            )
+            raise
         if now is None or now.get("disabled") or credential_epoch(now) != credential_epoch(session):
             await self.sessions.revoke(session["_id"], "credentials_changed", by="gatehouse")
             raise InvalidCredentials()
@@ -196,6 +209,13 @@ class AuthService:
         if successes_count:
             wanted.append((self.logins_per_ip, ctx.ip_key))
         account_slot, ip_slot, *login_slot = await self.limits.reserve_all(wanted)
+        # Again after reserving: a request that read "no lock" just before the last slot
+        # of the old window locked the account, and reserved just after the window
+        # turned, holds a fresh slot, but meets the lock here.
+        locked = await self.limits.locked_for(f"login:{key}")
+        if locked and account_slot.count < per_account.limit:
+            await self.limits.release(account_slot, ip_slot, *login_slot)
+            raise RateLimited(TOO_MANY, retry_after=locked, reason="account")
         if account_slot.count == per_account.limit:
             # The last check the window allows locks the account before it runs, so guesses
             # arriving meanwhile (or just after the window turns) meet the lock, not a
@@ -307,7 +327,7 @@ class AuthService:
         account = await self.accounts.find_by_id(session["account_id"])
         if account is None or account.get("disabled"):
             return None
-        if credential_epoch(account) != credential_epoch(session):
+        if not session_epoch_holds(account, session):
             # Refused, not revoked: the session that changed the password is moved to the
             # new epoch just after the change, and a request of its own landing in between
             # must get a passing 403, not lose the session for good.
@@ -396,26 +416,44 @@ class AuthService:
         return await self.replace_password(account, new, ctx, keep_session=keep)
 
     async def replace_password(self, account: dict, new: str, ctx: Context, *, keep_session: str | None) -> int:
-        """Set a new password for an account whose current one was just checked. The
-        credential epoch moves in the same write, so every session made with the old
-        password — a racing login's included — is dead from that instant; the caller's
-        own session (`keep_session`) is moved to the new epoch."""
+        """Set a new password for an account whose current one was just checked.
+
+        One write decides it: the new hash, the new credential epoch (every session made
+        with the old password — a racing login's included — is refused from then on) and
+        the carry-over of the caller's own session (`keep_session`). What follows
+        (revoking the other sessions' documents, the event, the notice) cannot turn the
+        change into an error: it is retried in the background if the database fails it."""
         self.hasher.check_policy(new, account.get("username"), account.get("email"), account.get("phone"))
-        epoch = await self.accounts.set_password(account["id"], new, if_epoch=credential_epoch(account))
+        epoch = await self.accounts.set_password(
+            account["id"], new, if_epoch=credential_epoch(account), keep_session=keep_session
+        )
         if epoch is None:  # a reset, takeover or another change landed during the check
             raise InvalidCredentials("the account's credentials changed meanwhile; log in again")
         if keep_session:
-            await self.sessions.restamp(keep_session, epoch)
-        ended = await self.sessions.revoke_all(account["id"], "password_changed", except_id=keep_session)
+            await self.followups.run(
+                "carrying the session over", lambda: self.sessions.restamp(keep_session, epoch), None
+            )
+        ended = await self.end_sessions(account["id"], "password_changed", except_id=keep_session)
         await self.events.record("password_changed", ctx, account_id=account["id"], sessions_ended=ended)
-        await self.notify(account, "password was changed", ctx)
+        await self.followups.run("the password notice", lambda: self.notify(account, "password was changed", ctx), None)
         return ended
+
+    async def end_sessions(
+        self, account_id: int, reason: str, *, by: str | None = None, except_id: str | None = None
+    ) -> int:
+        """Revoke the documents of sessions that a credential change already voided (by
+        their epoch): a follow-up, so a failure here never undoes or errors the change."""
+        return await self.followups.run(
+            f"ending sessions ({reason})",
+            lambda: self.sessions.revoke_all(account_id, reason, by=by, except_id=except_id),
+            0,
+        )
 
     async def set_password_after_reset(self, account: dict, new: str, ctx: Context) -> int:
         await self.accounts.set_password(account["id"], new)
-        ended = await self.sessions.revoke_all(account["id"], "password_reset")
+        ended = await self.end_sessions(account["id"], "password_reset")
         await self.events.record("password_reset", ctx, account_id=account["id"], sessions_ended=ended)
-        await self.notify(account, "password was reset", ctx)
+        await self.followups.run("the reset notice", lambda: self.notify(account, "password was reset", ctx), None)
         return ended
 
     async def set_disabled(
@@ -428,7 +466,7 @@ class AuthService:
             raise InvalidRequest("you cannot disable your own account")
         await self.accounts.set_disabled(account["id"], disabled)
         self.sessions.cache.forget(account_id=account["id"])
-        ended = await self.sessions.revoke_all(account["id"], "disabled", by=by) if disabled else 0
+        ended = await self.end_sessions(account["id"], "disabled", by=by) if disabled else 0
         await self.events.record(
             "disable" if disabled else "enable", ctx, account_id=account["id"], actor=by, sessions_ended=ended
         )
@@ -459,7 +497,7 @@ class AuthService:
             return "detached"
         if not await self.accounts.take_over(account, field):
             return "verified"  # a concurrent proof took it over first
-        ended = await self.sessions.revoke_all(account["id"], "ownership_proven", by="gatehouse")
+        ended = await self.end_sessions(account["id"], "ownership_proven", by="gatehouse")
         await self.events.record(
             "ownership_proven", ctx, account_id=account["id"], channel=channel, sessions_ended=ended
         )

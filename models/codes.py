@@ -10,6 +10,7 @@ Caps and the resend cooldown are reserved before anything is sent (`RateLimits`)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -18,6 +19,7 @@ from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 
 from config import Config
 
@@ -196,9 +198,13 @@ class Codes:
             try:
                 await before_spend(record)
             except Exception:
-                # Not a wrong guess: the attempt and the slots go back, the code stays.
-                await self.coll.update_one({"_id": record["_id"], "attempts": {"$gt": 0}}, {"$inc": {"attempts": -1}})
-                await self.limits.release(*slots)
+                # Not a wrong guess: the attempt and the slots go back (when the database
+                # lets us: with it failing, they stay spent, the strict side), the code stays.
+                with contextlib.suppress(PyMongoError):
+                    await self.coll.update_one(
+                        {"_id": record["_id"], "attempts": {"$gt": 0}}, {"$inc": {"attempts": -1}}
+                    )
+                    await self.limits.release(*slots)
                 raise
         # Single use: of two right submissions racing here, one deletes the code.
         spent = await self.coll.find_one_and_delete({"_id": record["_id"], "code_hash": record["code_hash"]})

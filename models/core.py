@@ -20,11 +20,13 @@ from delivery.queue import DeliveryQueue
 from .accounts import Accounts
 from .admin import Admin
 from .auth import AuthService
+from .clock import DatabaseClock
 from .codes import Codes
-from .common import Clock, Context, utcnow
+from .common import Clock, Context
 from .db import ensure_indexes
 from .errors import AccountExists
 from .events import EventLog
+from .followups import Followups
 from .otp import CodeFlows
 from .passwords import PasswordHasher
 from .ratelimit import RateLimits
@@ -37,12 +39,18 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 class Gatehouse:
-    def __init__(self, config: Config, db: AsyncDatabase, clock: Clock = utcnow) -> None:
+    def __init__(self, config: Config, db: AsyncDatabase, clock: Clock | None = None) -> None:
+        """`clock`: the database's (the default: see `models/clock.py`); tests pass one
+        they can move."""
         self.config = config
         self.db = db
+        self.db_clock = DatabaseClock(db) if clock is None else None
+        clock = clock or self.db_clock
+        assert clock is not None
         self.clock = clock
+        self.followups = Followups()
         self.hasher = PasswordHasher(config.bcrypt_rounds, config.bcrypt_threads)
-        self.events = EventLog(db, clock, config.event_retention_days)
+        self.events = EventLog(db, clock, config.event_retention_days, self.followups)
         self.limits = RateLimits(db, clock)
         self.accounts = Accounts(db, self.hasher, clock, config.phone_region)
         cache = SessionCache(config.session_cache_ms, config.session_cache_size)
@@ -50,7 +58,7 @@ class Gatehouse:
         self.sessions = Sessions(db, clock, config.last_active_resolution, cache)
         self.tokens = Tokens(config, db, clock, self.sessions, self.events)
         self.auth = AuthService(
-            config, self.accounts, self.sessions, self.events, self.limits, self.hasher, self.tokens
+            config, self.accounts, self.sessions, self.events, self.limits, self.hasher, self.tokens, self.followups
         )
         self.templates = Environment(
             loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True, default_for_string=True)
@@ -68,8 +76,12 @@ class Gatehouse:
         first admin from the environment (created once). A one-shot command
         (`create-admin`) passes `background=False`: a worker that claimed a job and then
         exited would leave it waiting for its lease to run out."""
+        if self.db_clock is not None:
+            await self.db_clock.measure()
         await ensure_indexes(self.db)
         if background:
+            if self.db_clock is not None:
+                self.db_clock.start()
             self.feed.start()
             self.queue.start()
         if self.config.admin_username and self.config.admin_password:
@@ -93,6 +105,9 @@ class Gatehouse:
         return True
 
     def close(self) -> None:
+        if self.db_clock is not None:
+            self.db_clock.stop()
         self.feed.stop()
         self.queue.stop()
+        self.followups.stop()
         self.hasher.close()

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bson import ObjectId
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from .common import Clock, Context, seconds
+from .followups import Followups
 
 EVENT_TYPES = (
     "signup",
@@ -32,14 +34,24 @@ EVENT_TYPES = (
     "delete",
     "revoke",
     "notice_failed",
+    "code_requested",
+    "ownership_proven",
+    "contact_detached",
 )
 
 
 class EventLog:
-    def __init__(self, db: AsyncDatabase, clock: Clock, retention_days: int) -> None:
+    """Events are written after the operation they record has happened, so writing one
+    never fails that operation: a failed insert is retried in the background
+    (`Followups`), and each event carries its own `_id`, so a retry never doubles it."""
+
+    def __init__(
+        self, db: AsyncDatabase, clock: Clock, retention_days: int, followups: Followups | None = None
+    ) -> None:
         self.coll = db.events
         self.clock = clock
         self.retention = seconds(retention_days * 86400)
+        self.followups = followups or Followups()
         # Called with (type, outcome) for every event recorded: the metrics hook.
         self.listeners: list[Callable[[str, str], None]] = []
 
@@ -57,6 +69,7 @@ class EventLog:
     ) -> None:
         now = self.clock()
         doc = {
+            "_id": ObjectId(),
             "type": type,
             "at": now,
             "expires_at": now + self.retention,
@@ -71,7 +84,7 @@ class EventLog:
             "request_id": ctx.request_id if ctx else None,
         }
         doc.update(extra)
-        await self.coll.insert_one(doc)
+        await self.followups.run(f"audit event {type}", lambda: self.coll.insert_one(doc), None)
         for listener in self.listeners:
             listener(type, outcome)
 

@@ -189,24 +189,30 @@ class CodeFlows:
 
     async def reset_with_code(self, identifier: str, code: str, password: str, ctx: Context) -> None:
         """Reset by code: the code is checked first (counted), then the new password
-        against the policy, then the reset proves the destination the code went to
-        (taking the account over from an unproven registrant), sets the password and
-        ends every session."""
+        against the policy; then the reset proves the destination the code went to
+        (taking the account over from an unproven registrant) and sets the password,
+        which ends every session. All of that happens *before* the code is spent: if the
+        database fails midway, the code is still good and the client's retry completes
+        the reset (each step is idempotent), instead of answering "invalid code"."""
         account = await self.accounts.find_by_login(identifier)
         subject, key, live = self._reset_subject(identifier, account)
 
-        async def check_new_password(record: dict) -> None:
+        async def reset(record: dict) -> None:
             if live is None or record.get("account_id") != live["id"]:
                 raise CodeInvalid()
             self.auth.hasher.check_policy(password, live.get("username"), live.get("email"), live.get("phone"))
+            target = self.reset_destination(live)
+            if target is not None:
+                await self.auth.prove_ownership(live, target[0], ctx, logged_in=False)
+            await self.auth.set_password_after_reset(live, password, ctx)
 
-        await self.codes.verify("reset", subject, code, ctx.ip_key, limit_key=key, before_spend=check_new_password)
+        await self.codes.verify("reset", subject, code, ctx.ip_key, limit_key=key, before_spend=reset)
         assert live is not None
-        await self.codes.withdraw_account("reset", live["id"])
-        target = self.reset_destination(live)
-        if target is not None:
-            await self.auth.prove_ownership(live, target[0], ctx, logged_in=False)
-        await self.auth.set_password_after_reset(live, password, ctx)
+        # The codes sent to the account's other names die too (a follow-up: they are
+        # single-use codes of an account whose password just changed).
+        await self.auth.followups.run(
+            "withdrawing the other reset codes", lambda: self.codes.withdraw_account("reset", live["id"]), None
+        )
 
     # ---- passwordless login and verification ------------------------------------------
 

@@ -139,7 +139,9 @@ class Sessions:
         """The account's live sessions (those made with its current credentials)."""
         now = self.clock()
         live = {"account_id": account["id"], "revoked_at": None, "expires_at": {"$gt": now}}
-        live["cred_epoch"] = epoch_query(credential_epoch(account))
+        current = {"cred_epoch": epoch_query(credential_epoch(account))}
+        carry = account.get("cred_carry")
+        live["$or"] = [current, {"_id": carry["session"], "cred_epoch": carry["epoch"]}] if carry else [current]
         cursor = self.coll.find(live).sort("last_active", DESCENDING).limit(limit)
         return await cursor.to_list(length=limit)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -131,14 +130,29 @@ class Tokens:
                 algorithms=[key.alg],
                 audience=self.config.jwt_audience,
                 issuer=self.config.jwt_issuer,
-                leeway=self.config.jwt_leeway,
-                options={"require": REQUIRED, "verify_exp": verify_exp},
+                # Times are checked below against our clock (the database's), not this
+                # machine's: a server whose clock is off must not refuse good tokens.
+                options={"require": REQUIRED, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
             )
         except jwt.PyJWTError:
             raise TokenInvalid() from None
         if claims.get("typ") != typ or not isinstance(claims.get("sid"), str):
             raise TokenInvalid()
+        if not self._in_time(claims, verify_exp=verify_exp):
+            raise TokenInvalid()
         return claims
+
+    def _in_time(self, claims: dict, *, verify_exp: bool = True) -> bool:
+        """`nbf` and `iat` not in the future and `exp` not past, by our clock, each with
+        GATEHOUSE_JWT_LEEWAY."""
+        now, leeway = self.clock().timestamp(), self.config.jwt_leeway
+        try:
+            times = {name: float(claims[name]) for name in ("nbf", "iat", "exp")}
+        except (TypeError, ValueError):
+            return False
+        if times["nbf"] > now + leeway or times["iat"] > now + leeway:
+            return False
+        return not verify_exp or times["exp"] >= now - leeway
 
     def access_sid(self, token: str) -> str:
         """The session id of a genuine, unexpired access token. A token verified before is
@@ -148,7 +162,7 @@ class Tokens:
         hit = self._verified.get(token)
         if hit is not None:
             sid, exp = hit
-            if time.time() <= exp + self.config.jwt_leeway:
+            if self.clock().timestamp() <= exp + self.config.jwt_leeway:
                 self._verified.move_to_end(token)
                 return sid
             del self._verified[token]

@@ -342,10 +342,17 @@ def sinks(settings: dict[str, Any]):
     smtp_port = free_port()
     controller = Controller(SmtpSink(), hostname="127.0.0.1", port=smtp_port)
     controller.start()
-    settings.setdefault("sms_webhook_url", f"http://127.0.0.1:{httpd.server_address[1]}/sms")
-    settings.setdefault("smtp_url", f"smtp://127.0.0.1:{smtp_port}")
-    settings.setdefault("mail_from", "gatehouse@example.test")
+    added = {
+        "sms_webhook_url": f"http://127.0.0.1:{httpd.server_address[1]}/sms",
+        "smtp_url": f"smtp://127.0.0.1:{smtp_port}",
+        "mail_from": "gatehouse@example.test",
+    }
+    added = {k: v for k, v in added.items() if k not in settings}
+    settings.update(added)
     yield box
+    # A parametrized settings dict is shared by every case: leave it as it came.
+    for key in added:
+        settings.pop(key, None)
     controller.stop()
     httpd.shutdown()
     httpd.server_close()

@@ -317,7 +317,7 @@ async def test_known_and_unknown_code_requests_take_the_same_time(settings, flow
     known, unknown = (statistics.median(s) for s in samples)
     # Delivery is off the request path, and an unknown destination gets a blank job: the
     # medians agree to a fraction of a millisecond here; a synchronous send costs several.
-    assert abs(known - unknown) < max(0.002, 0.15 * unknown), (known, unknown)
+    assert abs(known - unknown) < max(0.003, 0.2 * unknown), (known, unknown)
 
 
 # ---- a credential change beats racing logins ----------------------------------------------
@@ -564,6 +564,10 @@ async def test_reset_texts_keep_the_numbers_own_caps(settings, sinks, api, gateh
             break
         await asyncio.sleep(0.05)
     assert len([m for m in sinks.messages if m["to"].startswith(block)]) == 3
+    for _ in range(100):  # each refused job's event is written just after it settles
+        if len(await gatehouse.events.find(type="code_failed")) == 5:
+            break
+        await asyncio.sleep(0.05)
     assert len(await gatehouse.events.find(type="code_failed")) == 5
 
 

@@ -1,0 +1,274 @@
+"""Issue 15 (part): every multi-step operation is all-or-nothing and retry-safe, audit
+events never fail a done operation, and all processes share the database's clock.
+
+The failure tests use MongoDB's own fault injection (`configureFailPoint` /
+`failCommand`): the k-th write of a flow fails once (k = 0, 1, 2, …), the client retries
+what answered 503, and the final state and answers must be those of one success."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.errors import OperationFailure
+
+from models.common import Context, utcnow
+from models.core import Gatehouse
+from models.db import connect
+from tests.conftest import PASSWORD, login, register
+
+NEW = "Brand-new-pass-7"
+WRITES = ["insert", "update", "findAndModify", "delete"]
+# Interrupted: a transient error that is no connection failure and that the driver does
+# not retry by itself, so the operation's own ordering is what is tested.
+TRANSIENT = 11601
+QUIET = {"session_cache_ms": 0}  # no change feed: the flow's own writes, counted exactly
+
+
+@pytest.fixture
+async def fail_nth_write(mongo_uri, gatehouse):
+    """`await fail(k)`: the k-th write (0-based) of the app from now on fails once."""
+    control = AsyncMongoClient(mongo_uri, appname="gatehouse-test-control")
+    gatehouse.queue.stop()  # the worker's claims would take the failure meant for the flow
+
+    async def fail(k: int) -> None:
+        try:
+            await control.admin.command(
+                "configureFailPoint",
+                "failCommand",
+                mode={"skip": k, "times": 1},
+                data={"failCommands": WRITES, "errorCode": TRANSIENT, "appName": "gatehouse"},
+            )
+        except OperationFailure as e:
+            pytest.skip(f"this database does not allow fault injection (enableTestCommands): {e}")
+
+    yield fail
+    await control.admin.command("configureFailPoint", "failCommand", mode="off")
+    await control.close()
+
+
+async def off(mongo_uri) -> None:
+    control = AsyncMongoClient(mongo_uri, appname="gatehouse-test-control")
+    await control.admin.command("configureFailPoint", "failCommand", mode="off")
+    await control.close()
+
+
+async def with_one_retry(request):
+    """The request, and once more if it answered 503 (what a client does)."""
+    r = await request()
+    return (await request()) if r.status == 503 else r, r.status
+
+
+async def live_sessions(gatehouse, account_id: int) -> int:
+    return await gatehouse.db.sessions.count_documents({"account_id": account_id, "revoked_at": None})
+
+
+async def eventually(check, timeout: float = 8.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "never settled"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("k", range(6))
+@pytest.mark.parametrize("settings", [dict(QUIET)])
+async def test_sign_up_survives_a_failure_at_any_write(settings, k, api, gatehouse, fail_nth_write, mongo_uri):
+    name = f"u{uuid.uuid4().hex[:10]}"
+    await fail_nth_write(k)
+    r, first = await with_one_retry(lambda: api.post("/auth/register", {"username": name, "password": PASSWORD}))
+    await off(mongo_uri)
+    assert r.status == 200, (first, r.data)  # never a 409 for the client's own retry
+    assert await gatehouse.db.accounts.count_documents({"username": name}) == 1
+    assert (await api.post("/auth/auth", {"username": name, "password": PASSWORD})).status == 200
+
+
+@pytest.mark.parametrize("k", range(10))
+@pytest.mark.parametrize("settings", [dict(QUIET)])
+async def test_login_survives_a_failure_at_any_write(settings, k, api, gatehouse, fail_nth_write, mongo_uri):
+    user = await register(api)
+    await fail_nth_write(k)
+    r, _ = await with_one_retry(lambda: api.post("/auth/auth", {"username": user["username"], "password": PASSWORD}))
+    await off(mongo_uri)
+    assert r.status == 200
+    assert (await api.get("/auth/me", token=r.data["data"]["token"])).status == 200
+
+    # A login that answered 503 leaves no live session behind (nobody has its token).
+    async def one_live() -> bool:
+        return await live_sessions(gatehouse, user["id"]) == 1
+
+    await eventually(one_live)
+
+
+@pytest.mark.parametrize("k", range(8))
+@pytest.mark.parametrize("settings", [dict(QUIET)])
+async def test_password_change_survives_a_failure_at_any_write(settings, k, api, gatehouse, fail_nth_write, mongo_uri):
+    user = await register(api)
+    mine, other = await login(api, user), await login(api, user)
+    await fail_nth_write(k)
+    r, first = await with_one_retry(
+        lambda: api.post("/auth/password", {"password": PASSWORD, "new_password": NEW}, token=mine)
+    )
+    await off(mongo_uri)
+    # One success: the change is done once, my session lives, the other is dead, and a
+    # retry is never told that the (old) password is wrong after the change was made.
+    assert r.status == 200, (first, r.data)
+    assert (await api.get("/auth/me", token=mine)).status == 200
+    assert (await api.get("/auth/me", token=other)).status == 403
+    assert (await api.post("/auth/auth", {"username": user["username"], "password": NEW})).status == 200
+    assert (await api.post("/auth/auth", {"username": user["username"], "password": PASSWORD})).status == 401
+
+
+@pytest.mark.parametrize("k", range(12))
+@pytest.mark.parametrize("settings", [dict(QUIET)])
+async def test_reset_survives_a_failure_at_any_write(settings, k, sinks, api, gatehouse, fail_nth_write, mongo_uri):
+    user = await register(api)
+    token = await login(api, user)
+    gatehouse.queue.start()
+    await api.post("/auth/reset", {"username": user["username"]})
+    code = await sinks.code_for(user["email"])
+    gatehouse.queue.stop()
+    body = {"username": user["username"], "password": NEW, "code": code}
+    await fail_nth_write(k)
+    r, first = await with_one_retry(lambda: api.post("/auth/reset", body))
+    await off(mongo_uri)
+    assert r.status == 200 and r.data["data"] == "Success", (first, r.data)  # never INVALID_CODE
+    assert (await api.get("/auth/me", token=token)).status == 403
+    assert (await api.post("/auth/auth", {"username": user["username"], "password": NEW})).status == 200
+
+
+@pytest.mark.parametrize("k", range(8))
+@pytest.mark.parametrize("settings", [dict(QUIET)])
+async def test_refresh_survives_a_failure_at_any_write(settings, k, api, gatehouse, fail_nth_write, mongo_uri):
+    user = await register(api)
+    pair = (await api.post("/auth/token", {"username": user["username"], "password": PASSWORD})).data["data"]
+    await fail_nth_write(k)
+    r, first = await with_one_retry(lambda: api.post("/auth/token/refresh", {"refresh_token": pair["refresh_token"]}))
+    await off(mongo_uri)
+    assert r.status == 200, (first, r.data)  # a retry is never taken for token theft
+    fresh = r.data["data"]
+    assert (await api.get("/auth/me", token=fresh["access_token"])).status == 200
+    r = await api.post("/auth/token/refresh", {"refresh_token": fresh["refresh_token"]})
+    assert r.status == 200
+
+
+@pytest.mark.parametrize("k", range(5))
+@pytest.mark.parametrize("settings", [dict(QUIET)])
+async def test_kick_and_disable_survive_a_failure_at_any_write(
+    settings, k, api, gatehouse, admin, fail_nth_write, mongo_uri
+):
+    user = await register(api)
+    token, other = await login(api, user), await login(api, user)
+    session_id = (await api.get("/auth/me", token=other)).data["data"]["session"]
+    await fail_nth_write(k)
+    r, _ = await with_one_retry(lambda: api.delete(f"/auth/sessions/{session_id}", token=token))
+    await off(mongo_uri)
+    assert r.status == 200 and (await api.get("/auth/me", token=other)).status == 403
+    await fail_nth_write(k)
+    r, _ = await with_one_retry(lambda: api.post(f"/admin/api/accounts/{user['id']}/disable", token=admin["token"]))
+    await off(mongo_uri)
+    assert r.status == 200 and (await api.get("/auth/me", token=token)).status == 403
+    gatehouse.followups.base = 0.05
+
+    async def whole() -> bool:  # the audit trail of what was done is whole, in the end
+        return {"kick", "disable"} <= {e["type"] for e in await gatehouse.events.find(account_id=user["id"])}
+
+    await eventually(whole)
+
+
+@pytest.mark.parametrize("settings", [dict(QUIET)])
+async def test_a_failed_event_insert_never_fails_the_operation_and_is_written_later(
+    settings, api, gatehouse, mongo_uri
+):
+    user = await register(api)
+    token, other = await login(api, user), await login(api, user)
+    session_id = (await api.get("/auth/me", token=other)).data["data"]["session"]
+    gatehouse.followups.base = 0.05
+    control = AsyncMongoClient(mongo_uri, appname="gatehouse-test-control")
+    try:
+        # A kick's one insert is its audit event (the revocation is an update).
+        await control.admin.command(
+            "configureFailPoint",
+            "failCommand",
+            mode={"times": 1},
+            data={"failCommands": ["insert"], "errorCode": TRANSIENT, "appName": "gatehouse"},
+        )
+        r = await api.delete(f"/auth/sessions/{session_id}", token=token)
+        assert r.status == 200
+    finally:
+        await control.admin.command("configureFailPoint", "failCommand", mode="off")
+        await control.close()
+
+    async def written() -> bool:
+        return bool(await gatehouse.events.find(account_id=user["id"], type="kick"))
+
+    await eventually(written)
+    assert len(await gatehouse.events.find(account_id=user["id"], type="kick")) == 1
+
+
+# ---- one clock ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def two_servers(mongo_uri, config):
+    """Two Gatehouses over one database, the second on a machine whose clock is five
+    minutes fast; both keep the database's time."""
+    name = "gh_clock_" + uuid.uuid4().hex[:10]
+    clients, houses = [], []
+    for skew in (0, 300):
+        client = connect(mongo_uri, config.db_timeout_ms)
+        gh = Gatehouse(config, client[name])
+        assert gh.db_clock is not None
+        gh.db_clock.local = lambda skew=skew: utcnow() + timedelta(seconds=skew)
+        await gh.setup(background=False)
+        clients.append(client)
+        houses.append(gh)
+    yield houses
+    for gh in houses:
+        gh.close()
+    await clients[0].drop_database(name)
+    for client in clients:
+        await client.close()
+
+
+async def test_servers_with_skewed_clocks_write_and_compare_one_time(two_servers):
+    a, b = two_servers
+    assert abs((a.clock() - b.clock()).total_seconds()) < 1.0
+    assert abs((utcnow() - a.clock()).total_seconds()) < 2.0  # the database's time here
+
+
+@pytest.mark.parametrize("settings", [{"refresh_reuse_grace": 0}])
+async def test_rotation_and_reuse_detection_hold_across_skewed_servers(settings, two_servers):
+    a, b = two_servers
+    ctx = Context(ip="127.0.0.1", style="native")
+    await a.auth.register(ctx, password=PASSWORD, username="skewed")
+    login_ = await a.auth.login_jwt("skewed", PASSWORD, ctx)
+    assert login_.pair is not None and login_.pair.refresh is not None
+    rotated = await b.auth.refresh(login_.pair.refresh, ctx)  # the fast server rotates
+    assert rotated.refresh
+    await a.auth.authenticate(rotated.access)  # its access token is good on the other
+    await asyncio.sleep(1.1)
+    # The retired token replayed on the correct server after the grace: theft.
+    from models.errors import TokenInvalid
+
+    with pytest.raises(TokenInvalid):
+        await a.auth.refresh(login_.pair.refresh, ctx)
+    session = await a.sessions.find(login_.session["_id"])
+    assert session["revoked_reason"] == "refresh_reuse"
+
+
+@pytest.mark.parametrize("settings", [{"login_failures_per_account": 2}])
+async def test_a_lock_written_by_a_fast_server_lasts_as_long_on_the_other(settings, two_servers, config):
+    a, b = two_servers
+    ctx = Context(ip="127.0.0.1", style="native")
+    await a.auth.register(ctx, password=PASSWORD, username="locked")
+    from models.errors import InvalidCredentials
+
+    for _ in range(2):
+        with pytest.raises(InvalidCredentials):
+            await b.auth.check_password("locked", "Wrong-horse-00", ctx)
+    account = await a.accounts.find_by_login("locked")
+    left = await a.limits.locked_for(f"login:account={account['id']}")
+    assert abs(left - config.login_failure_window) <= 3, left
