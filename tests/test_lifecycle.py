@@ -1,9 +1,13 @@
 """Stopping and keeping alive, against real processes: a drain under keep-alive load,
-and a shutdown with the database down."""
+a shutdown with the database down, and the supervisor of `--processes N` (restarts
+with backoff, counted and logged; readiness while a worker is missing; giving up on a
+crash loop; no connections taken before a worker can serve)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import signal
 import time
 
@@ -12,7 +16,7 @@ import pytest
 
 from models.db import EmbeddedMongo, free_port
 from tests.procs import ServerProcess
-from tests.test_ops import PASSWORD, new_user
+from tests.test_ops import PASSWORD, fresh_connection_client, metric_sum, new_user
 
 
 @pytest.fixture
@@ -126,3 +130,146 @@ async def test_shutdown_with_the_database_down_answers_and_exits_in_time(servers
     out = server.output()
     assert "answered 1 request(s) still running at the shutdown deadline with 503" in out
     assert "Traceback" not in out
+
+
+# ---- supervision --------------------------------------------------------------------
+
+
+def workers_of(server: ServerProcess) -> list[int]:
+    return server.children()
+
+
+async def wait_replaced(server: ServerProcess, gone: int, count: int = 2, bound: float = 30) -> list[int]:
+    """Until `count` workers run, `gone` not among them, and /readyz says all serve."""
+    deadline = time.monotonic() + bound
+    while True:
+        pids = workers_of(server)
+        if len(pids) == count and gone not in pids:
+            try:
+                if httpx.get(server.url + "/readyz", timeout=2).status_code == 200:
+                    return pids
+            except httpx.TransportError:
+                pass
+        assert server.proc is not None and server.proc.poll() is None, server.output()[-3000:]
+        assert time.monotonic() < deadline, f"worker {gone} not replaced in {bound} s:\n" + server.output()[-3000:]
+        await asyncio.sleep(0.1)
+
+
+async def test_workers_killed_fifteen_times_are_replaced_counted_and_logged(servers, mongo_uri):
+    server = ServerProcess(
+        mongo_uri,
+        "--processes",
+        "2",
+        GATEHOUSE_WORKER_MAX_CRASHES="100",
+        GATEHOUSE_WORKER_RESTART_MAX_DELAY_MS="400",
+    ).start()
+    servers.append(server)
+    async with fresh_connection_client(server.url) as http:
+        _, token = await new_user(http)
+        me = {"Authorization": token}
+        stop = asyncio.Event()
+        background: list[str] = []
+
+        async def load() -> None:  # through every kill: answers are 200, or no connection at all
+            while not stop.is_set():
+                try:
+                    r = await http.get("/auth/me", headers=me)
+                    background.append(str(r.status_code))
+                except httpx.TransportError as e:
+                    background.append(type(e).__name__)
+                await asyncio.sleep(0.02)
+
+        loader = asyncio.create_task(load())
+        try:
+            pids = workers_of(server)
+            for kill in range(15):
+                victim = pids[kill % 2]
+                os.kill(victim, signal.SIGKILL)
+                pids = await wait_replaced(server, victim)
+                after = [await http.get("/auth/me", headers=me) for _ in range(10)]
+                assert [r.status_code for r in after] == [200] * 10, f"after kill {kill + 1}"
+        finally:
+            stop.set()
+            await loader
+        assert background.count("200") > 0
+        assert {b for b in background if b != "200"} <= {"ConnectError", "ReadError", "RemoteProtocolError"}
+        text = (await http.get("/metrics")).text
+        assert metric_sum(text, "gatehouse_worker_restarts_total") == 15
+    out = server.output()
+    assert len(re.findall(r"worker \d \(pid \d+\) was killed by SIGKILL; restarting it in", out)) == 15
+    assert "giving up" not in out
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait, 30) == 0
+
+
+async def test_readyz_reports_a_missing_worker_while_its_restart_backs_off(servers, mongo_uri):
+    """The first restart waits 1 s; the same worker dying again soon after waits 2 s.
+    Meanwhile the other worker answers, and /readyz says 503 with one worker missing."""
+    server = ServerProcess(mongo_uri, "--processes", "2", GATEHOUSE_WORKER_RESTART_DELAY_MS="1000").start()
+    servers.append(server)
+    pids = workers_of(server)
+    ready = httpx.get(server.url + "/readyz", timeout=5).json()
+    assert ready == {"status": "ready", "database": True, "workers": {"expected": 2, "serving": 2, "missing": 0}}
+    victim = pids[0]
+    for delay in ("1.0", "2.0"):
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while True:
+            r = httpx.get(server.url + "/readyz", timeout=5)
+            if r.status_code == 503:
+                break
+            assert time.monotonic() < deadline, "readyz never noticed the missing worker"
+            await asyncio.sleep(0.05)
+        assert r.json() == {
+            "status": "not ready",
+            "database": True,
+            "workers": {"expected": 2, "serving": 1, "missing": 1},
+        }
+        assert httpx.get(server.url + "/healthz", timeout=5).status_code == 200  # the other one serves
+        replaced = await wait_replaced(server, victim)
+        assert f"restarting it in {delay} s" in server.output()
+        victim = next(p for p in replaced if p not in pids)  # the replacement, killed next
+        pids = replaced
+    server.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait, 30) == 0
+
+
+async def test_a_crash_loop_past_the_bound_stops_the_server_non_zero(servers, mongo_uri):
+    server = ServerProcess(
+        mongo_uri, "--processes", "2", GATEHOUSE_WORKER_MAX_CRASHES="2", GATEHOUSE_WORKER_CRASH_WINDOW="60"
+    ).start()
+    servers.append(server)
+    pids = workers_of(server)
+    for _ in range(2):
+        os.kill(pids[0], signal.SIGKILL)
+        pids = await wait_replaced(server, pids[0])
+    os.kill(pids[0], signal.SIGKILL)  # the third death within the minute
+    assert await asyncio.to_thread(server.wait, 30) == 1
+    out = server.output()
+    assert len(re.findall(r"giving up: 3 worker deaths within 60 s, over GATEHOUSE_WORKER_MAX_CRASHES=2", out)) == 1
+    assert out.count("restarting it in") == 2
+    assert out.count("stopped") >= 1  # the surviving worker drained
+
+
+async def test_a_worker_takes_no_connections_before_it_can_serve(servers, tmp_path):
+    """Workers waiting for MongoDB do not listen yet: a client is refused at once, not
+    left waiting on a connection nobody will read."""
+    port = free_port()
+    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    server = ServerProcess(uri, "--processes", "2", GATEHOUSE_DB_TIMEOUT_MS="500").start(wait=False)
+    servers.append(server)
+    deadline = time.monotonic() + 20
+    while "MongoDB not reachable yet" not in server.output():
+        assert time.monotonic() < deadline, server.output()
+        await asyncio.sleep(0.2)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.url + "/healthz", timeout=3)
+    db = EmbeddedMongo(tmp_path / "db", port=port)
+    db.start()
+    try:
+        server.wait_ready(60)
+        r = httpx.get(server.url + "/readyz", timeout=5)
+        assert r.json()["workers"] == {"expected": 2, "serving": 2, "missing": 0}
+    finally:
+        server.stop()
+        db.stop()
