@@ -105,7 +105,10 @@ class DrainingHTTPServer(HTTPServer):
             await asyncio.sleep(0.05)
         late = list(inflight)
         for handler in late:
-            handler.answer_late()
+            try:
+                handler.answer_late()
+            except Exception:  # noqa: BLE001 - one odd handler must not stop the shutdown
+                log.exception("could not answer a request still running at the shutdown deadline")
         # Let those answers reach the socket; every connection then closes by itself.
         settle = time.monotonic() + 0.25
         while self.open and time.monotonic() < settle:
