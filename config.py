@@ -96,6 +96,11 @@ class Config:
     admin_username: str | None = None
     admin_password: str | None = None
     log_format: str = "text"
+    # Worker supervision (--processes N)
+    worker_max_crashes: int = 10  # more worker deaths than this within the window: exit 1
+    worker_crash_window: int = 60
+    worker_restart_delay_ms: int = 100  # first restart delay, doubling per quick death
+    worker_restart_max_delay_ms: int = 10_000
 
     @property
     def production(self) -> bool:
@@ -321,9 +326,15 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -
         admin_username=read.str("GATEHOUSE_ADMIN_USERNAME"),
         admin_password=read.str("GATEHOUSE_ADMIN_PASSWORD"),
         log_format=read.choice("GATEHOUSE_LOG_FORMAT", "text", ("text", "json")),
+        worker_max_crashes=read.int("GATEHOUSE_WORKER_MAX_CRASHES", 10, 1, 10_000),
+        worker_crash_window=read.int("GATEHOUSE_WORKER_CRASH_WINDOW", 60, 1, 24 * 3600),
+        worker_restart_delay_ms=read.int("GATEHOUSE_WORKER_RESTART_DELAY_MS", 100, 10, 60_000),
+        worker_restart_max_delay_ms=read.int("GATEHOUSE_WORKER_RESTART_MAX_DELAY_MS", 10_000, 10, 600_000),
     )
     if values["session_idle_seconds"] > values["session_max_seconds"]:  # type: ignore[operator]
         raise ConfigError("GATEHOUSE_SESSION_IDLE_SECONDS must not exceed GATEHOUSE_SESSION_MAX_SECONDS")
+    if values["worker_restart_delay_ms"] > values["worker_restart_max_delay_ms"]:  # type: ignore[operator]
+        raise ConfigError("GATEHOUSE_WORKER_RESTART_DELAY_MS must not exceed GATEHOUSE_WORKER_RESTART_MAX_DELAY_MS")
     if bool(values["admin_username"]) != bool(values["admin_password"]):
         raise ConfigError("GATEHOUSE_ADMIN_USERNAME and GATEHOUSE_ADMIN_PASSWORD go together")
     values.update(overrides)

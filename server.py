@@ -18,14 +18,15 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 from tornado.web import Application
 
 from config import Config, ConfigError, load_config
+from lifecycle import DrainingHTTPServer, Roster, Supervisor, start_watchdog
 
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("gatehouse")
@@ -89,10 +90,10 @@ def make_app(config: Config, gatehouse: object) -> Application:
     return app
 
 
-def make_server(app: Application, config: Config) -> HTTPServer:
+def make_server(app: Application, config: Config) -> DrainingHTTPServer:
     # xheaders stays off: Tornado would then believe a client-sent X-Real-Ip. The
     # handlers read X-Forwarded-For themselves, and only behind GATEHOUSE_TRUST_PROXY.
-    return HTTPServer(
+    return DrainingHTTPServer(
         app,
         xheaders=False,
         # Bodies over the API limit still get a JSON 413 from the handler; this hard cap
@@ -208,7 +209,7 @@ async def open_gatehouse(config: Config, uri: str, *, background: bool = True): 
     return client, gatehouse
 
 
-async def serve(config: Config, uri: str, sockets: list | None = None, worker: str = "") -> None:
+async def serve(config: Config, uri: str, worker: Worker | None = None) -> None:
     # Signals first: a SIGTERM during start-up then means "stop once started", cleanly.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -225,46 +226,78 @@ async def serve(config: Config, uri: str, sockets: list | None = None, worker: s
     client, gatehouse = opening.result()
     app = make_app(config, gatehouse)
     server = make_server(app, config)
-    if sockets is None:
+    # Listening only now, with the database open: the kernel hands connections to a
+    # socket that listens, and one that cannot be served yet would only wait.
+    if worker is None:
         server.listen(config.port, config.bind)
     else:
-        server.add_sockets(sockets)
-    log.info("Gatehouse%s listening on http://%s:%d (%s)", worker, config.bind, config.port, config.env)
+        from tornado.netutil import bind_sockets
+
+        server.add_sockets(bind_sockets(worker.port, config.bind, reuse_port=True))
+        app.settings["roster"] = worker.roster
+        worker.roster.join()
+    label = f" worker {worker.index + 1}/{worker.roster.expected}" if worker else ""
+    log.info("Gatehouse%s listening on http://%s:%d (%s)", label, config.bind, config.port, config.env)
     flusher = PeriodicCallback(flush_logs, BatchingHandler.FLUSH_SECONDS * 1000)
     flusher.start()
     await stop.wait()
     flusher.stop()
+    if worker is not None:
+        worker.roster.leave()
+    await shut_down(config, app, server, client, gatehouse)
 
+
+CLIENT_CLOSE_SECONDS = 1.0
+
+
+async def shut_down(config: Config, app: Application, server: DrainingHTTPServer, client: Any, gatehouse: Any) -> None:
+    """Everything within GATEHOUSE_SHUTDOWN_GRACE (at most 28 s, under Heroku's 30 s):
+    requests until a second before it, then a bounded close of the MongoDB client (with
+    the database down, closing waits for it), and a watchdog one second past it."""
+    started = time.monotonic()
+    grace = config.shutdown_grace
+    start_watchdog(grace + 1, "shutdown")
     log.info("shutting down: no new connections, draining requests in flight")
-    server.stop()
-    await drain(app, seconds=config.shutdown_grace)
-    await server.close_all_connections()
+    late = await server.drain(app, until=started + max(grace - 1, grace / 2))
+    if late:
+        log.warning("answered %d request(s) still running at the shutdown deadline with 503", late)
     gatehouse.close()  # its background tasks first, while the client can still answer them
-    await client.close()
+    try:
+        await asyncio.wait_for(client.close(), CLIENT_CLOSE_SECONDS)
+    except TimeoutError:
+        log.warning("MongoDB client did not close within %.0f s; leaving it", CLIENT_CLOSE_SECONDS)
     log.info("stopped")
     flush_logs()
 
 
-async def drain(app: Application, seconds: float) -> None:
-    """Wait (bounded, below Heroku's 30 s) for requests in flight to finish."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while app.settings.get("inflight", 0) > 0 and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.05)
+@dataclass(frozen=True)
+class Worker:
+    """What a forked worker needs from its supervisor."""
+
+    index: int
+    port: int
+    roster: Roster
 
 
 def run_processes(config: Config, uri: str, count: int) -> int:
-    """Fork `count` Tornado processes on one port. Nothing is shared
-    between them but MongoDB. The parent forwards SIGTERM/SIGINT, restarts a worker that
-    crashes (a bounded number of times), and returns when every worker has exited."""
+    """Fork `count` Tornado processes on one port. Nothing is shared between them but
+    MongoDB. The parent forwards SIGTERM/SIGINT and keeps the workers alive
+    (`lifecycle.Supervisor`); returns 1 when it gave up on crashing workers."""
     import shutil
     import tempfile
 
-    from tornado.netutil import bind_sockets
-
     # Each worker writes its metrics here; /metrics in any worker sums them all. It must
-    # be set before prometheus_client is imported, which happens after the fork.
-    metrics_dir = tempfile.mkdtemp(prefix="gatehouse-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # be set before prometheus_client is imported.
+    runtime = Path(tempfile.mkdtemp(prefix="gatehouse-run-"))
+    (runtime / "metrics").mkdir()
+    (runtime / "serving").mkdir()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(runtime / "metrics")
+    # Imported here, before any fork: the supervisor counts restarts into the same
+    # directory, and a replacement worker starts without importing the application.
+    from prometheus_client import multiprocess
+
+    from handlers.metrics import WORKER_RESTARTS
+
     # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new
     # connections evenly. (With one shared socket, the first worker to wake accepts
     # every pending connection: under a burst of new connections one worker got them
@@ -272,20 +305,17 @@ def run_processes(config: Config, uri: str, count: int) -> int:
     # and to hold it; a socket that does not listen is given no connections.
     held = reserve_port(config.port, config.bind)
     port = held[0].getsockname()[1]  # the number bound, should the configuration say 0
-    children: dict[int, int] = {}
-    stopping = False
+    roster = Roster(runtime / "serving", count)
 
-    def spawn(index: int) -> None:
+    def start(index: int) -> int:
         pid = os.fork()
         if pid:
-            children[pid] = index
-            return
+            return pid
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         code = 0
         try:
-            sockets = bind_sockets(port, config.bind, reuse_port=True)
-            asyncio.run(serve(config, uri, sockets, worker=f" worker {index + 1}/{count}"))
+            asyncio.run(serve(config, uri, Worker(index, port, roster)))
         except BaseException:  # noqa: BLE001 - a worker reports its death and exits non-zero
             log.exception("worker %d failed", index + 1)
             code = 1
@@ -293,43 +323,27 @@ def run_processes(config: Config, uri: str, count: int) -> int:
             logging.shutdown()
         os._exit(code)
 
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in list(children):
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-
-    for index in range(count):
-        spawn(index)
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    restarts = 0
-    failed = False
+    supervisor = Supervisor(
+        count,
+        start,
+        first_delay=config.worker_restart_delay_ms / 1000,
+        max_delay=config.worker_restart_max_delay_ms / 1000,
+        max_crashes=config.worker_max_crashes,
+        window=config.worker_crash_window,
+        grace=config.shutdown_grace,
+        roster=roster,
+        on_restart=WORKER_RESTARTS.inc,
+        on_death=multiprocess.mark_process_dead,
+    )
+    signal.signal(signal.SIGTERM, lambda signum, _frame: supervisor.stop(signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: supervisor.stop(signum))
     try:
-        while children:
-            # waitpid on our own workers only: the embedded database is a child too.
-            for pid in list(children):
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if not done:
-                    continue
-                index = children.pop(pid)
-                code = os.waitstatus_to_exitcode(status)
-                if stopping or code == 0:
-                    continue
-                failed = True
-                if restarts < 10:
-                    restarts += 1
-                    log.warning("worker %d exited with %d; starting it again", index + 1, code)
-                    spawn(index)
-            time.sleep(0.1)
+        return supervisor.run()
     finally:
         for sock in held:
             sock.close()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 1 if failed and not stopping else 0
+        flush_logs()
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 def reserve_port(port: int, address: str) -> list[socket.socket]:

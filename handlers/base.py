@@ -146,14 +146,31 @@ class CommonMixin:
     request: Any
     settings: dict
 
+    answered_late = False
+
     def initialize(self, **kwargs: Any) -> None:
-        # Requests in flight, so a graceful shutdown can wait for them to finish.
-        shared = self.application.settings  # type: ignore[attr-defined]
-        shared["inflight"] = shared.get("inflight", 0) + 1
+        # Requests in flight, so a graceful shutdown can wait for them to finish (and
+        # answer the ones still running at its deadline).
+        self.application.settings.setdefault("inflight", set()).add(self)  # type: ignore[attr-defined]
         super().initialize(**kwargs)  # type: ignore[misc]
 
     def on_finish(self) -> None:
-        self.application.settings["inflight"] -= 1  # type: ignore[attr-defined]
+        self.application.settings["inflight"].discard(self)  # type: ignore[attr-defined]
+
+    def flush(self, include_footers: bool = False) -> Any:
+        if self.application.settings.get("draining"):  # type: ignore[attr-defined]
+            # Shutting down: the client must not send another request on this connection
+            # (the server reads none; see lifecycle.DrainingHTTPServer). Once the headers
+            # are out this changes nothing.
+            self.set_header("Connection", "close")  # type: ignore[attr-defined]
+        return super().flush(include_footers)  # type: ignore[misc]
+
+    def answer_late(self) -> None:
+        """The shutdown's deadline came first: a 503 now rather than no answer at all.
+        Whatever the request was still doing is abandoned, and its errors unlogged."""
+        self.answered_late = True
+        error = Unavailable("the server is shutting down; try again")
+        self.send_error(503, exc_info=(Unavailable, error, None))  # type: ignore[attr-defined]
 
     @property
     def gh(self) -> Gatehouse:
@@ -383,7 +400,7 @@ class APIHandler(CommonMixin, RequestHandler):
         return getattr(type(self), name, None) not in (None, getattr(RequestHandler, name, None))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, (DomainError, HTTPError)):
+        if isinstance(value, (DomainError, HTTPError)) or self.answered_late:
             return  # expected outcomes; the access log has the status
         if value is not None and is_db_outage(value):
             app_log.warning("database unavailable: %s", type(value).__name__)

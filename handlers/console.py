@@ -209,7 +209,7 @@ class ConsoleHandler(CommonMixin, RequestHandler):
             self.finish(f"{status} {code}")
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, (DomainError, HTTPError)):
+        if isinstance(value, (DomainError, HTTPError)) or self.answered_late:
             return
         if value is not None and is_db_outage(value):
             log.warning("database unavailable: %s", type(value).__name__)

@@ -12,9 +12,10 @@ from models.errors import NotAuthenticated
 from .base import APIHandler, allow_anonymous, is_db_outage
 from .metrics import ACTIVE, registry
 from .openapi import OpenApiHandler
-from .spec import BOOL, STR, Route, const, doc, obj
+from .spec import BOOL, INT, STR, Route, const, doc, obj
 
-READY = obj({"status": STR, "database": BOOL})
+WORKERS = obj({"expected": INT, "serving": INT, "missing": INT})
+READY = obj({"status": STR, "database": BOOL, "workers": WORKERS}, optional=("workers",))
 
 
 class HealthHandler(APIHandler):
@@ -27,19 +28,35 @@ class HealthHandler(APIHandler):
 
 
 class ReadyHandler(APIHandler):
-    """Ready when MongoDB answers and every index is in place."""
+    """Ready when MongoDB answers, every index is in place and, with `--processes N`,
+    all N workers serve (`workers` says how many are missing). A draining process is
+    not ready: the router should send it nothing new."""
 
     @allow_anonymous
-    @doc("Readiness: MongoDB answers and every index exists", ok=READY, extra={503: READY})
+    @doc(
+        "Readiness: MongoDB answers, every index exists and every worker process serves",
+        ok=READY,
+        extra={503: READY},
+    )
     async def get(self) -> None:
         try:
             await self.gh.db.command("ping")
-            ready = await indexes_ready(self.gh.db)
+            database = await indexes_ready(self.gh.db)
         except Exception as e:  # noqa: BLE001 - any failure here means "not ready"
             if not is_db_outage(e):
                 raise
-            ready = False
-        self.reply({"status": "ready" if ready else "not ready", "database": ready}, status=200 if ready else 503)
+            database = False
+        answer: dict = {"database": database}
+        ready = database
+        roster = self.settings.get("roster")
+        if roster is not None:
+            serving = roster.serving()
+            missing = max(roster.expected - serving, 0)
+            answer["workers"] = {"expected": roster.expected, "serving": serving, "missing": missing}
+            ready = ready and not missing
+        draining = self.settings.get("draining", False)
+        answer["status"] = "draining" if draining else "ready" if ready else "not ready"
+        self.reply(answer, status=200 if ready and not draining else 503)
 
 
 class MetricsHandler(APIHandler):

@@ -25,6 +25,8 @@ LOGINS = Counter("gatehouse_logins_total", "Logins, by outcome", ["outcome"])
 CODES = Counter("gatehouse_codes_total", "One-time codes sent or failed to send", ["outcome"])
 REUSE = Counter("gatehouse_refresh_reuse_total", "Refresh tokens replayed after rotation (session revoked)")
 KICKS = Counter("gatehouse_kicks_total", "Kick operations (one session or all of an account)")
+# Counted by the supervisor of `--processes N` itself, into the same directory.
+WORKER_RESTARTS = Counter("gatehouse_worker_restarts_total", "Worker processes started again after one died")
 ACTIVE = Gauge(
     "gatehouse_active_sessions", "Live sessions in the database, read at scrape", multiprocess_mode="livemostrecent"
 )

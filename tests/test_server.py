@@ -34,6 +34,12 @@ PROD = {"GATEHOUSE_ENV": "production", "SECRET_KEY": "k" * 40, "MONGODB_URI": "m
         ({**PROD, "GATEHOUSE_TEST_ENDPOINTS": "true"}, "GATEHOUSE_TEST_ENDPOINTS must not be set in production"),
         ({**PROD, "GATEHOUSE_SMTP_URL": "mail.example:25"}, "GATEHOUSE_SMTP_URL"),
         ({**PROD, "GATEHOUSE_ADMIN_USERNAME": "root"}, "go together"),
+        ({**PROD, "GATEHOUSE_WORKER_MAX_CRASHES": "0"}, "GATEHOUSE_WORKER_MAX_CRASHES must be between 1"),
+        ({**PROD, "GATEHOUSE_WORKER_CRASH_WINDOW": "soon"}, "GATEHOUSE_WORKER_CRASH_WINDOW must be a whole number"),
+        (
+            {**PROD, "GATEHOUSE_WORKER_RESTART_DELAY_MS": "5000", "GATEHOUSE_WORKER_RESTART_MAX_DELAY_MS": "1000"},
+            "GATEHOUSE_WORKER_RESTART_DELAY_MS must not exceed",
+        ),
     ],
 )
 def test_bad_configuration_is_one_clear_error(env, words):
