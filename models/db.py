@@ -19,8 +19,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 log = logging.getLogger("gatehouse.db")
 
@@ -154,6 +155,21 @@ def connect(uri: str, timeout_ms: int) -> AsyncMongoClient:
         **DURABILITY,
         **MONITORING,
     )
+
+
+async def insert_once(coll: AsyncCollection, doc: dict) -> None:
+    """insert_one, where a duplicate of the document's own `_id` means that an earlier
+    attempt of this very insert was written: the driver retried it after the database
+    crashed or failed over before answering. mongod recognises such a retry (its
+    retryable-write history is durable); SecantusDB forgets it in a crash and answers
+    E11000, which would turn a stored sign-up or login into a 503 (or a 409 "taken" for
+    the account's own owner). Any other duplicate is raised as before."""
+    try:
+        await coll.insert_one(doc)
+    except DuplicateKeyError:
+        if "_id" in doc and await coll.find_one({"_id": doc["_id"]}, {"_id": 1}) is not None:
+            return
+        raise
 
 
 def _definition(index: Mapping[str, Any]) -> tuple:

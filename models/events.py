@@ -13,6 +13,7 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from .common import Clock, Context, seconds
+from .db import insert_once
 
 EVENT_TYPES = (
     "signup",
@@ -71,7 +72,7 @@ class EventLog:
             "request_id": ctx.request_id if ctx else None,
         }
         doc.update(extra)
-        await self.coll.insert_one(doc)
+        await insert_once(self.coll, doc)
         for listener in self.listeners:
             listener(type, outcome)
 
