@@ -90,7 +90,8 @@ DURABILITY: dict[str, Any] = {
     # acknowledged sign-ups and logins with the defaults, 16 of 16,185 with w=majority
     # alone (a single node's majority is itself, before its journal is flushed), 0 with
     # journal=true. On a replica set a majority write is never rolled back by a failover.
-    # A standalone mongod (and SecantusDB) accepts w="majority" as "this node".
+    # SecantusDB is a one-member replica set (majority = itself); a standalone mongod
+    # accepts w="majority" too, as "this node". No fallback is needed anywhere.
     "w": "majority",
     "journal": True,
     # Reads at "local" from the primary: every acknowledged write (a kick, a password
