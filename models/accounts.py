@@ -11,6 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from .common import Clock, epoch
+from .db import insert_once
 from .errors import AccountExists, AccountNotFound, InvalidRequest
 from .passwords import PasswordHasher
 from .ratelimit import upsert_inc
@@ -97,7 +98,7 @@ class Accounts:
         # Never store nulls under the uniquely indexed keys: leave the field out.
         doc = {k: v for k, v in doc.items() if v is not None or k not in _FIELD_BY_INDEX}
         try:
-            await self.coll.insert_one(doc)
+            await insert_once(self.coll, doc)
         except DuplicateKeyError as e:
             key = next(iter((e.details or {}).get("keyPattern", {}) or {}), "")
             field = _FIELD_BY_INDEX.get(key, "account")

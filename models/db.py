@@ -16,10 +16,12 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 log = logging.getLogger("gatehouse.db")
 
@@ -81,9 +83,69 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
+# What every Gatehouse client gets, whatever MONGODB_URI says (keyword options override
+# the URI's): an answer that acknowledges a write means the write survives.
+DURABILITY: dict[str, Any] = {
+    # Majority-acknowledged and journaled: kill -9 of the database lost 8 of 11,506
+    # acknowledged sign-ups and logins with the defaults, 16 of 16,185 with w=majority
+    # alone (a single node's majority is itself, before its journal is flushed), 0 with
+    # journal=true. On a replica set a majority write is never rolled back by a failover.
+    # SecantusDB is a one-member replica set (majority = itself); a standalone mongod
+    # accepts w="majority" too, as "this node". No fallback is needed anywhere.
+    "w": "majority",
+    "journal": True,
+    # Reads at "local" from the primary: every acknowledged write (a kick, a password
+    # change) is there, including on a newly elected primary, whose "majority" snapshot
+    # may briefly lag what it holds (a kicked session would come back). What a failover
+    # can roll back is a write that was never acknowledged (its request answered 503),
+    # visible only on a deposed primary in the seconds before it steps down; a login
+    # that read it would still need its own majority write there, which cannot succeed.
+    "readPreference": "primary",
+    "readConcernLevel": "local",
+    # A write or read that meets a primary stepping down, or a dropped connection, is
+    # retried once on the new primary, within the same timeoutMS budget.
+    "retryWrites": True,
+    "retryReads": True,
+}
+MONITORING: dict[str, Any] = {
+    # Measured on a replica set: with the default streaming monitor the retry of a write
+    # after a primary's "shutting down" error was missed; polling recovered in 0.5 s.
+    "serverMonitoringMode": "poll",
+    # Polling hears of a step-down only on its next check (or the first error): 1 s
+    # bounds how long requests go to a former primary, for one `hello` a second per
+    # member per process. (The driver re-checks at most every 0.5 s after an error.)
+    "heartbeatFrequencyMS": 1000,
+}
+
+
+def _uri_value(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def uri_options_overridden(uri: str) -> dict[str, tuple[str, str]]:
+    """The durability and monitoring options that MONGODB_URI sets to something else:
+    name -> (the URI's value, ours). Not secrets: credentials come before the '?'."""
+    ours = {k.lower(): _uri_value(v) for k, v in {**DURABILITY, **MONITORING}.items()}
+    ours["j"] = ours["journal"]
+    found = {}
+    for name, value in parse_qsl(uri.partition("?")[2], keep_blank_values=True):
+        want = ours.get(name.lower())
+        if want is not None and value.lower() != want.lower():
+            found[name] = (value, want)
+    return found
+
+
 def connect(uri: str, timeout_ms: int) -> AsyncMongoClient:
     """A client whose every operation (server selection included) gives up after
-    `timeout_ms`, so a database outage turns into a prompt 503, never a hang."""
+    `timeout_ms`, so a database outage turns into a prompt 503, never a hang; with
+    DURABILITY and MONITORING above, which override the URI's options (one warning)."""
+    overridden = uri_options_overridden(uri)
+    if overridden:
+        log.warning(
+            "MONGODB_URI sets %s; Gatehouse uses %s instead, so that acknowledged writes survive a crash or failover",
+            "&".join(f"{k}={theirs}" for k, (theirs, _) in overridden.items()),
+            "&".join(f"{k}={ours}" for k, (_, ours) in overridden.items()),
+        )
     return AsyncMongoClient(
         uri,
         tz_aware=True,
@@ -91,7 +153,24 @@ def connect(uri: str, timeout_ms: int) -> AsyncMongoClient:
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=min(timeout_ms, 5000),
         appname="gatehouse",
+        **DURABILITY,
+        **MONITORING,
     )
+
+
+async def insert_once(coll: AsyncCollection, doc: dict) -> None:
+    """insert_one, where a duplicate of the document's own `_id` means that an earlier
+    attempt of this very insert was written: the driver retried it after the database
+    crashed or failed over before answering. mongod recognises such a retry (its
+    retryable-write history is durable); SecantusDB forgets it in a crash and answers
+    E11000, which would turn a stored sign-up or login into a 503 (or a 409 "taken" for
+    the account's own owner). Any other duplicate is raised as before."""
+    try:
+        await coll.insert_one(doc)
+    except DuplicateKeyError:
+        if "_id" in doc and await coll.find_one({"_id": doc["_id"]}, {"_id": 1}) is not None:
+            return
+        raise
 
 
 def _definition(index: Mapping[str, Any]) -> tuple:

@@ -14,6 +14,7 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from .common import Clock, Context, seconds
+from .db import insert_once
 from .followups import Followups
 
 EVENT_TYPES = (
@@ -84,7 +85,7 @@ class EventLog:
             "request_id": ctx.request_id if ctx else None,
         }
         doc.update(extra)
-        await self.followups.run(f"audit event {type}", lambda: self.coll.insert_one(doc), None)
+        await self.followups.run(f"audit event {type}", lambda: insert_once(self.coll, doc), None)
         for listener in self.listeners:
             listener(type, outcome)
 

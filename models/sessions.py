@@ -19,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from .accounts import credential_epoch, epoch_query
 from .common import Clock, Context, epoch, seconds, sha256_hex
+from .db import insert_once
 from .session_cache import CHANGED, SessionCache
 
 KINDS = ("opaque", "jwt", "console")
@@ -67,7 +68,7 @@ class Sessions:
         }
         if token:
             doc["token_hash"] = sha256_hex(token)
-        await self.coll.insert_one(doc)
+        await insert_once(self.coll, doc)
         return doc, token
 
     def is_alive(self, session: dict | None) -> bool:

@@ -30,6 +30,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from config import Config
 
 from .common import Clock, Context, seconds
+from .db import insert_once
 from .errors import TokenInvalid
 from .events import EventLog
 from .sessions import Sessions
@@ -201,7 +202,8 @@ class Tokens:
         claims, ttl = self._claims(account, session, "refresh", jti or uuid.uuid4().hex, lifetime)
         if jti is None:
             now = self.clock()
-            await self.refresh_tokens.insert_one(
+            await insert_once(
+                self.refresh_tokens,
                 {
                     "_id": claims["jti"],
                     "sid": session["_id"],
@@ -210,7 +212,7 @@ class Tokens:
                     "expires_at": now + seconds(ttl + 60),
                     "retired_at": None,
                     "replaced_by": None,
-                }
+                },
             )
         return self._encode(claims), ttl
 
