@@ -155,6 +155,18 @@ class CommonMixin:
     def on_finish(self) -> None:
         self.application.settings["inflight"] -= 1  # type: ignore[attr-defined]
 
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """Tracebacks at ERROR only for bugs. Domain outcomes and HTTP errors are in the
+        access log already; a database error (an outage, a timeout, a command that
+        failed) is one warning line: the answer was a deliberate 503."""
+        if isinstance(value, (DomainError, HTTPError)):
+            return
+        if isinstance(value, PyMongoError):
+            what = "unavailable" if is_db_outage(value) else f"error (code {getattr(value, 'code', None)})"
+            app_log.warning("database %s: %s; rid=%s", what, type(value).__name__, self.request_id)
+            return
+        super().log_exception(typ, value, tb)  # type: ignore[misc]
+
     @property
     def gh(self) -> Gatehouse:
         return self.application.settings["gatehouse"]  # type: ignore[attr-defined]
@@ -382,14 +394,6 @@ class APIHandler(CommonMixin, RequestHandler):
         name = method.lower()
         return getattr(type(self), name, None) not in (None, getattr(RequestHandler, name, None))
 
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, (DomainError, HTTPError)):
-            return  # expected outcomes; the access log has the status
-        if value is not None and is_db_outage(value):
-            app_log.warning("database unavailable: %s", type(value).__name__)
-            return
-        super().log_exception(typ, value, tb)
-
 
 class StaticHandler(CommonMixin, StaticFileHandler):
     """The console's CSS and JS, with the same baseline headers as everything else."""
@@ -424,7 +428,8 @@ def log_request(handler: RequestHandler) -> None:
         "ip": getattr(handler, "client_ip", handler.request.remote_ip),
         "account": account["id"] if account else None,
     }
-    level = logging.INFO if status < 500 else logging.ERROR
+    # A 503 is a deliberate answer (database down or slow, deadline, overload): a warning.
+    level = logging.INFO if status < 500 else logging.WARNING if status == 503 else logging.ERROR
     config = handler.settings.get("config")
     if config is not None and config.log_format == "json":
         access_log.log(level, json.dumps(record, separators=(",", ":")))
