@@ -96,6 +96,8 @@ class Config:
     admin_username: str | None = None
     admin_password: str | None = None
     log_format: str = "text"
+    # Overload
+    request_deadline_ms: int = 5000  # a request's whole budget, its database operations included
 
     @property
     def production(self) -> bool:
@@ -321,6 +323,7 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -
         admin_username=read.str("GATEHOUSE_ADMIN_USERNAME"),
         admin_password=read.str("GATEHOUSE_ADMIN_PASSWORD"),
         log_format=read.choice("GATEHOUSE_LOG_FORMAT", "text", ("text", "json")),
+        request_deadline_ms=read.int("GATEHOUSE_REQUEST_DEADLINE_MS", 5000, 100, 60000),
     )
     if values["session_idle_seconds"] > values["session_max_seconds"]:  # type: ignore[operator]
         raise ConfigError("GATEHOUSE_SESSION_IDLE_SECONDS must not exceed GATEHOUSE_SESSION_MAX_SECONDS")

@@ -8,13 +8,16 @@ and, where its document says so, which status an error gets.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
+import pymongo
 from pymongo.errors import ConnectionFailure, PyMongoError
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
@@ -24,6 +27,7 @@ from models.core import Gatehouse
 from models.errors import (
     AccountExists,
     CodeInvalid,
+    DeadlineExceeded,
     DeliveryFailed,
     DomainError,
     Forbidden,
@@ -38,7 +42,7 @@ from models.errors import (
 )
 from models.validation import Field, parse_fields
 
-from .metrics import observe_request
+from .metrics import DEADLINES, observe_request
 from .spec import PARAMS, STR, Schema, obj
 
 access_log = logging.getLogger("gatehouse.access")
@@ -87,6 +91,10 @@ MAX_JSON_DEPTH = 32  # our bodies are flat objects; a little room for future nes
 TOO_DEEP = f"the body is nested deeper than {MAX_JSON_DEPTH} levels"
 NOT_UNICODE = "the body holds a string that is not valid Unicode (a lone surrogate)"
 URL_TOKEN_PARAMS = ("access_token", "token", "refresh_token", "code", "password")
+# The request deadline's backstop fires this long after the database operations' own
+# deadline, so a request waiting on MongoDB ends through the driver's timeout (which
+# closes that connection cleanly) and the backstop only catches everything else.
+BACKSTOP_GRACE = 0.1
 
 
 def allow_anonymous(method: F) -> F:
@@ -146,6 +154,10 @@ class CommonMixin:
     request: Any
     settings: dict
 
+    # Whether requests to this handler run under GATEHOUSE_REQUEST_DEADLINE_MS.
+    has_deadline = True
+    _deadline: asyncio.Timeout | None = None
+
     def initialize(self, **kwargs: Any) -> None:
         # Requests in flight, so a graceful shutdown can wait for them to finish.
         shared = self.application.settings  # type: ignore[attr-defined]
@@ -154,6 +166,47 @@ class CommonMixin:
 
     def on_finish(self) -> None:
         self.application.settings["inflight"] -= 1  # type: ignore[attr-defined]
+
+    async def _execute(self, transforms: Any, *args: bytes, **kwargs: bytes) -> None:
+        """Tornado's request execution (reading the body, `prepare`, the method) under the
+        request's deadline. The request's database operations share one budget, the
+        deadline or GATEHOUSE_DB_TIMEOUT_MS if that is shorter (`pymongo.timeout`, the
+        driver's client-side operation timeout, carried by a context variable into every
+        await of this request), and a backstop cancels whatever else the request waits
+        on at its deadline (the bcrypt queue, say). Tornado answers a request its
+        backstop cancelled with `send_error`, which `failure` reads as
+        `DeadlineExceeded`: one whole 503 in the style's envelope, never half an answer."""
+        budget = self.config.request_deadline_ms / 1000 if self.has_deadline else 0
+        if not budget:
+            await super()._execute(transforms, *args, **kwargs)  # type: ignore[misc]
+            return
+        started = time.monotonic()
+        with pymongo.timeout(min(budget, self.config.db_timeout_ms / 1000)):
+            try:
+                async with asyncio.timeout(budget + BACKSTOP_GRACE) as self._deadline:
+                    await super()._execute(transforms, *args, **kwargs)  # type: ignore[misc]
+            except TimeoutError:
+                pass  # answered already (Tornado's cancellation path); logged below
+        elapsed = time.monotonic() - started
+        # The driver may give up a round trip before the deadline rather than send a
+        # command it cannot finish: a 503 that close to the deadline is the deadline's.
+        if elapsed >= budget - BACKSTOP_GRACE and self.get_status() == 503:  # type: ignore[attr-defined]
+            DEADLINES.inc()
+            app_log.warning(
+                "request deadline (%d ms) passed: answered 503 after %d ms; rid=%s",
+                self.config.request_deadline_ms,
+                1000 * elapsed,
+                self.request_id,
+            )
+
+    def failure(self, kwargs: Mapping[str, Any]) -> BaseException | None:
+        """The exception a request ended with, as `write_error` gets it. A request its
+        deadline's backstop cancelled reaches `write_error` as a bare 500 (Tornado's
+        cancellation path): it is a `DeadlineExceeded`."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if exc is None and self._deadline is not None and self._deadline.expired():
+            return DeadlineExceeded()
+        return exc
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """Tracebacks at ERROR only for bugs. Domain outcomes and HTTP errors are in the
@@ -376,7 +429,7 @@ class APIHandler(CommonMixin, RequestHandler):
         self.finish(json.dumps(self.envelope(data), separators=(",", ":")))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
+        exc = self.failure(kwargs)
         status, code, message = translate(exc, status_code)
         status = self.error_status(status, code, exc)
         if isinstance(exc, RateLimited):
@@ -396,7 +449,10 @@ class APIHandler(CommonMixin, RequestHandler):
 
 
 class StaticHandler(CommonMixin, StaticFileHandler):
-    """The console's CSS and JS, with the same baseline headers as everything else."""
+    """The console's CSS and JS, with the same baseline headers as everything else.
+    No deadline: a large file is streamed in chunks, and a 503 cannot follow its headers."""
+
+    has_deadline = False
 
     def set_default_headers(self) -> None:
         self.common_headers()

@@ -195,7 +195,7 @@ class ConsoleHandler(CommonMixin, RequestHandler):
         self.redirect(f"{target}{sep}done={done}", status=303)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
+        exc = self.failure(kwargs)
         status, code, message = translate(exc, status_code)
         self.clear_header("Content-Type")
         self.set_default_headers()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -40,6 +41,13 @@ class ReadyHandler(APIHandler):
                 raise
             ready = False
         self.reply({"status": "ready" if ready else "not ready", "database": ready}, status=200 if ready else 503)
+
+    def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
+        # Whatever ended it (a database error, the request deadline), a 503 here means
+        # "not ready", in the shape the probes read.
+        if status == 503:
+            return {"status": "not ready", "database": False}
+        return super().error_envelope(status, code, message, exc)
 
 
 class MetricsHandler(APIHandler):

@@ -94,3 +94,9 @@ class DeliveryFailed(DomainError):
 
 class Unavailable(DomainError):
     default_message = "service temporarily unavailable; try again shortly"
+
+
+class DeadlineExceeded(Unavailable):
+    """The request's time budget ran out, whatever it was waiting on."""
+
+    default_message = "the request took too long; try again shortly"
