@@ -98,6 +98,7 @@ class Config:
     log_format: str = "text"
     # Overload
     request_deadline_ms: int = 5000  # a request's whole budget, its database operations included
+    max_in_flight: int = 200  # requests at once past which new ones get 503 at once; 0: no bound
 
     @property
     def production(self) -> bool:
@@ -324,6 +325,7 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -
         admin_password=read.str("GATEHOUSE_ADMIN_PASSWORD"),
         log_format=read.choice("GATEHOUSE_LOG_FORMAT", "text", ("text", "json")),
         request_deadline_ms=read.int("GATEHOUSE_REQUEST_DEADLINE_MS", 5000, 100, 60000),
+        max_in_flight=read.int("GATEHOUSE_MAX_IN_FLIGHT", 200, 0, 100000),
     )
     if values["session_idle_seconds"] > values["session_max_seconds"]:  # type: ignore[operator]
         raise ConfigError("GATEHOUSE_SESSION_IDLE_SECONDS must not exceed GATEHOUSE_SESSION_MAX_SECONDS")

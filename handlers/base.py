@@ -35,6 +35,7 @@ from models.errors import (
     InvalidRequest,
     NotAuthenticated,
     NotFound,
+    Overloaded,
     RateLimited,
     ReauthenticationRequired,
     TokenInvalid,
@@ -42,7 +43,7 @@ from models.errors import (
 )
 from models.validation import Field, parse_fields
 
-from .metrics import DEADLINES, observe_request
+from .metrics import DEADLINES, SHED, observe_request
 from .spec import PARAMS, STR, Schema, obj
 
 access_log = logging.getLogger("gatehouse.access")
@@ -95,6 +96,7 @@ URL_TOKEN_PARAMS = ("access_token", "token", "refresh_token", "code", "password"
 # deadline, so a request waiting on MongoDB ends through the driver's timeout (which
 # closes that connection cleanly) and the backstop only catches everything else.
 BACKSTOP_GRACE = 0.1
+SHED_RETRY_AFTER = 1  # seconds a shed client is asked to wait
 
 
 def allow_anonymous(method: F) -> F:
@@ -154,18 +156,31 @@ class CommonMixin:
     request: Any
     settings: dict
 
-    # Whether requests to this handler run under GATEHOUSE_REQUEST_DEADLINE_MS.
+    # Whether requests to this handler run under GATEHOUSE_REQUEST_DEADLINE_MS, and whether
+    # they are refused when too many are in flight (never the probes an operator needs
+    # to see an overload: /healthz, /readyz, /metrics).
     has_deadline = True
+    sheddable = True
     _deadline: asyncio.Timeout | None = None
 
     def initialize(self, **kwargs: Any) -> None:
-        # Requests in flight, so a graceful shutdown can wait for them to finish.
+        # Requests in flight, so a graceful shutdown can wait for them to finish and an
+        # overload is refused early (`shed_if_overloaded`).
         shared = self.application.settings  # type: ignore[attr-defined]
         shared["inflight"] = shared.get("inflight", 0) + 1
         super().initialize(**kwargs)  # type: ignore[misc]
 
     def on_finish(self) -> None:
         self.application.settings["inflight"] -= 1  # type: ignore[attr-defined]
+
+    def shed_if_overloaded(self) -> None:
+        """Refuse (503, Retry-After) a request that arrives while more than
+        GATEHOUSE_MAX_IN_FLIGHT are in flight, before it does any work: against a slow
+        database, requests would otherwise pile up in memory, each waiting its deadline."""
+        bound = self.config.max_in_flight
+        if bound and self.sheddable and self.application.settings["inflight"] > bound:  # type: ignore[attr-defined]
+            SHED.inc()
+            raise Overloaded(retry_after=SHED_RETRY_AFTER)
 
     async def _execute(self, transforms: Any, *args: bytes, **kwargs: bytes) -> None:
         """Tornado's request execution (reading the body, `prepare`, the method) under the
@@ -356,6 +371,7 @@ class APIHandler(CommonMixin, RequestHandler):
         return await self.gh.auth.authenticate(token)
 
     async def prepare(self) -> None:
+        self.shed_if_overloaded()
         for name in URL_TOKEN_PARAMS:
             if name in self.request.query_arguments:
                 raise InvalidRequest(f"'{name}' is not accepted in the URL; send it in a header or the JSON body")
@@ -432,7 +448,7 @@ class APIHandler(CommonMixin, RequestHandler):
         exc = self.failure(kwargs)
         status, code, message = translate(exc, status_code)
         status = self.error_status(status, code, exc)
-        if isinstance(exc, RateLimited):
+        if isinstance(exc, (RateLimited, Overloaded)):
             self.set_header("Retry-After", str(exc.retry_after))
         if status == 405:
             self.set_header("Allow", ", ".join(m for m in ("GET", "POST", "DELETE") if self._implements(m)))
@@ -450,9 +466,11 @@ class APIHandler(CommonMixin, RequestHandler):
 
 class StaticHandler(CommonMixin, StaticFileHandler):
     """The console's CSS and JS, with the same baseline headers as everything else.
-    No deadline: a large file is streamed in chunks, and a 503 cannot follow its headers."""
+    No deadline (a large file is streamed in chunks: a 503 cannot follow its headers),
+    and never shed (no database, and the console must still render)."""
 
     has_deadline = False
+    sheddable = False
 
     def set_default_headers(self) -> None:
         self.common_headers()

@@ -20,7 +20,7 @@ from tornado.web import HTTPError, RequestHandler
 
 from models.accounts import account_view, is_admin
 from models.common import Context
-from models.errors import InvalidCredentials, NotAuthenticated
+from models.errors import InvalidCredentials, NotAuthenticated, Overloaded
 from models.events import EVENT_TYPES
 from models.sessions import KINDS
 from models.useragent import describe
@@ -143,6 +143,7 @@ class ConsoleHandler(CommonMixin, RequestHandler):
         return self.request.headers.get(REFRESH_HEADER) == "1"
 
     async def prepare(self) -> None:
+        self.shed_if_overloaded()
         token = self.get_signed_cookie(self.cookie, max_age_days=31)
         if token:
             try:
@@ -199,6 +200,8 @@ class ConsoleHandler(CommonMixin, RequestHandler):
         status, code, message = translate(exc, status_code)
         self.clear_header("Content-Type")
         self.set_default_headers()
+        if isinstance(exc, Overloaded):
+            self.set_header("Retry-After", str(exc.retry_after))
         try:
             self.page("error.html", status=status, status_code=status, code=code, message=message)
         except Exception:  # noqa: BLE001 - the error page must not fail into a traceback

@@ -21,6 +21,8 @@ READY = obj({"status": STR, "database": BOOL})
 class HealthHandler(APIHandler):
     """The process is up and its IOLoop answers; says nothing about the database."""
 
+    sheddable = False  # an operator must see an overload while it lasts
+
     @allow_anonymous
     @doc("Liveness: the process answers", ok=obj({"status": const("ok")}))
     async def get(self) -> None:
@@ -29,6 +31,8 @@ class HealthHandler(APIHandler):
 
 class ReadyHandler(APIHandler):
     """Ready when MongoDB answers and every index is in place."""
+
+    sheddable = False  # an operator must see an overload while it lasts
 
     @allow_anonymous
     @doc("Readiness: MongoDB answers and every index exists", ok=READY, extra={503: READY})
@@ -53,6 +57,8 @@ class ReadyHandler(APIHandler):
 class MetricsHandler(APIHandler):
     """Open by default, like most exporters; GATEHOUSE_METRICS_TOKEN makes it need
     `Authorization: Bearer <token>`."""
+
+    sheddable = False  # an operator must see an overload while it lasts
 
     @allow_anonymous
     async def get(self) -> None:

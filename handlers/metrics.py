@@ -25,6 +25,7 @@ LOGINS = Counter("gatehouse_logins_total", "Logins, by outcome", ["outcome"])
 CODES = Counter("gatehouse_codes_total", "One-time codes sent or failed to send", ["outcome"])
 REUSE = Counter("gatehouse_refresh_reuse_total", "Refresh tokens replayed after rotation (session revoked)")
 KICKS = Counter("gatehouse_kicks_total", "Kick operations (one session or all of an account)")
+SHED = Counter("gatehouse_shed_requests_total", "Requests refused at once (503) because too many were in flight")
 DEADLINES = Counter("gatehouse_request_deadline_exceeded_total", "Requests answered 503 because their deadline passed")
 ACTIVE = Gauge(
     "gatehouse_active_sessions", "Live sessions in the database, read at scrape", multiprocess_mode="livemostrecent"

@@ -96,6 +96,17 @@ class Unavailable(DomainError):
     default_message = "service temporarily unavailable; try again shortly"
 
 
+class Overloaded(Unavailable):
+    """More requests in flight than the process takes on: refused at once, before any
+    work, so a slow database does not pile requests up in memory."""
+
+    default_message = "the server is busy; try again shortly"
+
+    def __init__(self, message: str = "", retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+
 class DeadlineExceeded(Unavailable):
     """The request's time budget ran out, whatever it was waiting on."""
 
