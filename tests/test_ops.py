@@ -285,9 +285,14 @@ async def test_a_cached_session_is_not_answered_from_memory_through_an_outage(se
 
 async def test_bounded_soak_with_mixed_traffic(servers, mongo_uri):
     seconds = float(os.environ.get("GATEHOUSE_SOAK_SECONDS", "20"))
-    # Every journey has one wrong password, all from 127.0.0.1: lift the per-IP cap,
-    # which is tested on its own, so the soak measures stability only.
-    server = ServerProcess(mongo_uri, GATEHOUSE_LOGIN_FAILURES_PER_IP="1000000").start()
+    # Every journey signs up and has one wrong password, all from 127.0.0.1: lift the
+    # per-IP caps, which are tested on their own, so the soak measures stability only.
+    server = ServerProcess(
+        mongo_uri,
+        GATEHOUSE_LOGIN_FAILURES_PER_IP="1000000",
+        GATEHOUSE_SIGNUPS_PER_IP_HOUR="1000000",
+        GATEHOUSE_LOGINS_PER_IP_HOUR="1000000",
+    ).start()
     servers.append(server)
     errors: list[str] = []
     kept: list[str] = []  # tokens never logged out: all must still work at the end
