@@ -101,6 +101,9 @@ class Config:
     worker_crash_window: int = 60
     worker_restart_delay_ms: int = 100  # first restart delay, doubling per quick death
     worker_restart_max_delay_ms: int = 10_000
+    # Overload
+    request_deadline_ms: int = 5000  # a request's whole budget, its database operations included
+    max_in_flight: int = 200  # requests at once past which new ones get 503 at once; 0: no bound
 
     @property
     def production(self) -> bool:
@@ -330,6 +333,8 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -
         worker_crash_window=read.int("GATEHOUSE_WORKER_CRASH_WINDOW", 60, 1, 24 * 3600),
         worker_restart_delay_ms=read.int("GATEHOUSE_WORKER_RESTART_DELAY_MS", 100, 10, 60_000),
         worker_restart_max_delay_ms=read.int("GATEHOUSE_WORKER_RESTART_MAX_DELAY_MS", 10_000, 10, 600_000),
+        request_deadline_ms=read.int("GATEHOUSE_REQUEST_DEADLINE_MS", 5000, 100, 60000),
+        max_in_flight=read.int("GATEHOUSE_MAX_IN_FLIGHT", 200, 0, 100000),
     )
     if values["session_idle_seconds"] > values["session_max_seconds"]:  # type: ignore[operator]
         raise ConfigError("GATEHOUSE_SESSION_IDLE_SECONDS must not exceed GATEHOUSE_SESSION_MAX_SECONDS")

@@ -8,13 +8,16 @@ and, where its document says so, which status an error gets.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
+import pymongo
 from pymongo.errors import ConnectionFailure, PyMongoError
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
@@ -24,6 +27,7 @@ from models.core import Gatehouse
 from models.errors import (
     AccountExists,
     CodeInvalid,
+    DeadlineExceeded,
     DeliveryFailed,
     DomainError,
     Forbidden,
@@ -31,6 +35,7 @@ from models.errors import (
     InvalidRequest,
     NotAuthenticated,
     NotFound,
+    Overloaded,
     RateLimited,
     ReauthenticationRequired,
     TokenInvalid,
@@ -38,7 +43,7 @@ from models.errors import (
 )
 from models.validation import Field, parse_fields
 
-from .metrics import observe_request
+from .metrics import DEADLINES, SHED, observe_request
 from .spec import PARAMS, STR, Schema, obj
 
 access_log = logging.getLogger("gatehouse.access")
@@ -87,6 +92,11 @@ MAX_JSON_DEPTH = 32  # our bodies are flat objects; a little room for future nes
 TOO_DEEP = f"the body is nested deeper than {MAX_JSON_DEPTH} levels"
 NOT_UNICODE = "the body holds a string that is not valid Unicode (a lone surrogate)"
 URL_TOKEN_PARAMS = ("access_token", "token", "refresh_token", "code", "password")
+# The request deadline's backstop fires this long after the database operations' own
+# deadline, so a request waiting on MongoDB ends through the driver's timeout (which
+# closes that connection cleanly) and the backstop only catches everything else.
+BACKSTOP_GRACE = 0.1
+SHED_RETRY_AFTER = 1  # seconds a shed client is asked to wait
 
 
 def allow_anonymous(method: F) -> F:
@@ -147,10 +157,17 @@ class CommonMixin:
     settings: dict
 
     answered_late = False
+    # Whether requests to this handler run under GATEHOUSE_REQUEST_DEADLINE_MS, and whether
+    # they are refused when too many are in flight (never the probes an operator needs
+    # to see an overload: /healthz, /readyz, /metrics).
+    has_deadline = True
+    sheddable = True
+    _deadline: asyncio.Timeout | None = None
 
     def initialize(self, **kwargs: Any) -> None:
-        # Requests in flight, so a graceful shutdown can wait for them to finish (and
-        # answer the ones still running at its deadline).
+        # Requests in flight: a graceful shutdown waits for them to finish (and answers
+        # the ones still running at its deadline), and an overload is refused early
+        # (`shed_if_overloaded`).
         self.application.settings.setdefault("inflight", set()).add(self)  # type: ignore[attr-defined]
         super().initialize(**kwargs)  # type: ignore[misc]
 
@@ -171,6 +188,68 @@ class CommonMixin:
         self.answered_late = True
         error = Unavailable("the server is shutting down; try again")
         self.send_error(503, exc_info=(Unavailable, error, None))  # type: ignore[attr-defined]
+
+    def shed_if_overloaded(self) -> None:
+        """Refuse (503, Retry-After) a request that arrives while more than
+        GATEHOUSE_MAX_IN_FLIGHT are in flight, before it does any work: against a slow
+        database, requests would otherwise pile up in memory, each waiting its deadline."""
+        bound = self.config.max_in_flight
+        if bound and self.sheddable and len(self.application.settings["inflight"]) > bound:  # type: ignore[attr-defined]
+            SHED.inc()
+            raise Overloaded(retry_after=SHED_RETRY_AFTER)
+
+    async def _execute(self, transforms: Any, *args: bytes, **kwargs: bytes) -> None:
+        """Tornado's request execution (reading the body, `prepare`, the method) under the
+        request's deadline. The request's database operations share one budget, the
+        deadline or GATEHOUSE_DB_TIMEOUT_MS if that is shorter (`pymongo.timeout`, the
+        driver's client-side operation timeout, carried by a context variable into every
+        await of this request), and a backstop cancels whatever else the request waits
+        on at its deadline (the bcrypt queue, say). Tornado answers a request its
+        backstop cancelled with `send_error`, which `failure` reads as
+        `DeadlineExceeded`: one whole 503 in the style's envelope, never half an answer."""
+        budget = self.config.request_deadline_ms / 1000 if self.has_deadline else 0
+        if not budget:
+            await super()._execute(transforms, *args, **kwargs)  # type: ignore[misc]
+            return
+        started = time.monotonic()
+        with pymongo.timeout(min(budget, self.config.db_timeout_ms / 1000)):
+            try:
+                async with asyncio.timeout(budget + BACKSTOP_GRACE) as self._deadline:
+                    await super()._execute(transforms, *args, **kwargs)  # type: ignore[misc]
+            except TimeoutError:
+                pass  # answered already (Tornado's cancellation path); logged below
+        elapsed = time.monotonic() - started
+        # The driver may give up a round trip before the deadline rather than send a
+        # command it cannot finish: a 503 that close to the deadline is the deadline's.
+        if elapsed >= budget - BACKSTOP_GRACE and self.get_status() == 503:  # type: ignore[attr-defined]
+            DEADLINES.inc()
+            app_log.warning(
+                "request deadline (%d ms) passed: answered 503 after %d ms; rid=%s",
+                self.config.request_deadline_ms,
+                1000 * elapsed,
+                self.request_id,
+            )
+
+    def failure(self, kwargs: Mapping[str, Any]) -> BaseException | None:
+        """The exception a request ended with, as `write_error` gets it. A request its
+        deadline's backstop cancelled reaches `write_error` as a bare 500 (Tornado's
+        cancellation path): it is a `DeadlineExceeded`."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if exc is None and self._deadline is not None and self._deadline.expired():
+            return DeadlineExceeded()
+        return exc
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """Tracebacks at ERROR only for bugs. Domain outcomes and HTTP errors are in the
+        access log already; a database error (an outage, a timeout, a command that
+        failed) is one warning line: the answer was a deliberate 503."""
+        if isinstance(value, (DomainError, HTTPError)) or self.answered_late:
+            return  # expected outcomes (the access log has the status), or abandoned at shutdown
+        if isinstance(value, PyMongoError):
+            what = "unavailable" if is_db_outage(value) else f"error (code {getattr(value, 'code', None)})"
+            app_log.warning("database %s: %s; rid=%s", what, type(value).__name__, self.request_id)
+            return
+        super().log_exception(typ, value, tb)  # type: ignore[misc]
 
     @property
     def gh(self) -> Gatehouse:
@@ -308,6 +387,7 @@ class APIHandler(CommonMixin, RequestHandler):
         return await self.gh.auth.authenticate(token)
 
     async def prepare(self) -> None:
+        self.shed_if_overloaded()
         for name in URL_TOKEN_PARAMS:
             if name in self.request.query_arguments:
                 raise InvalidRequest(f"'{name}' is not accepted in the URL; send it in a header or the JSON body")
@@ -381,10 +461,10 @@ class APIHandler(CommonMixin, RequestHandler):
         self.finish(json.dumps(self.envelope(data), separators=(",", ":")))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
+        exc = self.failure(kwargs)
         status, code, message = translate(exc, status_code)
         status = self.error_status(status, code, exc)
-        if isinstance(exc, RateLimited):
+        if isinstance(exc, (RateLimited, Overloaded)):
             self.set_header("Retry-After", str(exc.retry_after))
         if status == 405:
             self.set_header("Allow", ", ".join(m for m in ("GET", "POST", "DELETE") if self._implements(m)))
@@ -399,17 +479,14 @@ class APIHandler(CommonMixin, RequestHandler):
         name = method.lower()
         return getattr(type(self), name, None) not in (None, getattr(RequestHandler, name, None))
 
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, (DomainError, HTTPError)) or self.answered_late:
-            return  # expected outcomes; the access log has the status
-        if value is not None and is_db_outage(value):
-            app_log.warning("database unavailable: %s", type(value).__name__)
-            return
-        super().log_exception(typ, value, tb)
-
 
 class StaticHandler(CommonMixin, StaticFileHandler):
-    """The console's CSS and JS, with the same baseline headers as everything else."""
+    """The console's CSS and JS, with the same baseline headers as everything else.
+    No deadline (a large file is streamed in chunks: a 503 cannot follow its headers),
+    and never shed (no database, and the console must still render)."""
+
+    has_deadline = False
+    sheddable = False
 
     def set_default_headers(self) -> None:
         self.common_headers()
@@ -441,7 +518,8 @@ def log_request(handler: RequestHandler) -> None:
         "ip": getattr(handler, "client_ip", handler.request.remote_ip),
         "account": account["id"] if account else None,
     }
-    level = logging.INFO if status < 500 else logging.ERROR
+    # A 503 is a deliberate answer (database down or slow, deadline, overload): a warning.
+    level = logging.INFO if status < 500 else logging.WARNING if status == 503 else logging.ERROR
     config = handler.settings.get("config")
     if config is not None and config.log_format == "json":
         access_log.log(level, json.dumps(record, separators=(",", ":")))

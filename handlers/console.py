@@ -8,7 +8,6 @@ other. Every POST needs Tornado's XSRF token; pages forbid framing and inline sc
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -21,16 +20,14 @@ from tornado.web import HTTPError, RequestHandler
 
 from models.accounts import account_view, is_admin
 from models.common import Context
-from models.errors import DomainError, InvalidCredentials, NotAuthenticated
+from models.errors import InvalidCredentials, NotAuthenticated, Overloaded
 from models.events import EVENT_TYPES
 from models.sessions import KINDS
 from models.useragent import describe
 from models.validation import Field, parse_fields
 
 from .admin_api import parse_time
-from .base import CommonMixin, is_db_outage, translate
-
-log = logging.getLogger("gatehouse")
+from .base import CommonMixin, translate
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -146,6 +143,7 @@ class ConsoleHandler(CommonMixin, RequestHandler):
         return self.request.headers.get(REFRESH_HEADER) == "1"
 
     async def prepare(self) -> None:
+        self.shed_if_overloaded()
         token = self.get_signed_cookie(self.cookie, max_age_days=31)
         if token:
             try:
@@ -198,23 +196,17 @@ class ConsoleHandler(CommonMixin, RequestHandler):
         self.redirect(f"{target}{sep}done={done}", status=303)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
+        exc = self.failure(kwargs)
         status, code, message = translate(exc, status_code)
         self.clear_header("Content-Type")
         self.set_default_headers()
+        if isinstance(exc, Overloaded):
+            self.set_header("Retry-After", str(exc.retry_after))
         try:
             self.page("error.html", status=status, status_code=status, code=code, message=message)
         except Exception:  # noqa: BLE001 - the error page must not fail into a traceback
             self.set_status(status)
             self.finish(f"{status} {code}")
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, (DomainError, HTTPError)) or self.answered_late:
-            return
-        if value is not None and is_db_outage(value):
-            log.warning("database unavailable: %s", type(value).__name__)
-            return
-        super().log_exception(typ, value, tb)
 
 
 class LoginHandler(ConsoleHandler):

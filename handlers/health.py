@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -21,6 +22,8 @@ READY = obj({"status": STR, "database": BOOL, "workers": WORKERS}, optional=("wo
 class HealthHandler(APIHandler):
     """The process is up and its IOLoop answers; says nothing about the database."""
 
+    sheddable = False  # an operator must see an overload while it lasts
+
     @allow_anonymous
     @doc("Liveness: the process answers", ok=obj({"status": const("ok")}))
     async def get(self) -> None:
@@ -31,6 +34,8 @@ class ReadyHandler(APIHandler):
     """Ready when MongoDB answers, every index is in place and, with `--processes N`,
     all N workers serve (`workers` says how many are missing). A draining process is
     not ready: the router should send it nothing new."""
+
+    sheddable = False  # an operator must see an overload while it lasts
 
     @allow_anonymous
     @doc(
@@ -58,10 +63,19 @@ class ReadyHandler(APIHandler):
         answer["status"] = "draining" if draining else "ready" if ready else "not ready"
         self.reply(answer, status=200 if ready and not draining else 503)
 
+    def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
+        # Whatever ended it (a database error, the request deadline), a 503 here means
+        # "not ready", in the shape the probes read.
+        if status == 503:
+            return {"status": "not ready", "database": False}
+        return super().error_envelope(status, code, message, exc)
+
 
 class MetricsHandler(APIHandler):
     """Open by default, like most exporters; GATEHOUSE_METRICS_TOKEN makes it need
     `Authorization: Bearer <token>`."""
+
+    sheddable = False  # an operator must see an overload while it lasts
 
     @allow_anonymous
     async def get(self) -> None:

@@ -27,6 +27,8 @@ REUSE = Counter("gatehouse_refresh_reuse_total", "Refresh tokens replayed after 
 KICKS = Counter("gatehouse_kicks_total", "Kick operations (one session or all of an account)")
 # Counted by the supervisor of `--processes N` itself, into the same directory.
 WORKER_RESTARTS = Counter("gatehouse_worker_restarts_total", "Worker processes started again after one died")
+SHED = Counter("gatehouse_shed_requests_total", "Requests refused at once (503) because too many were in flight")
+DEADLINES = Counter("gatehouse_request_deadline_exceeded_total", "Requests answered 503 because their deadline passed")
 ACTIVE = Gauge(
     "gatehouse_active_sessions", "Live sessions in the database, read at scrape", multiprocess_mode="livemostrecent"
 )

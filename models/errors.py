@@ -94,3 +94,20 @@ class DeliveryFailed(DomainError):
 
 class Unavailable(DomainError):
     default_message = "service temporarily unavailable; try again shortly"
+
+
+class Overloaded(Unavailable):
+    """More requests in flight than the process takes on: refused at once, before any
+    work, so a slow database does not pile requests up in memory."""
+
+    default_message = "the server is busy; try again shortly"
+
+    def __init__(self, message: str = "", retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+
+class DeadlineExceeded(Unavailable):
+    """The request's time budget ran out, whatever it was waiting on."""
+
+    default_message = "the request took too long; try again shortly"

@@ -5,17 +5,19 @@ unique index), so a database leak does not leak live tokens. Every session has a
 idle deadline and an absolute one; `expires_at` is the earlier of the two and carries
 the TTL index, and lookups check it too (TTL deletion runs only once a minute).
 `lastActive` is written at most once per `resolution` seconds per session, so reads do
-not turn into writes.
+not turn into writes, and a write that fails does not fail the request it rides on.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import uuid
 from typing import Any
 
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 
 from .accounts import credential_epoch, epoch_query
 from .common import Clock, Context, epoch, seconds, sha256_hex
@@ -23,6 +25,8 @@ from .db import insert_once
 from .session_cache import CHANGED, SessionCache
 
 KINDS = ("opaque", "jwt", "console")
+
+log = logging.getLogger("gatehouse")
 
 
 def new_token() -> str:
@@ -35,6 +39,7 @@ class Sessions:
         self.clock = clock
         self.resolution = resolution
         self.cache = cache or SessionCache(0, 0)
+        self.touch_failing = False  # the last lastActive write failed (warned once)
 
     async def create(
         self,
@@ -97,10 +102,21 @@ class Sessions:
         # do not send the same update again.
         session["last_active"] = now
         session["expires_at"] = expires
-        await self.coll.update_one(
-            {"_id": session["_id"], "revoked_at": None, "last_active": {"$lte": now - seconds(self.resolution)}},
-            {"$set": {"last_active": now, "expires_at": expires}},
-        )
+        try:
+            await self.coll.update_one(
+                {"_id": session["_id"], "revoked_at": None, "last_active": {"$lte": now - seconds(self.resolution)}},
+                {"$set": {"last_active": now, "expires_at": expires}},
+            )
+        except PyMongoError as e:
+            # Bookkeeping, not a check: the request it rides on goes on. Said once per
+            # spell of failures, not once per request.
+            if not self.touch_failing:
+                log.warning("lastActive cannot be written (%s); requests go on without it", type(e).__name__)
+            self.touch_failing = True
+            return
+        if self.touch_failing:
+            log.info("lastActive is written again")
+        self.touch_failing = False
 
     async def revoke(self, session_id: str, reason: str, by: str | None = None) -> dict | None:
         """Revoke one live session; returns it, or None when it was not live. The document

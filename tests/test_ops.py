@@ -288,7 +288,10 @@ async def test_bounded_soak_with_mixed_traffic(servers, mongo_uri):
     # Every journey signs up and has one wrong password, all from 127.0.0.1: lift the
     # per-IP caps, which are tested on their own, so the soak measures stability only.
     server = ServerProcess(
-        mongo_uri, GATEHOUSE_LOGIN_FAILURES_PER_IP="1000000", GATEHOUSE_SIGNUPS_PER_IP_HOUR="1000000"
+        mongo_uri,
+        GATEHOUSE_LOGIN_FAILURES_PER_IP="1000000",
+        GATEHOUSE_SIGNUPS_PER_IP_HOUR="1000000",
+        GATEHOUSE_LOGINS_PER_IP_HOUR="1000000",
     ).start()
     servers.append(server)
     errors: list[str] = []
