@@ -157,12 +157,16 @@ class AuthService:
     @property
     def failures_per_account(self) -> Limit:
         c = self.config
+        # No carry: the account's lock (taken by the last slot, read again after every
+        # reservation) already holds across the window's boundary, and a success clears it.
         return Limit("login_fail_account", c.login_failure_window, c.login_failures_per_account, TOO_MANY, "account")
 
     @property
     def failures_per_ip(self) -> Limit:
         c = self.config
-        return Limit("login_fail_ip", c.login_failure_window, c.login_failures_per_ip, TOO_MANY_FROM_IP, "ip")
+        return Limit(
+            "login_fail_ip", c.login_failure_window, c.login_failures_per_ip, TOO_MANY_FROM_IP, "ip", carry=True
+        )
 
     @property
     def logins_per_ip(self) -> Limit:

@@ -141,6 +141,7 @@ class Codes:
                 self.config.code_verify_failures_per_ip_hour,
                 "too many wrong codes from this address",
                 "verify_ip",
+                carry=True,
             ),
             Limit(
                 "code_fail_dest",
@@ -148,6 +149,7 @@ class Codes:
                 self.config.code_verify_failures_per_destination_hour,
                 "too many wrong codes for this destination",
                 "verify_dest",
+                carry=True,
             ),
         )
 

@@ -50,6 +50,10 @@ class Limit:
     limit: int
     message: str
     reason: str
+    # A guessing limit (wrong passwords, wrong codes): the slot that reaches the limit
+    # also fills the next window, so a burst timed to straddle the boundary (Retry-After
+    # says when it is) gets the limit once, not twice.
+    carry: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,25 @@ class RateLimits:
         if count > rule.limit:
             await self.release(slot)
             raise RateLimited(rule.message, retry_after=left, reason=rule.reason)
+        if count == rule.limit and rule.carry:
+            await self._fill_next(rule, key)
         return slot
+
+    async def _fill_next(self, rule: Limit, key: str) -> None:
+        """Start the next window of `rule` for `key` at its limit (see `Limit.carry`)."""
+        now = self.clock().timestamp()
+        index = int(now // rule.window) + 1
+        expires = self.clock() + seconds(2 * rule.window + 60)
+        for _ in range(5):
+            try:
+                await self.coll.update_one(
+                    {"_id": f"{rule.bucket}:{key}:{rule.window}:{index}"},
+                    {"$max": {"n": rule.limit}, "$setOnInsert": {"expires_at": expires}},
+                    upsert=True,
+                )
+                return
+            except DuplicateKeyError:  # a racing first use created it: the retry updates
+                continue
 
     async def reserve_all(self, wanted: Sequence[tuple[Limit, str]]) -> list[Slot]:
         """A slot under each (rule, key), or none at all: a refusal gives back the slots

@@ -10,6 +10,7 @@ created it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import json
@@ -216,6 +217,59 @@ def unique(prefix: str = "u") -> str:
 def unique_phone() -> str:
     n = next(_counter)
     return f"+1415{2000000 + (uuid.uuid4().int + n) % 7999999:07d}"
+
+
+@pytest.fixture
+def servers():
+    """Real server processes (tests/procs.py) a test starts: stopped after it."""
+    started: list = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+# ---- MongoDB's fault injection (configureFailPoint / failCommand) --------------------------
+
+
+async def set_failpoint(mongo_uri: str, commands: list[str], *, mode: Any = "alwaysOn", **data: Any) -> None:
+    """Make the app's commands named in `commands` fail as `data` says (`errorCode`,
+    `blockConnection`, …), scoped to the app's connections (appName "gatehouse"), so the
+    test's own client keeps working. Skips when the database refuses test commands."""
+    from pymongo import AsyncMongoClient
+    from pymongo.errors import OperationFailure
+
+    control = AsyncMongoClient(mongo_uri, appname="gatehouse-test-control")
+    try:
+        await control.admin.command(
+            "configureFailPoint",
+            "failCommand",
+            mode=mode,
+            data={"failCommands": commands, "appName": "gatehouse", **data},
+        )
+    except OperationFailure as e:
+        pytest.skip(f"this database does not allow fault injection (start mongod with enableTestCommands): {e}")
+    finally:
+        await control.close()
+
+
+async def failpoint_off(mongo_uri: str) -> None:
+    from pymongo import AsyncMongoClient
+
+    control = AsyncMongoClient(mongo_uri, appname="gatehouse-test-control")
+    try:
+        await control.admin.command("configureFailPoint", "failCommand", mode="off")
+    finally:
+        await control.close()
+
+
+@contextlib.asynccontextmanager
+async def failpoint(mongo_uri: str, commands: list[str], *, mode: Any = "alwaysOn", **data: Any):
+    """`set_failpoint` while the block runs."""
+    await set_failpoint(mongo_uri, commands, mode=mode, **data)
+    try:
+        yield
+    finally:
+        await failpoint_off(mongo_uri)
 
 
 def assert_error(r: Response, status: int, code: str) -> None:

@@ -14,38 +14,15 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from pymongo import AsyncMongoClient
-from pymongo.errors import OperationFailure
 
-from tests.conftest import PASSWORD, assert_error, login, register
+from tests.conftest import PASSWORD, assert_error, failpoint, login, register
 from tests.test_ops import metric_sum
 
 MARGIN = 1.5  # seconds an answer may come after its deadline on a loaded machine
-
-
-@contextlib.asynccontextmanager
-async def failpoint(mongo_uri: str, commands: list[str], **data: Any) -> AsyncIterator[None]:
-    """`failCommand` on `commands` for the app's connections while the block runs."""
-    control = AsyncMongoClient(mongo_uri, appname="gatehouse-test-control")
-    try:
-        try:
-            await control.admin.command(
-                "configureFailPoint",
-                "failCommand",
-                mode="alwaysOn",
-                data={"failCommands": commands, "appName": "gatehouse", **data},
-            )
-        except OperationFailure as e:
-            pytest.skip(f"this database does not allow fault injection (start mongod with enableTestCommands): {e}")
-        yield
-    finally:
-        await control.admin.command("configureFailPoint", "failCommand", mode="off")
-        await control.close()
 
 
 def slow(mongo_uri: str, commands: list[str], ms: int) -> contextlib.AbstractAsyncContextManager[None]:

@@ -26,7 +26,7 @@ from models.common import sha256_hex
 from models.core import Gatehouse
 from models.db import DURABILITY, MONITORING, EmbeddedMongo, connect, free_port, insert_once
 from models.validation import username_key
-from tests.conftest import PASSWORD, login, register, unique
+from tests.conftest import PASSWORD, failpoint_off, login, register, set_failpoint, unique
 from tests.procs import ServerProcess
 
 # ---- the client's options cannot be dropped by a refactor or a URI ------------------------------
@@ -128,35 +128,19 @@ async def spent(mongo_uri: str, command: str) -> bool:
     ],
 )
 async def test_a_primary_shutting_down_once_is_retried_not_a_503(api, gatehouse, mongo_uri, command, code):
-    control = AsyncMongoClient(mongo_uri, appname="gatehouse-test-control")
+    # No errorLabels in the data: the server labels a retryable write's error
+    # RetryableWriteError itself (SecantusDB and mongod 4.4+ alike).
+    once = {"mode": {"times": 1}, "errorCode": code}
     try:
-        try:
-            # No errorLabels in the data: the server labels a retryable write's error
-            # RetryableWriteError itself (SecantusDB and mongod 4.4+ alike).
-            await control.admin.command(
-                "configureFailPoint",
-                "failCommand",
-                mode={"times": 1},
-                data={"failCommands": [command], "errorCode": code, "appName": "gatehouse"},
-            )
-        except Exception as e:  # noqa: BLE001
-            pytest.skip(f"this database does not allow fault injection (start mongod with enableTestCommands): {e}")
         if command == "find":
+            user = await register(api)  # registered without meeting it; now armed for the login
+        await set_failpoint(mongo_uri, [command], **once)
+        if command != "find":
             user = await register(api)
-            await control.admin.command(  # registered without meeting it; now arm it for the login
-                "configureFailPoint",
-                "failCommand",
-                mode={"times": 1},
-                data={"failCommands": [command], "errorCode": code, "appName": "gatehouse"},
-            )
-            token = await login(api, user)
-        else:
-            user = await register(api)
-            token = await login(api, user)
+        token = await login(api, user)
         assert await spent(mongo_uri, command), "the failpoint never fired: the test proved nothing"
     finally:
-        await control.admin.command("configureFailPoint", "failCommand", mode="off")
-        await control.close()
+        await failpoint_off(mongo_uri)
     assert (await api.get("/auth/me", token=token)).status == 200
     assert await gatehouse.db.accounts.count_documents({"username_key": username_key(user["username"])}) == 1
 

@@ -19,14 +19,6 @@ from tests.procs import ServerProcess
 from tests.test_ops import PASSWORD, fresh_connection_client, metric_sum, new_user
 
 
-@pytest.fixture
-def servers():
-    started: list[ServerProcess] = []
-    yield started
-    for s in started:
-        s.stop()
-
-
 async def test_sigterm_under_keep_alive_load_answers_every_request_it_read(servers, mongo_uri):
     """Ten keep-alive clients for about three seconds, SIGTERM in the middle: every
     request that was written got a complete answer (the others were refused before they

@@ -21,14 +21,6 @@ PASSWORD = "Ops-test-pass-42"
 ADMIN = {"GATEHOUSE_ADMIN_USERNAME": "opsadmin", "GATEHOUSE_ADMIN_PASSWORD": PASSWORD}
 
 
-@pytest.fixture
-def servers():
-    started: list[ServerProcess] = []
-    yield started
-    for s in started:
-        s.stop()
-
-
 def fresh_connection_client(url: str) -> httpx.AsyncClient:
     """Every request on a new TCP connection, so the kernel may hand it to any worker."""
     return httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0))

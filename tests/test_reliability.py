@@ -12,13 +12,11 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from pymongo import AsyncMongoClient
-from pymongo.errors import OperationFailure
 
 from models.common import Context, utcnow
 from models.core import Gatehouse
 from models.db import connect
-from tests.conftest import PASSWORD, login, register
+from tests.conftest import PASSWORD, failpoint, failpoint_off, login, register, set_failpoint
 
 NEW = "Brand-new-pass-7"
 WRITES = ["insert", "update", "findAndModify", "delete"]
@@ -31,29 +29,17 @@ QUIET = {"session_cache_ms": 0}  # no change feed: the flow's own writes, counte
 @pytest.fixture
 async def fail_nth_write(mongo_uri, gatehouse):
     """`await fail(k)`: the k-th write (0-based) of the app from now on fails once."""
-    control = AsyncMongoClient(mongo_uri, appname="gatehouse-test-control")
     gatehouse.queue.stop()  # the worker's claims would take the failure meant for the flow
 
     async def fail(k: int) -> None:
-        try:
-            await control.admin.command(
-                "configureFailPoint",
-                "failCommand",
-                mode={"skip": k, "times": 1},
-                data={"failCommands": WRITES, "errorCode": TRANSIENT, "appName": "gatehouse"},
-            )
-        except OperationFailure as e:
-            pytest.skip(f"this database does not allow fault injection (enableTestCommands): {e}")
+        await set_failpoint(mongo_uri, WRITES, mode={"skip": k, "times": 1}, errorCode=TRANSIENT)
 
     yield fail
-    await control.admin.command("configureFailPoint", "failCommand", mode="off")
-    await control.close()
+    await failpoint_off(mongo_uri)
 
 
 async def off(mongo_uri) -> None:
-    control = AsyncMongoClient(mongo_uri, appname="gatehouse-test-control")
-    await control.admin.command("configureFailPoint", "failCommand", mode="off")
-    await control.close()
+    await failpoint_off(mongo_uri)
 
 
 async def with_one_retry(request):
@@ -186,20 +172,10 @@ async def test_a_failed_event_insert_never_fails_the_operation_and_is_written_la
     token, other = await login(api, user), await login(api, user)
     session_id = (await api.get("/auth/me", token=other)).data["data"]["session"]
     gatehouse.followups.base = 0.05
-    control = AsyncMongoClient(mongo_uri, appname="gatehouse-test-control")
-    try:
-        # A kick's one insert is its audit event (the revocation is an update).
-        await control.admin.command(
-            "configureFailPoint",
-            "failCommand",
-            mode={"times": 1},
-            data={"failCommands": ["insert"], "errorCode": TRANSIENT, "appName": "gatehouse"},
-        )
+    # A kick's one insert is its audit event (the revocation is an update).
+    async with failpoint(mongo_uri, ["insert"], mode={"times": 1}, errorCode=TRANSIENT):
         r = await api.delete(f"/auth/sessions/{session_id}", token=token)
         assert r.status == 200
-    finally:
-        await control.admin.command("configureFailPoint", "failCommand", mode="off")
-        await control.close()
 
     async def written() -> bool:
         return bool(await gatehouse.events.find(account_id=user["id"], type="kick"))
