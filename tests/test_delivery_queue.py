@@ -216,6 +216,10 @@ async def test_a_database_error_does_not_stop_the_worker(sinks, gatehouse, caplo
         await gatehouse.db.jobs.update_one({"_id": job_id}, {"$set": {"attempts": 0}})
         assert await sinks.code_for(phone) == "830462"
         await wait_for_state(gatehouse, job_id, "done")
+        for _ in range(100):  # logged when the worker's round that sent it returns
+            if any("reading jobs again" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.02)
         assert any("reading jobs again" in r.getMessage() for r in caplog.records)
     finally:
         queue.stop()
