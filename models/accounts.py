@@ -263,7 +263,13 @@ def session_epoch_holds(account: dict, session: dict) -> bool:
     if credential_epoch(session) == credential_epoch(account):
         return True
     carry = account.get("cred_carry") or {}
-    return carry.get("session") == session["_id"] and carry.get("epoch") == credential_epoch(session)
+    return (
+        carry.get("session") == session["_id"]
+        and carry.get("epoch") == credential_epoch(session)
+        # Only across the one change that carried it: any later change moves the epoch
+        # again, and the carry no longer vouches for anything.
+        and credential_epoch(account) == credential_epoch(session) + 1
+    )
 
 
 def epoch_query(epoch: int) -> int | dict:

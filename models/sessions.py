@@ -158,7 +158,8 @@ class Sessions:
         live = {"account_id": account["id"], "revoked_at": None, "expires_at": {"$gt": now}}
         current = {"cred_epoch": epoch_query(credential_epoch(account))}
         carry = account.get("cred_carry")
-        live["$or"] = [current, {"_id": carry["session"], "cred_epoch": carry["epoch"]}] if carry else [current]
+        carried = carry and carry["epoch"] + 1 == credential_epoch(account)
+        live["$or"] = [current, {"_id": carry["session"], "cred_epoch": carry["epoch"]}] if carried else [current]
         cursor = self.coll.find(live).sort("last_active", DESCENDING).limit(limit)
         return await cursor.to_list(length=limit)
 

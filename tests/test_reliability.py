@@ -248,3 +248,15 @@ async def test_a_lock_written_by_a_fast_server_lasts_as_long_on_the_other(settin
     account = await a.accounts.find_by_login("locked")
     left = await a.limits.locked_for(f"login:account={account['id']}")
     assert abs(left - config.login_failure_window) <= 3, left
+
+
+def test_a_carried_session_holds_only_across_the_change_that_carried_it():
+    from models.accounts import session_epoch_holds
+
+    changer = {"_id": "s1", "cred_epoch": 4}  # its move to epoch 5 has not landed yet
+    account = {"cred_epoch": 5, "cred_carry": {"session": "s1", "epoch": 4}}
+    assert session_epoch_holds(account, changer)
+    assert not session_epoch_holds(account, {"_id": "s2", "cred_epoch": 4})  # another old session
+    # A later takeover, disable or change moves the epoch again: the carry is void.
+    assert not session_epoch_holds({**account, "cred_epoch": 6}, changer)
+    assert session_epoch_holds({"cred_epoch": 0}, {"_id": "s3"})  # from before epochs existed
