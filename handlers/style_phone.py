@@ -7,10 +7,9 @@ can be asked for again only after the code's lifetime (the document's 5 minutes)
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from models.errors import AccountExists, AccountNotFound, CodeInvalid, Forbidden, InvalidRequest, NoPendingCode
+from models.errors import AccountNotFound, CodeInvalid, Forbidden, InvalidRequest, NoPendingCode
 from models.validation import Field, normalize_phone
 
 from .base import APIHandler, allow_anonymous
@@ -58,19 +57,7 @@ class RegisterHandler(PhoneHandler):
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         phone = self.phone(f["phonenumber"])
-        if await self.gh.accounts.find_by_phone(phone):
-            raise AccountExists(field="phone")
-        account = await self.gh.auth.register(self.context(), password=None, phone=phone)
-        token = str(uuid.uuid4())
-        try:
-            # Synchronous on purpose: document 001 makes the text message the answer.
-            await self.gh.flows.send_now(
-                "verify_phone", "sms", phone, self.context(), account=account, cooldown=0, ticket=token
-            )
-        except Exception:
-            # No half-written account: without its code the sign-up never happened.
-            await self.gh.accounts.delete(account["id"])
-            raise
+        token = await self.gh.flows.register_phone(phone, self.context())
         self.reply({"message": "User Created Successfully", "phone": phone, "token": token})
 
 

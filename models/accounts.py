@@ -145,7 +145,13 @@ class Accounts:
         return await self.find_by_login(ref)
 
     async def set_password(
-        self, account_id: int, password: str, *, if_epoch: int | None = None, keep_session: str | None = None
+        self,
+        account_id: int,
+        password: str,
+        *,
+        if_epoch: int | None = None,
+        keep_session: str | None = None,
+        by_code: str | None = None,
     ) -> int | None:
         """Store a new password and move the credential epoch in the same write: every
         session stamped with an older epoch is refused from then on. Returns the new
@@ -153,10 +159,15 @@ class Accounts:
         while the credentials are still those: a change whose check was in flight while a
         reset or a takeover landed must not write over it (None then). `keep_session`
         (with `if_epoch`): the session making the change carries over to the new epoch
-        in this same write (`cred_carry`), so the change is decided by this one write."""
+        in this same write (`cred_carry`), so the change is decided by this one write.
+        `by_code` (a reset code's hash): once per code, so of two submissions of one code
+        racing, one sets its password (None for the other)."""
         password_hash = await self.hasher.hash(password)
         query: dict[str, Any] = {"id": account_id}
         fields: dict[str, Any] = {"password_hash": password_hash, "password_changed": self.clock(), "cred_carry": None}
+        if by_code is not None:
+            query["reset_by"] = {"$ne": by_code}
+            fields["reset_by"] = by_code
         if if_epoch is not None:
             query["cred_epoch"] = epoch_query(if_epoch)
             if keep_session:
@@ -172,6 +183,12 @@ class Accounts:
             return_document=ReturnDocument.AFTER,
         )
         return None if updated is None else credential_epoch(updated)
+
+    async def delete_unproven(self, account_id: int) -> bool:
+        """Delete a sign-up that never got going (no password, phone not proven): the
+        rollback of document 001's sign-up when its text message could not be sent."""
+        result = await self.coll.delete_one({"id": account_id, "password_hash": None, "phone_verified": {"$ne": True}})
+        return result.deleted_count == 1
 
     async def set_disabled(self, account_id: int, disabled: bool) -> bool:
         update: dict[str, Any] = {"$set": {"disabled": disabled}, **CHANGED}

@@ -15,6 +15,7 @@ from .accounts import Accounts, credential_epoch, session_epoch_holds
 from .common import DAY, HOUR, Context, sha256_hex
 from .errors import (
     AccountNotFound,
+    CodeInvalid,
     Forbidden,
     InvalidCredentials,
     InvalidRequest,
@@ -453,8 +454,15 @@ class AuthService:
             0,
         )
 
-    async def set_password_after_reset(self, account: dict, new: str, ctx: Context) -> int:
-        await self.accounts.set_password(account["id"], new)
+    async def set_password_after_reset(self, account: dict, new: str, ctx: Context, *, code: str) -> int:
+        """The reset's decisive write, once per code (`code`: its hash). A retry of the
+        same submission whose write already landed finds its own password in place and
+        goes on; a racing submission of the same code with another password is refused
+        (`CodeInvalid`), so no answer contradicts the password in effect."""
+        if await self.accounts.set_password(account["id"], new, by_code=code) is None:
+            current = await self.accounts.find_by_id(account["id"])
+            if not await self.hasher.verify(new, (current or {}).get("password_hash")):
+                raise CodeInvalid()
         ended = await self.end_sessions(account["id"], "password_reset")
         await self.events.record("password_reset", ctx, account_id=account["id"], sessions_ended=ended)
         await self.followups.run("the reset notice", lambda: self.notify(account, "password was reset", ctx), None)
@@ -506,6 +514,13 @@ class AuthService:
             "ownership_proven", ctx, account_id=account["id"], channel=channel, sessions_ended=ended
         )
         return "taken_over"
+
+    async def roll_back_signup(self, account: dict, ctx: Context) -> None:
+        """Undo a sign-up whose completion failed (document 001: the text message could
+        not be sent). Retried in the background if the database fails it, so a client's
+        retry is not answered "already exists" for good."""
+        await self.followups.run("rolling back a sign-up", lambda: self.accounts.delete_unproven(account["id"]), None)
+        await self.events.record("signup_rolled_back", ctx, account_id=account["id"])
 
     async def delete_account(self, account: dict, ctx: Context, *, by: str) -> None:
         await self.sessions.revoke_all(account["id"], "deleted", by=by)

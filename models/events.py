@@ -38,6 +38,7 @@ EVENT_TYPES = (
     "code_requested",
     "ownership_proven",
     "contact_detached",
+    "signup_rolled_back",
 )
 
 

@@ -18,6 +18,7 @@ credentials are refused by their epoch whether or not their documents were revok
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -47,8 +48,11 @@ class Followups:
             return default
 
     def later(self, what: str, make: Callable[[], Awaitable[object]]) -> None:
-        """Retry `make()` in the background until it succeeds or the attempts run out."""
-        task = asyncio.ensure_future(self._retry(what, make))
+        """Retry `make()` in the background until it succeeds or the attempts run out.
+        In a fresh context: the request's context carries its deadline (`pymongo.timeout`),
+        which would fail every retry made after the request's budget ran out."""
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._retry(what, make), context=contextvars.Context())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

@@ -12,13 +12,15 @@ whether a string is someone's phone or e-mail.
 
 from __future__ import annotations
 
+import uuid
+
 from config import Config
 
 from .accounts import Accounts
 from .auth import AuthService, Login, login_key
 from .codes import Codes
 from .common import Context
-from .errors import CodeInvalid, DeliveryFailed, InvalidRequest
+from .errors import AccountExists, CodeInvalid, DeliveryFailed, InvalidRequest
 from .events import EventLog
 from .validation import classify_login, email_key, normalize_email, normalize_phone
 
@@ -119,6 +121,23 @@ class CodeFlows:
             raise
         await self.events.record("code_sent", ctx, account_id=account["id"], purpose=purpose, channel=channel)
 
+    async def register_phone(self, phone: str, ctx: Context) -> str:
+        """Document 001's sign-up: an account with only a phone, and a verification code
+        texted to it on the request path (the document makes that text the answer).
+        Returns the ticket the code is bound to. If the text cannot be sent, the sign-up
+        is rolled back (retried in the background when the database fails that too), so
+        no half-made account answers the client's retry with "already exists"."""
+        if await self.accounts.find_by_phone(phone):
+            raise AccountExists(field="phone")
+        account = await self.auth.register(ctx, password=None, phone=phone)
+        ticket = str(uuid.uuid4())
+        try:
+            await self.send_now("verify_phone", "sms", phone, ctx, account=account, cooldown=0, ticket=ticket)
+        except Exception:
+            await self.auth.roll_back_signup(account, ctx)
+            raise
+        return ticket
+
     @staticmethod
     def reset_destination(account: dict) -> tuple[str, str] | None:
         """Where the account's reset codes and notices go: a proven contact first (e-mail,
@@ -204,7 +223,7 @@ class CodeFlows:
             target = self.reset_destination(live)
             if target is not None:
                 await self.auth.prove_ownership(live, target[0], ctx, logged_in=False)
-            await self.auth.set_password_after_reset(live, password, ctx)
+            await self.auth.set_password_after_reset(live, password, ctx, code=record["code_hash"])
 
         await self.codes.verify("reset", subject, code, ctx.ip_key, limit_key=key, before_spend=reset)
         assert live is not None

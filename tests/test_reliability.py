@@ -16,7 +16,7 @@ import pytest
 from models.common import Context, utcnow
 from models.core import Gatehouse
 from models.db import connect
-from tests.conftest import PASSWORD, failpoint, failpoint_off, login, register, set_failpoint
+from tests.conftest import PASSWORD, failpoint, failpoint_off, login, register, set_failpoint, unique_phone
 
 NEW = "Brand-new-pass-7"
 WRITES = ["insert", "update", "findAndModify", "delete"]
@@ -260,3 +260,60 @@ def test_a_carried_session_holds_only_across_the_change_that_carried_it():
     # A later takeover, disable or change moves the epoch again: the carry is void.
     assert not session_epoch_holds({**account, "cred_epoch": 6}, changer)
     assert session_epoch_holds({"cred_epoch": 0}, {"_id": "s3"})  # from before epochs existed
+
+
+@pytest.mark.parametrize("settings", [{"session_cache_ms": 0, "request_deadline_ms": 500}])
+async def test_background_retries_outlive_the_requests_deadline(settings, api, gatehouse, mongo_uri):
+    """A follow-up retried after its request's deadline passed still lands (it runs in a
+    context of its own, not under the request's `pymongo.timeout`)."""
+    user = await register(api)
+    token, other = await login(api, user), await login(api, user)
+    session_id = (await api.get("/auth/me", token=other)).data["data"]["session"]
+    gatehouse.queue.stop()
+    gatehouse.followups.base = 0.6  # the first retry comes after the request's 0.5 s
+    async with failpoint(mongo_uri, ["insert"], mode={"times": 1}, errorCode=TRANSIENT):
+        assert (await api.delete(f"/auth/sessions/{session_id}", token=token)).status == 200
+
+    async def written() -> bool:
+        return bool(await gatehouse.events.find(account_id=user["id"], type="kick"))
+
+    await eventually(written)
+
+
+@pytest.mark.parametrize("k", range(2, 12))
+@pytest.mark.parametrize("settings", [dict(QUIET)])
+async def test_a_phone_sign_up_cut_short_is_rolled_back_and_can_be_retried(
+    settings, k, sinks, api, gatehouse, mongo_uri
+):
+    """Document 001's sign-up: the database going down from its k-th write on leaves no
+    half-made account once it is back, so the client's retry is not "already exists"."""
+    gatehouse.queue.stop()
+    gatehouse.followups.base = 0.05
+    phone = unique_phone()
+    await set_failpoint(mongo_uri, WRITES, mode={"skip": k}, errorCode=TRANSIENT)
+    first = await api.post("/auth/api/Register/", {"phonenumber": phone})
+    await failpoint_off(mongo_uri)
+    if first.status == 503:
+
+        async def rolled_back() -> bool:
+            return await gatehouse.db.accounts.count_documents({"phone": phone}) == 0
+
+        await eventually(rolled_back)
+        first = await api.post("/auth/api/Register/", {"phonenumber": phone})
+    assert first.status == 200, first.data
+    assert await gatehouse.db.accounts.count_documents({"phone": phone}) == 1
+
+
+@pytest.mark.parametrize("trial", range(3))
+async def test_two_resets_with_one_code_never_contradict_the_password_in_effect(trial, sinks, api, gatehouse):
+    user = await register(api)
+    await api.post("/auth/reset", {"username": user["username"]})
+    code = await sinks.code_for(user["email"])
+    passwords = ("Alpha-pass-1234x", "Bravo-pass-5678y")
+    answers = await asyncio.gather(
+        *(api.post("/auth/reset", {"username": user["username"], "password": p, "code": code}) for p in passwords)
+    )
+    assert sorted(r.status for r in answers) == [200, 400]
+    for answer, password in zip(answers, passwords, strict=True):
+        login_status = (await api.post("/auth/auth", {"username": user["username"], "password": password})).status
+        assert (answer.status == 200) == (login_status == 200), (answer.data, login_status)
