@@ -673,3 +673,27 @@ async def test_a_counter_first_used_by_thirty_requests_at_once_counts_thirty(gat
         docs = await asyncio.gather(*(upsert_inc(gatehouse.db.limits, f"race{k}", {"n": 1}) for _ in range(30)))
         assert sorted(d["n"] for d in docs) == list(range(1, 31))
         assert (await gatehouse.db.limits.find_one({"_id": f"race{k}"}))["n"] == 30
+
+
+@pytest.mark.parametrize("landing", ["reset", "takeover"])
+async def test_a_login_in_flight_loses_to_a_reset_or_a_takeover(landing, sinks, api, gatehouse):
+    """The login side of the race: its password check ran before the change landed, its
+    session would be written after it. It fails like a wrong password and leaves no
+    live session behind."""
+    address = f"{unique('owner')}@example.test"
+    user = await register(api, email=address)
+    entered, release = hold_next_password_check(gatehouse)
+    racing = asyncio.ensure_future(api.post("/auth/auth", {"username": address, "password": PASSWORD}))
+    await entered.wait()  # the old password is checked; the session is not written yet
+    if landing == "takeover":
+        await api.post("/auth/otp", {"email": address, "purpose": "verify"})
+        code = await sinks.code_for(address)
+        r = await api.post("/auth/otp/verify", {"email": address, "code": code, "purpose": "verify"})
+    else:
+        await api.post("/auth/reset", {"username": address})
+        code = await sinks.code_for(address)
+        r = await api.post("/auth/reset", {"username": address, "password": NEW, "code": code})
+    assert r.status == 200
+    release.set()
+    assert_error(await racing, 401, "INVALID_CREDENTIALS")
+    assert await gatehouse.db.sessions.count_documents({"account_id": user["id"], "revoked_at": None}) == 0
