@@ -8,6 +8,7 @@ errors are `{"error": "<CODE>", "message": "…"}`.
 from __future__ import annotations
 
 import hmac
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from models.errors import InvalidRequest, NotAuthenticated
 from models.events import event_view
 from models.sessions import session_view
 from models.validation import Field, parse_fields
+from models.values import Account
 
 from .base import APIHandler
 from .openapi import SESSION
@@ -75,12 +77,12 @@ class AdminAPIHandler(APIHandler):
             return
         await super().authenticate()
         self.gh.auth.require_admin(self.current_account)
-        self.actor = f"admin:{self.current_account['id']}"
+        self.actor = f"admin:{self.current_account.id}"
 
     def query(self, spec: dict[str, Field]) -> dict[str, Any]:
         return parse_fields({k: self.get_query_argument(k, None) for k in spec}, spec)
 
-    async def account(self, account_id: str) -> dict:
+    async def account(self, account_id: str) -> Account:
         return await self.gh.accounts.get(int(account_id))
 
 
@@ -153,7 +155,7 @@ class AccountHandler(AdminAPIHandler):
     async def get(self, account_id: str) -> None:
         account = await self.account(account_id)
         sessions = await self.gh.sessions.list_for_account(account)
-        events = await self.gh.events.find(account_id=account["id"], limit=20)
+        events = await self.gh.events.find(account_id=account.id, limit=20)
         self.reply(
             {
                 "account": account_view(account),
@@ -167,7 +169,7 @@ class KickAllHandler(AdminAPIHandler):
     @doc("Kick every session of the account", ok=obj({"kicked": INT}), errors=(403, 404))
     async def post(self, account_id: str) -> None:
         account = await self.account(account_id)
-        self.reply({"kicked": await self.gh.auth.kick_all(account["id"], self.context(), by=self.actor)})
+        self.reply({"kicked": await self.gh.auth.kick_all(account.id, self.context(), by=self.actor)})
 
 
 class DisableHandler(AdminAPIHandler):
@@ -176,9 +178,9 @@ class DisableHandler(AdminAPIHandler):
     @doc("Disable (and kick every session) or enable the account", ok=ACCOUNT_STATE, errors=(403, 404))
     async def post(self, account_id: str) -> None:
         account = await self.account(account_id)
-        actor_id = self._account["id"] if self._account else None
+        actor_id = self._caller.account.id if self._caller else None
         ended = await self.gh.auth.set_disabled(account, self.disable, self.context(), by=self.actor, actor_id=actor_id)
-        self.reply({"account": account_view({**account, "disabled": self.disable}), "sessionsEnded": ended})
+        self.reply({"account": account_view(replace(account, disabled=self.disable)), "sessionsEnded": ended})
 
 
 class EnableHandler(DisableHandler):

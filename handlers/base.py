@@ -42,6 +42,7 @@ from models.errors import (
     Unavailable,
 )
 from models.validation import Field, parse_fields
+from models.values import Account, Caller, Session
 
 from .metrics import DEADLINES, SHED, observe_request
 from .spec import PARAMS, STR, Schema, obj
@@ -331,24 +332,23 @@ class APIHandler(CommonMixin, RequestHandler):
 
     # ---- the caller ----------------------------------------------------------------
 
-    _account: dict | None = None
-    _session: dict | None = None
+    _caller: Caller | None = None
     _token: str | None = None
-    _authenticated: bool = False
 
     @property
-    def current_account(self) -> dict:
-        if not self._authenticated:
-            raise RuntimeError("current_account read before authenticate()")
-        assert self._account is not None
-        return self._account
+    def caller(self) -> Caller:
+        """The caller behind the request's token (authenticated routes only)."""
+        if self._caller is None:
+            raise RuntimeError("caller read before authenticate()")
+        return self._caller
 
     @property
-    def current_session(self) -> dict:
-        if not self._authenticated:
-            raise RuntimeError("current_session read before authenticate()")
-        assert self._session is not None
-        return self._session
+    def current_account(self) -> Account:
+        return self.caller.account
+
+    @property
+    def current_session(self) -> Session:
+        return self.caller.session
 
     def bearer_token(self) -> str | None:
         """The token in Authorization: raw (as API 003 shows) or `Bearer <token>`."""
@@ -365,14 +365,13 @@ class APIHandler(CommonMixin, RequestHandler):
         token = self.bearer_token()
         if not token:
             raise NotAuthenticated()
-        self._account, self._session = await self.resolve_token(token)
+        self._caller = await self.resolve_token(token)
         self._token = token
-        self._authenticated = True
 
-    async def optional_caller(self, *, strict: bool = True) -> tuple[dict, dict] | None:
-        """(account, session) of the token a request on an anonymous route may carry, or
-        None without one. A token that is sent but invalid is `NotAuthenticated` when
-        `strict`, else treated as absent."""
+    async def optional_caller(self, *, strict: bool = True) -> Caller | None:
+        """The caller behind the token a request on an anonymous route may carry, or None
+        without one. A token that is sent but invalid is `NotAuthenticated` when `strict`,
+        else treated as absent."""
         if not self.bearer_token():
             return None
         try:
@@ -381,10 +380,10 @@ class APIHandler(CommonMixin, RequestHandler):
             if strict:
                 raise
             return None
-        return self.current_account, self.current_session
+        return self._caller
 
-    async def resolve_token(self, token: str) -> tuple[dict, dict]:
-        return await self.gh.auth.authenticate(token)
+    async def resolve_token(self, token: str) -> Caller:
+        return await self.gh.resolver.resolve(token)
 
     async def prepare(self) -> None:
         self.shed_if_overloaded()
@@ -504,7 +503,7 @@ def log_request(handler: RequestHandler) -> None:
     status = handler.get_status()
     seconds = handler.request.request_time()
     latency_ms = 1000.0 * seconds
-    account = getattr(handler, "_account", None)
+    caller = getattr(handler, "_caller", None)
     # The route's template, not the raw path: bounded label values, no ids in metrics.
     route = handler.application.settings.get("route_names", {}).get(type(handler), "unmatched")
     observe_request(route, handler.request.method, status, seconds)
@@ -516,7 +515,7 @@ def log_request(handler: RequestHandler) -> None:
         "status": status,
         "ms": round(latency_ms, 2),
         "ip": getattr(handler, "client_ip", handler.request.remote_ip),
-        "account": account["id"] if account else None,
+        "account": caller.account.id if caller else None,
     }
     # A 503 is a deliberate answer (database down or slow, deadline, overload): a warning.
     level = logging.INFO if status < 500 else logging.WARNING if status == 503 else logging.ERROR

@@ -18,13 +18,14 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from tornado.web import HTTPError, RequestHandler
 
-from models.accounts import account_view, is_admin
+from models.accounts import account_view
 from models.common import Context
 from models.errors import InvalidCredentials, NotAuthenticated, Overloaded
 from models.events import EVENT_TYPES
 from models.sessions import KINDS
 from models.useragent import describe
 from models.validation import Field, parse_fields
+from models.values import Account, Session
 
 from .admin_api import parse_time
 from .base import CommonMixin, translate
@@ -85,8 +86,8 @@ def console_templates(settings: dict) -> Environment:
 
 class ConsoleHandler(CommonMixin, RequestHandler):
     login_required = True
-    admin: dict | None = None
-    console_session: dict | None = None
+    admin: Account | None = None
+    console_session: Session | None = None
 
     def set_default_headers(self) -> None:
         self.common_headers()
@@ -147,9 +148,10 @@ class ConsoleHandler(CommonMixin, RequestHandler):
         token = self.get_signed_cookie(self.cookie, max_age_days=31)
         if token:
             try:
-                self.admin, self.console_session = await self.gh.auth.authenticate(
+                caller = await self.gh.resolver.resolve(
                     token.decode(), kinds=("console",), touch=not self.is_self_refresh
                 )
+                self.admin, self.console_session = caller.account, caller.session
             except NotAuthenticated:
                 self.clear_console_cookie()
         if not self.login_required:
@@ -159,13 +161,13 @@ class ConsoleHandler(CommonMixin, RequestHandler):
                 self.redirect("/console/login?" + urlencode({"next": self.request.uri}))
                 return
             raise HTTPError(403, "log in to the console first")
-        if not is_admin(self.admin):
+        if not self.admin.is_admin:
             raise HTTPError(403, "this page is for administrators")
 
     @property
     def actor(self) -> str:
         assert self.admin is not None
-        return f"admin:{self.admin['id']}"
+        return f"admin:{self.admin.id}"
 
     def context(self) -> Context:
         return replace(super().context(), style="console")
@@ -216,7 +218,7 @@ class LoginHandler(ConsoleHandler):
         return console_target(self.get_argument("next", None), "/console/")
 
     async def get(self) -> None:
-        if self.admin is not None and is_admin(self.admin):
+        if self.admin is not None and self.admin.is_admin:
             self.redirect(self.next_url())
             return
         self.page("login.html", next=self.next_url(), error=None)
@@ -231,12 +233,12 @@ class LoginHandler(ConsoleHandler):
             # A non-admin's right password is a failed console login like any other (it
             # counts, and answers as a wrong password): the console is no oracle for
             # testing stolen credentials unseen.
-            account = await self.gh.auth.check_password(f["username"], f["password"], ctx, admit=is_admin)
+            login = await self.gh.auth.login_password(
+                f["username"], f["password"], ctx, kind="console", admit=lambda account: account.is_admin
+            )
         except InvalidCredentials as e:
             self.page("login.html", status=401, next=self.next_url(), error=e.message, username=f["username"])
             return
-        login = await self.gh.auth.start_session(account, "console", ctx)
-        assert login.token is not None
         self.set_signed_cookie(self.cookie, login.token, expires_days=None)
         self.redirect(self.next_url(), status=303)
 
@@ -335,15 +337,15 @@ class AccountActionHandler(ConsoleHandler):
         account = await self.gh.accounts.get(int(account_id))
         ctx = self.context()
         if action == "kick":
-            await self.gh.auth.kick_all(account["id"], ctx, by=self.actor)
+            await self.gh.auth.kick_all(account.id, ctx, by=self.actor)
             done = "kicked_all"
         elif action in ("disable", "enable"):
             assert self.admin is not None
-            await self.gh.auth.set_disabled(account, action == "disable", ctx, by=self.actor, actor_id=self.admin["id"])
+            await self.gh.auth.set_disabled(account, action == "disable", ctx, by=self.actor, actor_id=self.admin.id)
             done = action + "d"
         else:  # reset
             done = "reset_sent" if await self.gh.flows.send_reset(account, ctx) else "reset_nowhere"
-        self.back(f"/console/accounts/{account['id']}", done)
+        self.back(f"/console/accounts/{account.id}", done)
 
 
 class EventsHandler(ConsoleHandler):

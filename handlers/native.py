@@ -14,11 +14,11 @@ from typing import Any
 from tornado.web import HTTPError
 
 from models.accounts import account_view
-from models.auth import Login
 from models.common import epoch
 from models.errors import AccountNotFound, InvalidRequest, NotAuthenticated
 from models.sessions import session_view
 from models.validation import Field
+from models.values import Account, OpaqueLogin
 
 from .base import APIHandler, allow_anonymous
 from .spec import BOOL, EPOCH, INT, NULL, STR, Route, Schema, array, const, doc, obj, ref
@@ -60,21 +60,21 @@ class NativeHandler(APIHandler):
             body["field"] = field
         return body
 
-    def login_view(self, account: dict, session: dict, token: str) -> dict:
+    def login_view(self, login: OpaqueLogin) -> dict:
         """The /auth/auth and /auth/me answer: identical by the document."""
         return {
-            "token": token,
-            "account": public_account(account),
-            "session": session["_id"],
-            "lastActive": epoch(session["last_active"]),
-            "created": epoch(session["created"]),
+            "token": login.token,
+            "account": public_account(login.account),
+            "session": login.session.id,
+            "lastActive": epoch(login.session.last_active),
+            "created": epoch(login.session.created),
         }
 
 
 LOGIN_VIEW = obj({"token": STR, "account": ref("PublicAccount"), "session": STR, "lastActive": EPOCH, "created": EPOCH})
 
 
-def public_account(account: dict) -> dict:
+def public_account(account: Account) -> dict:
     """The account as document 003 shows it (plus its id)."""
     view = account_view(account)
     return {k: view[k] for k in ("id", "nickname", "username", "email", "phone")}
@@ -109,14 +109,14 @@ class LoginHandler(NativeHandler):
     async def post(self) -> None:
         f = self.fields(LOGIN_FIELDS)
         login = await self.gh.auth.login_password(f["username"], f["password"], self.context())
-        assert login.token is not None
-        self.reply(self.login_view(login.account, login.session, login.token))
+        self.reply(self.login_view(login))
 
 
 class MeHandler(NativeHandler):
     @doc("Who is logged in (the same answer as /auth/auth)", ok=LOGIN_VIEW)
     async def get(self) -> None:
-        self.reply(self.login_view(self.current_account, self.current_session, self._token or ""))
+        caller = self.caller
+        self.reply(self.login_view(OpaqueLogin(caller.account, caller.session, self._token or "")))
 
 
 class LogoutHandler(NativeHandler):
@@ -130,7 +130,7 @@ class SessionsHandler(NativeHandler):
     @doc("This account's live sessions", ok=obj({"sessions": array(ref("Session"))}))
     async def get(self) -> None:
         sessions = await self.gh.sessions.list_for_account(self.current_account)
-        current = self.current_session["_id"]
+        current = self.current_session.id
         self.reply({"sessions": [session_view(s, current) for s in sessions]})
 
 
@@ -138,7 +138,7 @@ class SessionHandler(NativeHandler):
     @doc("End one of this account's sessions", ok=obj({"revoked": STR}), errors=(404,))
     async def delete(self, session_id: str) -> None:
         account = self.current_account
-        await self.gh.auth.kick(session_id, self.context(), by=f"account:{account['id']}", account_id=account["id"])
+        await self.gh.auth.kick(session_id, self.context(), by=f"account:{account.id}", account_id=account.id)
         self.reply({"revoked": session_id})
 
 
@@ -152,12 +152,8 @@ class RevokeOthersHandler(NativeHandler):
         errors=(429,),
     )
     async def post(self) -> None:
-        account = self.current_account
         f = self.fields(self.FIELDS)
-        await self.gh.auth.require_recent_login(account, self.current_session, f.get("password"), self.context())
-        count = await self.gh.auth.kick_all(
-            account["id"], self.context(), by=f"account:{account['id']}", except_id=self.current_session["_id"]
-        )
+        count = await self.gh.auth.end_other_sessions(self.caller, f.get("password"), self.context())
         self.reply({"revoked": count})
 
 
@@ -188,13 +184,7 @@ class PasswordHandler(NativeHandler):
     )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        ended = await self.gh.auth.change_password(
-            self.current_account,
-            f["password"],
-            f["new_password"],
-            self.context(),
-            keep_session=self.current_session["_id"],
-        )
+        ended = await self.gh.auth.change_password(self.caller, f["password"], f["new_password"], self.context())
         self.reply({"sessionsEnded": ended})
 
 
@@ -273,19 +263,12 @@ class OtpVerifyHandler(OtpHandler):
         # Optional login: a proof sent with a token of the same account is the owner
         # confirming their own address, not a takeover (README "Proving a phone or e-mail").
         caller = await self.optional_caller()
-        result = await self.gh.flows.verify_code(
-            self.purpose(f),
-            f.get("phone"),
-            f.get("email"),
-            f["code"],
-            self.context(),
-            caller=caller[0] if caller else None,
-        )
-        if isinstance(result, Login):
-            assert result.token is not None
-            self.reply(self.login_view(result.account, result.session, result.token))
+        phone, email, code = f.get("phone"), f.get("email"), f["code"]
+        if self.purpose(f) == "login":
+            self.reply(self.login_view(await self.gh.flows.login_by_code(phone, email, code, self.context())))
         else:
-            self.reply({"verified": result})
+            channel = await self.gh.flows.prove_contact(phone, email, code, self.context(), caller=caller)
+            self.reply({"verified": channel})
 
 
 def pair_view(pair) -> dict:
@@ -339,27 +322,7 @@ class IntrospectHandler(NativeHandler):
     )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        self.reply(await introspect(self.gh, f["token"]))
-
-
-async def introspect(gh, token: str) -> dict:
-    if token.count(".") == 2:
-        return await gh.tokens.introspect(token, lambda sid: gh.auth.load_session(sid, token))
-    found = await gh.auth.load_session(None, token)
-    if found is None:
-        return {"active": False}
-    session, account = found
-    return {
-        "active": True,
-        "sub": account["uid"],
-        "sid": session["_id"],
-        "exp": epoch(session["expires_at"]),
-        "iat": epoch(session["created"]),
-        "kind": session["kind"],
-        "token_type": "opaque",
-        "style": session.get("style"),
-        "username": account.get("username"),
-    }
+        self.reply(await self.gh.auth.introspect(f["token"]))
 
 
 class JwksHandler(NativeHandler):

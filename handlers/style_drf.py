@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from models.accounts import account_view
 from models.validation import Field, parse_fields
+from models.values import Account, Caller
 
 from .base import APIHandler, allow_anonymous
 from .spec import INT, STR, Route, Schema, array, doc, nullable, obj, ref
@@ -45,8 +46,8 @@ class DrfHandler(APIHandler):
             return {"detail": DETAIL[code], "code": "token_not_valid"}
         return {"detail": DETAIL.get(code, message)}
 
-    async def resolve_token(self, token: str) -> tuple[dict, dict]:
-        return await self.gh.auth.authenticate(token, kinds=("jwt", "opaque"))
+    async def resolve_token(self, token: str) -> Caller:
+        return await self.gh.resolver.resolve(token, kinds=("jwt", "opaque"))
 
 
 class SignUpHandler(DrfHandler):
@@ -85,7 +86,7 @@ class LoginHandler(DrfHandler):
         f = self.fields(self.FIELDS)
         login = await self.gh.auth.login_jwt(f["username"], f["password"], self.context())
         assert login.pair is not None
-        self.reply({"refresh": login.pair.refresh, "access": login.pair.access, "nickname": login.account["nickname"]})
+        self.reply({"refresh": login.pair.refresh, "access": login.pair.access, "nickname": login.account.nickname})
 
 
 class RefreshHandler(DrfHandler):
@@ -99,7 +100,7 @@ class RefreshHandler(DrfHandler):
         self.reply({"access": pair.access})
 
 
-def user_view(account: dict) -> dict:
+def user_view(account: Account) -> dict:
     view = account_view(account)
     view["is_active"] = not view["disabled"]
     return view

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.errors import AccountNotFound, CodeInvalid, Forbidden, InvalidRequest, NoPendingCode
+from models.errors import CodeInvalid, InvalidRequest, NoPendingCode
 from models.validation import Field, normalize_phone
 
 from .base import APIHandler, allow_anonymous
@@ -91,17 +91,8 @@ class LoginHandler(PhoneHandler):
     )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        phone = self.phone(f["phone"])
-        account = await self.gh.accounts.find_by_phone(phone)
-        if account is None or account.get("disabled"):
-            raise AccountNotFound("User does not exist")
-        if not account.get("phone_verified"):
-            raise Forbidden("Phone number is not verified; verify it first")
-        ttl = self.config.code_ttl
-        await self.gh.flows.issue_and_queue(
-            "login", phone, "sms", self.context(), to=phone, account=account, number=phone, cooldown=ttl
-        )
-        self.reply({"expire_time": str(ttl), "message": "Code Send to user", "user_id": account["uid"]})
+        account, ttl = await self.gh.flows.request_phone_login(self.phone(f["phone"]), self.context())
+        self.reply({"expire_time": str(ttl), "message": "Code Send to user", "user_id": account.uid})
 
     def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
         if code == "RATE_LIMITED" and getattr(exc, "reason", "") == "cooldown":
@@ -124,19 +115,12 @@ class LoginVerifyHandler(PhoneHandler):
     )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        account = await self.gh.accounts.find_by_uid(f["user_id"])
-        if account is None or not account.get("phone") or account.get("disabled"):
-            raise NoPendingCode("login first")
-        if await self.gh.codes.pending("login", account["phone"]) is None:
-            raise NoPendingCode("login first")
         try:
-            login = await self.gh.flows.login_with_code(account["phone"], f["code"], self.context(), kind="jwt")
+            login = await self.gh.flows.phone_login(f["user_id"], f["code"], self.context())
         except NoPendingCode:
             raise NoPendingCode("login first") from None
         except CodeInvalid:
             raise CodeInvalid("Invalid code") from None
-        login = await self.gh.auth.with_pair(login, self.context())
-        assert login.pair is not None
         self.reply({"access_token": login.pair.access, "refresh_token": login.pair.refresh})
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.errors import Forbidden
 from models.validation import Field, parse_fields
 
 from .base import APIHandler, allow_anonymous
@@ -39,7 +38,6 @@ class LoginHandler(SimpleHandler):
     async def post(self) -> None:
         f = self.fields(CREDENTIALS)
         login = await self.gh.auth.login_jwt(f["username"], f["password"], self.context(), refresh=False)
-        assert login.pair is not None
         self.reply({"access_token": login.pair.access})
 
 
@@ -51,7 +49,7 @@ class CreateHandler(SimpleHandler):
         account = await self.gh.auth.register(
             self.context(), username=f["username"], password=f["password"], email=f["email"]
         )
-        self.reply({"id": account["id"]})
+        self.reply({"id": account.id})
 
 
 class DisableHandler(SimpleHandler):
@@ -61,10 +59,7 @@ class DisableHandler(SimpleHandler):
     @doc("Disable this account (token and password) and end its sessions", body=CREDENTIALS, ok=EMPTY, errors=(429,))
     async def post(self) -> None:
         f = self.fields(CREDENTIALS)
-        account = await self.gh.auth.check_password(f["username"], f["password"], self.context())
-        if account["id"] != self.current_account["id"]:
-            raise Forbidden("the token and the credentials belong to different accounts")
-        await self.gh.auth.set_disabled(account, True, self.context(), by=f"account:{account['id']}")
+        await self.gh.auth.disable_own_account(self.caller, f["username"], f["password"], self.context())
         self.reply({})
 
 

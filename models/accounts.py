@@ -10,12 +10,12 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from .changes import CHANGED, Changes
 from .common import Clock, epoch
 from .db import insert_once
 from .errors import AccountExists, AccountNotFound, InvalidRequest
 from .passwords import PasswordHasher
 from .ratelimit import upsert_inc
-from .session_cache import CHANGED
 from .validation import (
     classify_login,
     email_key,
@@ -24,6 +24,7 @@ from .validation import (
     normalize_username,
     username_key,
 )
+from .values import Account
 
 IDENTITY_TIERS = (0, 1, 2)  # normal, VIP, VVIP
 
@@ -31,12 +32,24 @@ _FIELD_BY_INDEX = {"username_key": "username", "email_key": "email", "phone": "p
 
 
 class Accounts:
-    def __init__(self, db: AsyncDatabase, hasher: PasswordHasher, clock: Clock, phone_region: str) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase,
+        hasher: PasswordHasher,
+        clock: Clock,
+        phone_region: str,
+        changes: Changes | None = None,
+    ) -> None:
         self.coll = db.accounts
         self.counters = db.counters
         self.hasher = hasher
         self.clock = clock
         self.region = phone_region
+        self.changes = changes or Changes()
+
+    async def _one(self, query: dict[str, Any]) -> Account | None:
+        doc = await self.coll.find_one(query)
+        return Account.from_doc(doc) if doc else None
 
     async def _next_id(self) -> int:
         return int((await upsert_inc(self.counters, "accounts", {"seq": 1}))["seq"])
@@ -62,7 +75,7 @@ class Accounts:
         roles: tuple[str, ...] = (),
         phone_verified: bool = False,
         style: str = "native",
-    ) -> dict:
+    ) -> Account:
         """Insert a new account. Identifiers must already be normalized. Uniqueness is the
         database's job (partial unique indexes), so two concurrent sign-ups of one name
         give exactly one account and one `AccountExists`."""
@@ -103,36 +116,36 @@ class Accounts:
             key = next(iter((e.details or {}).get("keyPattern", {}) or {}), "")
             field = _FIELD_BY_INDEX.get(key, "account")
             raise AccountExists(f"an account with this {field} already exists", field=field) from None
-        return doc
+        return Account.from_doc(doc)
 
-    async def find_by_login(self, identifier: str) -> dict | None:
+    async def find_by_login(self, identifier: str) -> Account | None:
         """The account a login name (username, e-mail or phone) refers to."""
         kind = classify_login(identifier, self.region)
         if kind is None:
             return None
         field, key = kind
-        return await self.coll.find_one({field: key})
+        return await self._one({field: key})
 
-    async def find_by_id(self, account_id: int) -> dict | None:
-        return await self.coll.find_one({"id": account_id})
+    async def find_by_id(self, account_id: int) -> Account | None:
+        return await self._one({"id": account_id})
 
-    async def get(self, account_id: int) -> dict:
+    async def get(self, account_id: int) -> Account:
         """The account with this id, or `AccountNotFound` (a 404 in every envelope)."""
         account = await self.find_by_id(account_id)
         if account is None:
             raise AccountNotFound()
         return account
 
-    async def find_by_uid(self, uid: str) -> dict | None:
-        return await self.coll.find_one({"uid": uid})
+    async def find_by_uid(self, uid: str) -> Account | None:
+        return await self._one({"uid": uid})
 
-    async def find_by_phone(self, phone: str) -> dict | None:
-        return await self.coll.find_one({"phone": phone})
+    async def find_by_phone(self, phone: str) -> Account | None:
+        return await self._one({"phone": phone})
 
-    async def find_by_email(self, email: str) -> dict | None:
-        return await self.coll.find_one({"email_key": email_key(email)})
+    async def find_by_email(self, email: str) -> Account | None:
+        return await self._one({"email_key": email_key(email)})
 
-    async def find_any(self, ref: str) -> dict | None:
+    async def find_any(self, ref: str) -> Account | None:
         """An account by id, uid, username, e-mail or phone (admin tools take any of them)."""
         if ref.isdigit() and len(ref) < 12:
             found = await self.find_by_id(int(ref))
@@ -182,7 +195,10 @@ class Accounts:
             projection={"cred_epoch": 1},
             return_document=ReturnDocument.AFTER,
         )
-        return None if updated is None else credential_epoch(updated)
+        if updated is None:
+            return None
+        self.changes.account(account_id)
+        return int(updated.get("cred_epoch") or 0)
 
     async def delete_unproven(self, account_id: int) -> bool:
         """Delete a sign-up that never got going (no password, phone not proven): the
@@ -195,36 +211,41 @@ class Accounts:
         if disabled:
             update["$inc"] = {"cred_epoch": 1}
         result = await self.coll.update_one({"id": account_id}, update)
+        self.changes.account(account_id)
         return result.matched_count == 1
 
-    async def mark_verified(self, account: dict, field: str) -> None:
+    async def mark_verified(self, account: Account, field: str) -> None:
         """Mark the phone or e-mail proven (by its owner, or already proven)."""
-        await self.coll.update_one({"id": account["id"]}, {"$set": {f"{field}_verified": True}, **CHANGED})
+        await self.coll.update_one({"id": account.id}, {"$set": {f"{field}_verified": True}, **CHANGED})
+        self.changes.account(account.id)
 
-    async def take_over(self, account: dict, field: str) -> bool:
+    async def take_over(self, account: Account, field: str) -> bool:
         """A first proof of `field` on an account with no proven contact: in one write,
         mark it proven, clear the password and move the credential epoch. Conditional on
         no contact being proven, so of concurrent proofs one takes over. True when this
         call did."""
         other = "email" if field == "phone" else "phone"
         taken = await self.coll.update_one(
-            {"id": account["id"], f"{field}_verified": {"$ne": True}, f"{other}_verified": {"$ne": True}},
+            {"id": account.id, f"{field}_verified": {"$ne": True}, f"{other}_verified": {"$ne": True}},
             {"$set": {f"{field}_verified": True, "password_hash": None}, "$inc": {"cred_epoch": 1}, **CHANGED},
         )
+        self.changes.account(account.id)
         return taken.modified_count == 1
 
-    async def detach(self, account: dict, field: str) -> bool:
+    async def detach(self, account: Account, field: str) -> bool:
         """Remove an unproven phone or e-mail from an account whose owner proved the other
         contact: the address was never theirs to keep, and its real owner may register it.
         True when this call removed it."""
         removed = await self.coll.update_one(
-            {"id": account["id"], field: account.get(field), f"{field}_verified": {"$ne": True}},
+            {"id": account.id, field: account.contact(field), f"{field}_verified": {"$ne": True}},
             {"$unset": _contact_fields(field), **CHANGED},
         )
+        self.changes.account(account.id)
         return removed.modified_count == 1
 
     async def delete(self, account_id: int) -> bool:
         result = await self.coll.delete_one({"id": account_id})
+        self.changes.account(account_id)
         return result.deleted_count == 1
 
     def _filter(self, phone: str | None, username: str | None, q: str | None) -> dict[str, Any]:
@@ -253,11 +274,11 @@ class Accounts:
         phone: str | None = None,
         username: str | None = None,
         q: str | None = None,
-    ) -> list[dict]:
+    ) -> list[Account]:
         """Accounts in id order, one page of `limit`."""
         cursor = self.coll.find(self._filter(phone, username, q)).sort("id", ASCENDING)
         cursor = cursor.skip((page - 1) * limit).limit(limit)
-        return await cursor.to_list(length=limit)
+        return [Account.from_doc(doc) for doc in await cursor.to_list(length=limit)]
 
     async def count(self, *, phone: str | None = None, username: str | None = None, q: str | None = None) -> int:
         return await self.coll.count_documents(self._filter(phone, username, q))
@@ -268,50 +289,25 @@ def _contact_fields(field: str) -> dict[str, str]:
     return {"email": "", "email_key": ""} if field == "email" else {"phone": ""}
 
 
-def credential_epoch(doc: dict) -> int:
-    """The credential version of an account (moved by every password change or reset, a
-    disable and a takeover) or of a session (the one it was made with)."""
-    return int(doc.get("cred_epoch") or 0)
-
-
-def session_epoch_holds(account: dict, session: dict) -> bool:
-    """Whether a session was made with the account's current credentials: its epoch is
-    the account's, or it is the session that changed the password, carried over."""
-    if credential_epoch(session) == credential_epoch(account):
-        return True
-    carry = account.get("cred_carry") or {}
-    return (
-        carry.get("session") == session["_id"]
-        and carry.get("epoch") == credential_epoch(session)
-        # Only across the one change that carried it: any later change moves the epoch
-        # again, and the carry no longer vouches for anything.
-        and credential_epoch(account) == credential_epoch(session) + 1
-    )
-
-
 def epoch_query(epoch: int) -> int | dict:
     """A filter value matching `cred_epoch == epoch`, where documents written before
     epochs existed (no field) count as epoch 0."""
     return epoch if epoch else {"$in": [0, None]}
 
 
-def account_view(account: dict) -> dict:
+def account_view(account: Account) -> dict:
     """What a client may see of an account: never the hash or internal keys."""
     return {
-        "id": account["id"],
-        "uid": account["uid"],
-        "username": account.get("username"),
-        "email": account.get("email"),
-        "phone": account.get("phone"),
-        "nickname": account.get("nickname", ""),
-        "identity": account.get("identity", 0),
-        "phone_verified": account.get("phone_verified", False),
-        "email_verified": account.get("email_verified", False),
-        "disabled": account.get("disabled", False),
-        "roles": account.get("roles", []),
-        "created": epoch(account.get("created")),
+        "id": account.id,
+        "uid": account.uid,
+        "username": account.username,
+        "email": account.email,
+        "phone": account.phone,
+        "nickname": account.nickname,
+        "identity": account.identity,
+        "phone_verified": account.phone_verified,
+        "email_verified": account.email_verified,
+        "disabled": account.disabled,
+        "roles": list(account.roles),
+        "created": epoch(account.created),
     }
-
-
-def is_admin(account: dict | None) -> bool:
-    return bool(account) and "admin" in account.get("roles", []) and not account.get("disabled")

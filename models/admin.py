@@ -25,6 +25,7 @@ from .common import Clock, epoch
 from .errors import AccountNotFound, InvalidRequest
 from .events import EVENT_TYPES
 from .sessions import KINDS, Sessions, session_view
+from .values import Account, Session
 
 
 @dataclass
@@ -60,7 +61,7 @@ class Admin:
         self.session_store = sessions
         self.clock = clock
 
-    async def account_ref(self, ref: str | None) -> dict | None:
+    async def account_ref(self, ref: str | None) -> Account | None:
         """The account an admin named by id, uid, username, e-mail or phone. An unknown
         reference is a 404, not an empty list: a typo should not look like "no sessions"."""
         if not ref:
@@ -73,7 +74,7 @@ class Admin:
     async def sessions(
         self,
         *,
-        account: dict | None = None,
+        account: Account | None = None,
         kind: str | None = None,
         active: bool = False,
         limit: int = 50,
@@ -83,7 +84,7 @@ class Admin:
         have not expired yet are listed too (marked), so a kick stays visible."""
         query: dict[str, Any] = {"expires_at": {"$gt": self.clock()}}
         if account is not None:
-            query["account_id"] = account["id"]
+            query["account_id"] = account.id
         if kind:
             query["kind"] = one_of("kind", kind, KINDS)
         if active:
@@ -116,7 +117,7 @@ class Admin:
     async def events(
         self,
         *,
-        account: dict | None = None,
+        account: Account | None = None,
         type: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
@@ -125,7 +126,7 @@ class Admin:
     ) -> Page:
         query: dict[str, Any] = {}
         if account is not None:
-            query["account_id"] = account["id"]
+            query["account_id"] = account.id
         if type:
             query["type"] = one_of("type", type, EVENT_TYPES)
         if since or until:
@@ -184,7 +185,7 @@ def admin_session_view(session: dict) -> dict:
     """A session as the admin API lists it: whose it is, and how it ended if it did."""
     owner = session.get("account") or {}
     return {
-        **session_view(session),
+        **session_view(Session.from_doc(session)),
         "account": {"id": session["account_id"], "uid": owner.get("uid"), "username": owner.get("username")},
         "revokedReason": session.get("revoked_reason"),
         "revokedBy": session.get("revoked_by"),

@@ -5,21 +5,19 @@ answers; what happens to accounts and sessions is decided here, once."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from pymongo.errors import PyMongoError
 
 from config import Config
 
-from .accounts import Accounts, credential_epoch, session_epoch_holds
-from .common import DAY, HOUR, Context, sha256_hex
+from .accounts import Accounts
+from .common import DAY, HOUR, Context, epoch
 from .errors import (
     AccountNotFound,
     CodeInvalid,
     Forbidden,
     InvalidCredentials,
     InvalidRequest,
-    NotAuthenticated,
     RateLimited,
     ReauthenticationRequired,
     TokenInvalid,
@@ -28,20 +26,11 @@ from .events import EventLog
 from .followups import Followups
 from .passwords import PasswordHasher
 from .ratelimit import Limit, RateLimits
+from .resolver import Resolver
 from .sessions import Sessions
-from .tokens import Pair, Tokens
+from .tokens import Tokens
 from .validation import classify_login, is_premium_or_unsendable
-
-
-@dataclass
-class Login:
-    """A successful login: the account, its new session, and the opaque token if any."""
-
-    account: dict
-    session: dict
-    token: str | None = None
-    pair: Pair | None = None
-
+from .values import Account, Caller, JwtLogin, OpaqueLogin, Pair, Session
 
 TOO_MANY = "too many failed logins; try again later"
 TOO_MANY_FROM_IP = "too many failed logins from this address; try again later"
@@ -55,7 +44,7 @@ def login_key(identifier: str, region: str) -> str:
     return f"{kind[0]}={kind[1]}" if kind else "raw=" + identifier.strip().lower()[:128]
 
 
-async def _no_notice(account: dict, what: str, ctx: Context) -> None:
+async def _no_notice(account: Account, what: str, ctx: Context) -> None:
     return None
 
 
@@ -69,6 +58,7 @@ class AuthService:
         limits: RateLimits,
         hasher: PasswordHasher,
         tokens: Tokens,
+        resolver: Resolver,
         followups: Followups | None = None,
     ) -> None:
         self.config = config
@@ -78,10 +68,11 @@ class AuthService:
         self.limits = limits
         self.hasher = hasher
         self.tokens = tokens
+        self.resolver = resolver
         self.followups = followups or Followups()
         # Security notices to the owner (password changed); wired to CodeFlows.notify,
         # which owns delivery. A no-op until then.
-        self.notify: Callable[[dict, str, Context], Awaitable[None]] = _no_notice
+        self.notify: Callable[[Account, str, Context], Awaitable[None]] = _no_notice
 
     # ---- sign-up -------------------------------------------------------------------
 
@@ -97,7 +88,7 @@ class AuthService:
         identity: int = 0,
         roles: tuple[str, ...] = (),
         phone_verified: bool = False,
-    ) -> dict:
+    ) -> Account:
         username, email, phone = self.accounts.normalize_identifiers(username, email, phone)
         if phone and is_premium_or_unsendable(phone):
             # Codes, resets and notices are texted to an account's phone: never to these.
@@ -118,7 +109,7 @@ class AuthService:
             phone_verified=phone_verified,
             style=ctx.style,
         )
-        await self.events.record("signup", ctx, account_id=account["id"])
+        await self.events.record("signup", ctx, account_id=account.id)
         return account
 
     # ---- login ---------------------------------------------------------------------
@@ -128,7 +119,26 @@ class AuthService:
             return self.config.console_idle_seconds, self.config.console_max_seconds
         return self.config.session_idle_seconds, self.config.session_max_seconds
 
-    async def start_session(self, account: dict, kind: str, ctx: Context, method: str = "password") -> Login:
+    async def opaque_login(
+        self, account: Account, ctx: Context, *, kind: str = "opaque", method: str = "password"
+    ) -> OpaqueLogin:
+        """A session answered with an opaque token (`kind`: opaque, or console)."""
+        session, token = await self.start_session(account, kind, ctx, method)
+        assert token is not None  # opaque and console sessions always have one
+        return OpaqueLogin(account, session, token)
+
+    async def jwt_login(
+        self, account: Account, ctx: Context, *, method: str = "password", refresh: bool = True
+    ) -> JwtLogin:
+        """A session answered with a JWT pair (session kind `jwt`); access only where the
+        style has no refresh (`refresh=False`)."""
+        session, _ = await self.start_session(account, "jwt", ctx, method)
+        pair = await self.tokens.issue_pair(account, session, ctx.style, refresh=refresh)
+        return JwtLogin(account, session, pair)
+
+    async def start_session(
+        self, account: Account, kind: str, ctx: Context, method: str = "password"
+    ) -> tuple[Session, str | None]:
         """A new session for an account whose credentials were just checked. The session
         carries the credential epoch of that check; if the account's epoch moved while
         the check ran (a password change, reset, disable or takeover racing this login),
@@ -138,21 +148,21 @@ class AuthService:
         idle, absolute = self._session_lifetimes(kind)
         session, token = await self.sessions.create(account, kind, ctx, idle_seconds=idle, max_seconds=absolute)
         try:
-            now = await self.accounts.find_by_id(account["id"])
+            now = await self.accounts.find_by_id(account.id)
         except PyMongoError:
             # The answer will be a 503, so nobody will hold this session's token: end it.
             self.followups.later(
                 "ending an unanswered login's session",
-                lambda: self.sessions.revoke(session["_id"], "unanswered", by="gatehouse"),
+                lambda: self.sessions.revoke(session.id, "unanswered", by="gatehouse"),
             )
             raise
-        if now is None or now.get("disabled") or credential_epoch(now) != credential_epoch(session):
-            await self.sessions.revoke(session["_id"], "credentials_changed", by="gatehouse")
+        if now is None or now.disabled or now.cred_epoch != session.cred_epoch:
+            await self.sessions.revoke(session.id, "credentials_changed", by="gatehouse")
             raise InvalidCredentials()
         await self.events.record(
-            "login_ok", ctx, account_id=account["id"], session_id=session["_id"], method=method, kind=kind
+            "login_ok", ctx, account_id=account.id, session_id=session.id, method=method, kind=kind
         )
-        return Login(account, session, token)
+        return session, token
 
     # The limits every password check counts against, whichever door it comes through.
     @property
@@ -178,34 +188,34 @@ class AuthService:
         return Limit("signup_ip", HOUR, self.config.signups_per_ip_hour, "too many sign-ups from this address", "ip")
 
     async def check_password(
-        self, identifier: str, password: str, ctx: Context, *, admit: Callable[[dict], bool] | None = None
-    ) -> dict:
+        self, identifier: str, password: str, ctx: Context, *, admit: Callable[[Account], bool] | None = None
+    ) -> Account:
         """The account whose password this is, or `InvalidCredentials` — the same answer
         (and about the same time) for an unknown user, a wrong password, a disabled
         account and one `admit` refuses (a non-admin at the console). Failures count per
         account (every spelling of its login names shares one counter; an unknown name
         counts under its own key) and per client IP."""
         account = await self.accounts.find_by_login(identifier)
-        key = f"account={account['id']}" if account else login_key(identifier, self.config.phone_region)
+        key = f"account={account.id}" if account else login_key(identifier, self.config.phone_region)
         return await self.verify_password(account, password, ctx, key=key, admit=admit, successes_count=True)
 
     async def verify_password(
         self,
-        account: dict | None,
+        account: Account | None,
         password: str | None,
         ctx: Context,
         *,
         key: str | None = None,
         via: str = "login",
-        admit: Callable[[dict], bool] | None = None,
+        admit: Callable[[Account], bool] | None = None,
         successes_count: bool = False,
-    ) -> dict:
+    ) -> Account:
         """Every password check in Gatehouse (login, password change, ending other
         sessions, the console, 002's disable and reset) goes through here, so all of them
         share one budget: a lock check, then a slot under the per-account and per-IP
         failure limits (and, for logins, the per-IP success budget) is reserved *before*
         bcrypt runs. N parallel guesses against a limit of L get at most L checks."""
-        key = key or f"account={account['id']}"
+        key = key or f"account={account.id}"  # type: ignore[union-attr]
         locked = await self.limits.locked_for(f"login:{key}")
         if locked:
             raise RateLimited(TOO_MANY, retry_after=locked, reason="account")
@@ -226,8 +236,8 @@ class AuthService:
             # arriving meanwhile (or just after the window turns) meet the lock, not a
             # fresh window; a success lifts it again.
             await self._penalize(key)
-        ok = await self.hasher.verify(password, account.get("password_hash") if account else None)
-        if account is not None and ok and not account.get("disabled") and (admit is None or admit(account)):
+        ok = await self.hasher.verify(password, account.password_hash if account else None)
+        if account is not None and ok and not account.disabled and (admit is None or admit(account)):
             # A success is no failure: its IP slot goes back, and the account's record
             # (this window's failures, the day's strikes, a lock) is cleared.
             await self.limits.release(ip_slot)
@@ -239,11 +249,11 @@ class AuthService:
         if account is None:
             reason = "unknown_account"
         else:
-            reason = "wrong_password" if not ok else "disabled" if account.get("disabled") else "not_admitted"
+            reason = "wrong_password" if not ok else "disabled" if account.disabled else "not_admitted"
         await self.events.record(
             "login_failed",
             ctx,
-            account_id=account["id"] if account else None,
+            account_id=account.id if account else None,
             outcome="failed",
             reason=reason,
             via=via,
@@ -258,22 +268,29 @@ class AuthService:
         window = self.config.login_failure_window
         await self.limits.lock(f"login:{key}", min(window * 2 ** min(strikes - 1, 16), self.config.login_lock_max))
 
-    async def login_password(self, identifier: str, password: str, ctx: Context, kind: str = "opaque") -> Login:
-        account = await self.check_password(identifier, password, ctx)
-        return await self.start_session(account, kind, ctx)
+    async def login_password(
+        self, identifier: str, password: str, ctx: Context, *, kind: str = "opaque", admit=None
+    ) -> OpaqueLogin:
+        """A password login answered with an opaque token (`kind` console for the console,
+        which admits administrators only)."""
+        account = await self.check_password(identifier, password, ctx, admit=admit)
+        return await self.opaque_login(account, ctx, kind=kind)
 
-    async def login_jwt(self, identifier: str, password: str, ctx: Context, *, refresh: bool = True) -> Login:
+    async def login_jwt(self, identifier: str, password: str, ctx: Context, *, refresh: bool = True) -> JwtLogin:
         """A password login that answers with a JWT pair (session kind `jwt`)."""
-        login = await self.login_password(identifier, password, ctx, kind="jwt")
-        return await self.with_pair(login, ctx, refresh=refresh)
+        account = await self.check_password(identifier, password, ctx)
+        return await self.jwt_login(account, ctx, refresh=refresh)
 
-    async def with_pair(self, login: Login, ctx: Context, *, refresh: bool = True) -> Login:
-        login.pair = await self.tokens.issue_pair(login.account, login.session, ctx.style, refresh=refresh)
-        return login
+    async def refresh(self, token: str, ctx: Context, *, rotate: bool = True, access: str | None = None) -> Pair:
+        """A new pair for a refresh token. `access`: an access token sent alongside (004
+        lets a client send its expired one); it must be genuine and of the same session."""
+        if access is not None:
+            access_sid = self.tokens.decode(access, "access", verify_exp=False)["sid"]
+            if access_sid != self.tokens.decode(token, "refresh")["sid"]:
+                raise TokenInvalid("the access token and the refresh token belong to different sessions")
 
-    async def refresh(self, token: str, ctx: Context, *, rotate: bool = True) -> Pair:
-        async def account_of(session: dict) -> dict:
-            account = await self.live_account(session)
+        async def account_of(session: Session) -> Account:
+            account = await self.resolver.live_account(session)
             if account is None:
                 raise TokenInvalid()
             await self.sessions.touch(session)
@@ -281,80 +298,43 @@ class AuthService:
 
         return await self.tokens.refresh(token, account_of, ctx, rotate=rotate)
 
-    # ---- the caller behind a token -------------------------------------------------
-
-    async def authenticate(
-        self, token: str, kinds: tuple[str, ...] = ("opaque", "jwt"), *, touch: bool = True
-    ) -> tuple[dict, dict]:
-        """The (account, session) behind an opaque token or a JWT access token, with the
-        session alive; `NotAuthenticated` otherwise. `touch=False` reads without counting
-        as activity (a page refreshing itself is not its operator at work)."""
-        sid = None
+    async def introspect(self, token: str) -> dict:
+        """RFC 7662-style facts about any token of ours, for a resource server: the same
+        liveness check every authenticated request makes. An inactive token says only
+        {"active": false}."""
         if token.count(".") == 2:
-            try:
-                sid = self.tokens.access_sid(token)
-            except TokenInvalid:
-                raise NotAuthenticated() from None
-        key = f"sid:{sid}" if sid else "tok:" + sha256_hex(token)
-        cache = self.sessions.cache
-
-        def load() -> Awaitable[tuple[dict, dict] | None]:
-            return self.load_session(sid, token)
-
-        found = await cache.lookup(key, load)
-        if found is not None and not self.sessions.is_alive(found[0]):
-            # Expired by this copy; another process may have kept it alive since: ask once
-            # (a read checks liveness itself).
-            cache.drop(key)
-            found = await cache.lookup(key, load)
-        if found is None:
-            raise NotAuthenticated()
-        session, account = found
-        # A cached pair of another kind (a console token sent to the API) is refused here.
-        if session["kind"] not in kinds:
-            raise NotAuthenticated()
-        if touch:
-            await self.sessions.touch(session)
-        return account, session
-
-    async def load_session(self, sid: str | None, token: str) -> tuple[dict, dict] | None:
-        """(session, account) from MongoDB when both are live, for the session cache."""
-        session = await (self.sessions.find_alive(sid) if sid else self.sessions.find_by_token(token))
-        account = await self.live_account(session) if session else None
-        return (session, account) if session and account else None
-
-    async def live_account(self, session: dict) -> dict | None:
-        """The session's account while it may act: it exists, is enabled, and its
-        credentials are the ones the session was made with. A login whose bcrypt check
-        was in flight during a password change, reset, disable or takeover wrote its
-        session with the old credential epoch: it is refused here (and ended), even when
-        it was written after the change ended every other session."""
-        account = await self.accounts.find_by_id(session["account_id"])
-        if account is None or account.get("disabled"):
-            return None
-        if not session_epoch_holds(account, session):
-            # Refused, not revoked: the session that changed the password is moved to the
-            # new epoch just after the change, and a request of its own landing in between
-            # must get a passing 403, not lose the session for good.
-            return None
-        return account
+            return await self.tokens.introspect(token, lambda sid: self.resolver.load(sid, token))
+        caller = await self.resolver.load(None, token)
+        if caller is None:
+            return {"active": False}
+        account, session = caller.account, caller.session
+        return {
+            "active": True,
+            "sub": account.uid,
+            "sid": session.id,
+            "exp": epoch(session.expires_at),
+            "iat": epoch(session.created),
+            "kind": session.kind,
+            "token_type": "opaque",
+            "style": session.style,
+            "username": account.username,
+        }
 
     # ---- ending sessions -------------------------------------------------------------
 
-    async def logout(self, session: dict, ctx: Context) -> None:
-        await self.sessions.revoke(session["_id"], "logout", by=f"account:{session['account_id']}")
-        await self.events.record("logout", ctx, account_id=session["account_id"], session_id=session["_id"])
+    async def logout(self, session: Session, ctx: Context) -> None:
+        await self.sessions.revoke(session.id, "logout", by=f"account:{session.account_id}")
+        await self.events.record("logout", ctx, account_id=session.account_id, session_id=session.id)
 
-    async def kick(self, session_id: str, ctx: Context, *, by: str, account_id: int | None = None) -> dict:
+    async def kick(self, session_id: str, ctx: Context, *, by: str, account_id: int | None = None) -> Session:
         """Revoke one session. With `account_id`, only a session of that account (a user
         revoking their own); `NotFound`-style answer otherwise, so ids are not probed."""
         session = await self.sessions.find(session_id)
-        if session is None or (account_id is not None and session["account_id"] != account_id):
+        if session is None or (account_id is not None and session.account_id != account_id):
             raise AccountNotFound("no such session")
-        revoked = await self.sessions.revoke(session_id, "kicked", by=by)
-        if revoked:
+        if await self.sessions.revoke(session_id, "kicked", by=by):
             await self.events.record(
-                "kick", ctx, account_id=session["account_id"], session_id=session_id, actor=by, count=1
+                "kick", ctx, account_id=session.account_id, session_id=session_id, actor=by, count=1
             )
         return session
 
@@ -363,24 +343,30 @@ class AuthService:
         await self.events.record("kick", ctx, account_id=account_id, actor=by, count=count, all=True)
         return count
 
+    async def end_other_sessions(self, caller: Caller, password: str | None, ctx: Context) -> int:
+        """The caller ends every other session of theirs (a recent login, or the password)."""
+        await self.require_recent_login(caller, password, ctx)
+        account = caller.account
+        return await self.kick_all(account.id, ctx, by=f"account:{account.id}", except_id=caller.session.id)
+
     # ---- password and account state -----------------------------------------------
 
-    async def require_recent_login(self, account: dict, session: dict, password: str | None, ctx: Context) -> None:
+    async def require_recent_login(self, caller: Caller, password: str | None, ctx: Context) -> None:
         """Sensitive actions (ending every other session) need a login younger than
         GATEHOUSE_FRESH_LOGIN_SECONDS, or the current password again (checked under the
         login limits, like every password check)."""
-        age = (self.sessions.clock() - session["created"]).total_seconds()
+        age = (self.sessions.clock() - caller.session.created).total_seconds()
         if age <= self.config.fresh_login_seconds:
             return
         if password:
             try:
-                await self.verify_password(account, password, ctx, via="reauthenticate")
+                await self.verify_password(caller.account, password, ctx, via="reauthenticate")
                 return
             except InvalidCredentials:
                 pass
         raise ReauthenticationRequired()
 
-    async def revoke_token(self, token: str, account: dict, ctx: Context) -> bool:
+    async def revoke_token(self, token: str, account: Account, ctx: Context) -> bool:
         """RFC 7009: end the session of `token` if it is one of `account`'s. A token that
         is invalid, expired or someone else's changes nothing, and the caller cannot tell."""
         session = None
@@ -394,33 +380,31 @@ class AuthService:
                 break
         else:
             session = await self.sessions.find_by_token(token)
-        if session is None or session["account_id"] != account["id"]:
+        if session is None or session.account_id != account.id:
             return False
-        await self.sessions.revoke(session["_id"], "revoked", by=f"account:{account['id']}")
-        await self.events.record("revoke", ctx, account_id=account["id"], session_id=session["_id"])
+        await self.sessions.revoke(session.id, "revoked", by=f"account:{account.id}")
+        await self.events.record("revoke", ctx, account_id=account.id, session_id=session.id)
         return True
 
-    async def change_password(
-        self, account: dict, current: str, new: str, ctx: Context, keep_session: str | None = None
-    ) -> int:
+    async def change_password(self, caller: Caller, current: str, new: str, ctx: Context) -> int:
         """Change a password after checking the current one (under the login limits);
-        every other session ends. Returns how many sessions were ended."""
+        every other session ends, the caller's carries over. Returns how many ended."""
         try:
-            await self.verify_password(account, current, ctx, via="password_change")
+            await self.verify_password(caller.account, current, ctx, via="password_change")
         except InvalidCredentials:
             raise InvalidCredentials("the current password is wrong") from None
-        return await self.replace_password(account, new, ctx, keep_session=keep_session)
+        return await self.replace_password(caller.account, new, ctx, keep_session=caller.session.id)
 
     async def change_password_at_login(
-        self, identifier: str, current: str, new: str, ctx: Context, *, caller: tuple[dict, dict] | None
+        self, identifier: str, current: str, new: str, ctx: Context, *, caller: Caller | None
     ) -> int:
         """Change a password by login name and current password (document 002's reset).
         The caller's own session survives when it belongs to that account."""
         account = await self.check_password(identifier, current, ctx)
-        keep = caller[1]["_id"] if caller and caller[0]["id"] == account["id"] else None
+        keep = caller.session.id if caller and caller.account.id == account.id else None
         return await self.replace_password(account, new, ctx, keep_session=keep)
 
-    async def replace_password(self, account: dict, new: str, ctx: Context, *, keep_session: str | None) -> int:
+    async def replace_password(self, account: Account, new: str, ctx: Context, *, keep_session: str | None) -> int:
         """Set a new password for an account whose current one was just checked.
 
         One write decides it: the new hash, the new credential epoch (every session made
@@ -428,9 +412,9 @@ class AuthService:
         the carry-over of the caller's own session (`keep_session`). What follows
         (revoking the other sessions' documents, the event, the notice) cannot turn the
         change into an error: it is retried in the background if the database fails it."""
-        self.hasher.check_policy(new, account.get("username"), account.get("email"), account.get("phone"))
+        self.hasher.check_policy(new, account.username, account.email, account.phone)
         epoch = await self.accounts.set_password(
-            account["id"], new, if_epoch=credential_epoch(account), keep_session=keep_session
+            account.id, new, if_epoch=account.cred_epoch, keep_session=keep_session
         )
         if epoch is None:  # a reset, takeover or another change landed during the check
             raise InvalidCredentials("the account's credentials changed meanwhile; log in again")
@@ -438,8 +422,8 @@ class AuthService:
             await self.followups.run(
                 "carrying the session over", lambda: self.sessions.restamp(keep_session, epoch), None
             )
-        ended = await self.end_sessions(account["id"], "password_changed", except_id=keep_session)
-        await self.events.record("password_changed", ctx, account_id=account["id"], sessions_ended=ended)
+        ended = await self.end_sessions(account.id, "password_changed", except_id=keep_session)
+        await self.events.record("password_changed", ctx, account_id=account.id, sessions_ended=ended)
         await self.followups.run("the password notice", lambda: self.notify(account, "password was changed", ctx), None)
         return ended
 
@@ -454,37 +438,43 @@ class AuthService:
             0,
         )
 
-    async def set_password_after_reset(self, account: dict, new: str, ctx: Context, *, code: str) -> int:
+    async def set_password_after_reset(self, account: Account, new: str, ctx: Context, *, code: str) -> int:
         """The reset's decisive write, once per code (`code`: its hash). A retry of the
         same submission whose write already landed finds its own password in place and
         goes on; a racing submission of the same code with another password is refused
         (`CodeInvalid`), so no answer contradicts the password in effect."""
-        if await self.accounts.set_password(account["id"], new, by_code=code) is None:
-            current = await self.accounts.find_by_id(account["id"])
-            if not await self.hasher.verify(new, (current or {}).get("password_hash")):
+        if await self.accounts.set_password(account.id, new, by_code=code) is None:
+            current = await self.accounts.find_by_id(account.id)
+            if not await self.hasher.verify(new, current.password_hash if current else None):
                 raise CodeInvalid()
-        ended = await self.end_sessions(account["id"], "password_reset")
-        await self.events.record("password_reset", ctx, account_id=account["id"], sessions_ended=ended)
+        ended = await self.end_sessions(account.id, "password_reset")
+        await self.events.record("password_reset", ctx, account_id=account.id, sessions_ended=ended)
         await self.followups.run("the reset notice", lambda: self.notify(account, "password was reset", ctx), None)
         return ended
 
     async def set_disabled(
-        self, account: dict, disabled: bool, ctx: Context, *, by: str, actor_id: int | None = None
+        self, account: Account, disabled: bool, ctx: Context, *, by: str, actor_id: int | None = None
     ) -> int:
         """Disable (and end every session) or enable an account. `actor_id`, the account
         acting, cannot disable itself (an administrator locking everyone out). Disabling
         moves the credential epoch, so a login racing it stays dead after an enable."""
-        if disabled and actor_id == account["id"]:
+        if disabled and actor_id == account.id:
             raise InvalidRequest("you cannot disable your own account")
-        await self.accounts.set_disabled(account["id"], disabled)
-        self.sessions.cache.forget(account_id=account["id"])
-        ended = await self.end_sessions(account["id"], "disabled", by=by) if disabled else 0
+        await self.accounts.set_disabled(account.id, disabled)
+        ended = await self.end_sessions(account.id, "disabled", by=by) if disabled else 0
         await self.events.record(
-            "disable" if disabled else "enable", ctx, account_id=account["id"], actor=by, sessions_ended=ended
+            "disable" if disabled else "enable", ctx, account_id=account.id, actor=by, sessions_ended=ended
         )
         return ended
 
-    async def prove_ownership(self, account: dict, channel: str, ctx: Context, *, logged_in: bool) -> str:
+    async def disable_own_account(self, caller: Caller, identifier: str, password: str, ctx: Context) -> int:
+        """Document 002's disable: the caller's token and the password of the same account."""
+        account = await self.check_password(identifier, password, ctx)
+        if account.id != caller.account.id:
+            raise Forbidden("the token and the credentials belong to different accounts")
+        return await self.set_disabled(account, True, ctx, by=f"account:{account.id}")
+
+    async def prove_ownership(self, account: Account, channel: str, ctx: Context, *, logged_in: bool) -> str:
         """A code proved the account's phone (`sms`) or e-mail. Returns what it did:
 
         - `verified`: proven by the owner (with a session of the account), or again;
@@ -500,33 +490,31 @@ class AuthService:
           register, and nothing else of the account changes."""
         field = "phone" if channel == "sms" else "email"
         other = "email" if field == "phone" else "phone"
-        if logged_in or account.get(f"{field}_verified"):
+        if logged_in or account.proven(field):
             await self.accounts.mark_verified(account, field)
             return "verified"
-        if account.get(f"{other}_verified"):
+        if account.proven(other):
             if await self.accounts.detach(account, field):
-                await self.events.record("contact_detached", ctx, account_id=account["id"], channel=channel)
+                await self.events.record("contact_detached", ctx, account_id=account.id, channel=channel)
             return "detached"
         if not await self.accounts.take_over(account, field):
             return "verified"  # a concurrent proof took it over first
-        ended = await self.end_sessions(account["id"], "ownership_proven", by="gatehouse")
-        await self.events.record(
-            "ownership_proven", ctx, account_id=account["id"], channel=channel, sessions_ended=ended
-        )
+        ended = await self.end_sessions(account.id, "ownership_proven", by="gatehouse")
+        await self.events.record("ownership_proven", ctx, account_id=account.id, channel=channel, sessions_ended=ended)
         return "taken_over"
 
-    async def roll_back_signup(self, account: dict, ctx: Context) -> None:
+    async def roll_back_signup(self, account: Account, ctx: Context) -> None:
         """Undo a sign-up whose completion failed (document 001: the text message could
         not be sent). Retried in the background if the database fails it, so a client's
         retry is not answered "already exists" for good."""
-        await self.followups.run("rolling back a sign-up", lambda: self.accounts.delete_unproven(account["id"]), None)
-        await self.events.record("signup_rolled_back", ctx, account_id=account["id"])
+        await self.followups.run("rolling back a sign-up", lambda: self.accounts.delete_unproven(account.id), None)
+        await self.events.record("signup_rolled_back", ctx, account_id=account.id)
 
-    async def delete_account(self, account: dict, ctx: Context, *, by: str) -> None:
-        await self.sessions.revoke_all(account["id"], "deleted", by=by)
-        await self.accounts.delete(account["id"])
-        await self.events.record("delete", ctx, account_id=account["id"], actor=by)
+    async def delete_account(self, account: Account, ctx: Context, *, by: str) -> None:
+        await self.sessions.revoke_all(account.id, "deleted", by=by)
+        await self.accounts.delete(account.id)
+        await self.events.record("delete", ctx, account_id=account.id, actor=by)
 
-    def require_admin(self, account: dict) -> None:
-        if "admin" not in account.get("roles", []):
+    def require_admin(self, account: Account) -> None:
+        if "admin" not in account.roles:
             raise Forbidden("this needs an administrator")

@@ -20,6 +20,7 @@ from delivery.queue import DeliveryQueue
 from .accounts import Accounts
 from .admin import Admin
 from .auth import AuthService
+from .changes import Changes
 from .clock import DatabaseClock
 from .codes import Codes
 from .common import Clock, Context
@@ -30,7 +31,7 @@ from .followups import Followups
 from .otp import CodeFlows
 from .passwords import PasswordHasher
 from .ratelimit import RateLimits
-from .session_cache import ChangeFeed, SessionCache
+from .resolver import Resolver
 from .sessions import Sessions
 from .tokens import Tokens
 
@@ -52,13 +53,30 @@ class Gatehouse:
         self.hasher = PasswordHasher(config.bcrypt_rounds, config.bcrypt_threads)
         self.events = EventLog(db, clock, config.event_retention_days, self.followups)
         self.limits = RateLimits(db, clock)
-        self.accounts = Accounts(db, self.hasher, clock, config.phone_region)
-        cache = SessionCache(config.session_cache_ms, config.session_cache_size)
-        self.feed = ChangeFeed(cache, db)
-        self.sessions = Sessions(db, clock, config.last_active_resolution, cache)
+        changes = Changes()
+        self.accounts = Accounts(db, self.hasher, clock, config.phone_region, changes)
+        self.sessions = Sessions(db, clock, config.last_active_resolution, changes)
         self.tokens = Tokens(config, db, clock, self.sessions, self.events)
+        self.resolver = Resolver(
+            db,
+            clock,
+            self.accounts,
+            self.sessions,
+            self.tokens,
+            changes,
+            cache_ms=config.session_cache_ms,
+            cache_size=config.session_cache_size,
+        )
         self.auth = AuthService(
-            config, self.accounts, self.sessions, self.events, self.limits, self.hasher, self.tokens, self.followups
+            config,
+            self.accounts,
+            self.sessions,
+            self.events,
+            self.limits,
+            self.hasher,
+            self.tokens,
+            self.resolver,
+            self.followups,
         )
         self.templates = Environment(
             loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True, default_for_string=True)
@@ -82,7 +100,7 @@ class Gatehouse:
         if background:
             if self.db_clock is not None:
                 self.db_clock.start()
-            self.feed.start()
+            self.resolver.start()
             self.queue.start()
         if self.config.admin_username and self.config.admin_password:
             await self.ensure_admin(self.config.admin_username, self.config.admin_password)
@@ -92,7 +110,7 @@ class Gatehouse:
         An existing non-admin account of that name is never promoted silently."""
         existing = await self.accounts.find_by_login(username)
         if existing:
-            if "admin" not in existing.get("roles", []):
+            if "admin" not in existing.roles:
                 log.warning("GATEHOUSE_ADMIN_USERNAME %r exists and is not an admin; left unchanged", username)
             return False
         try:
@@ -107,7 +125,7 @@ class Gatehouse:
     def close(self) -> None:
         if self.db_clock is not None:
             self.db_clock.stop()
-        self.feed.stop()
+        self.resolver.stop()
         self.queue.stop()
         self.followups.stop()
         self.hasher.close()

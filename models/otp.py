@@ -17,12 +17,21 @@ import uuid
 from config import Config
 
 from .accounts import Accounts
-from .auth import AuthService, Login, login_key
+from .auth import AuthService, login_key
 from .codes import Codes
 from .common import Context
-from .errors import AccountExists, CodeInvalid, DeliveryFailed, InvalidRequest
+from .errors import (
+    AccountExists,
+    AccountNotFound,
+    CodeInvalid,
+    DeliveryFailed,
+    Forbidden,
+    InvalidRequest,
+    NoPendingCode,
+)
 from .events import EventLog
 from .validation import classify_login, email_key, normalize_email, normalize_phone
+from .values import Account, Caller, JwtLogin, OpaqueLogin
 
 
 class CodeFlows:
@@ -56,7 +65,7 @@ class CodeFlows:
         ctx: Context,
         *,
         to: str | None,
-        account: dict | None,
+        account: Account | None,
         limit_key: str | None = None,
         number: str | None = None,
         cooldown: int | None = None,
@@ -64,7 +73,7 @@ class CodeFlows:
     ) -> None:
         """Issue a code for `subject` — whether or not `account` stands behind it — and,
         when one does, queue its delivery to `to`. The answer is the same either way."""
-        account_id = account["id"] if account else None
+        account_id = account.id if account else None
         code = await self.codes.issue(
             purpose,
             subject,
@@ -89,7 +98,7 @@ class CodeFlows:
         destination: str,
         ctx: Context,
         *,
-        account: dict,
+        account: Account,
         cooldown: int | None = None,
         ticket: str | None = None,
     ) -> None:
@@ -101,7 +110,7 @@ class CodeFlows:
             destination,
             ctx.ip_key,
             number=destination if channel == "sms" else None,
-            account_id=account["id"],
+            account_id=account.id,
             cooldown=cooldown,
             ticket=ticket,
         )
@@ -112,14 +121,14 @@ class CodeFlows:
             await self.events.record(
                 "code_failed",
                 ctx,
-                account_id=account["id"],
+                account_id=account.id,
                 outcome="failed",
                 reason=e.message,
                 purpose=purpose,
                 channel=channel,
             )
             raise
-        await self.events.record("code_sent", ctx, account_id=account["id"], purpose=purpose, channel=channel)
+        await self.events.record("code_sent", ctx, account_id=account.id, purpose=purpose, channel=channel)
 
     async def register_phone(self, phone: str, ctx: Context) -> str:
         """Document 001's sign-up: an account with only a phone, and a verification code
@@ -139,33 +148,33 @@ class CodeFlows:
         return ticket
 
     @staticmethod
-    def reset_destination(account: dict) -> tuple[str, str] | None:
+    def reset_destination(account: Account) -> tuple[str, str] | None:
         """Where the account's reset codes and notices go: a proven contact first (e-mail,
         then phone), else an unproven one. So a reset never reaches an address the owner
         did not prove while a proven one exists."""
-        contacts = [("email", account.get("email_key")), ("sms", account.get("phone"))]
-        proven = {"email": account.get("email_verified"), "sms": account.get("phone_verified")}
+        contacts = [("email", account.email_key), ("sms", account.phone)]
+        proven = {"email": account.email_verified, "sms": account.phone_verified}
         ranked = sorted((c for c in contacts if c[1]), key=lambda c: not proven[c[0]])
         return ranked[0] if ranked else None
 
-    async def notify(self, account: dict, what: str, ctx: Context) -> None:
+    async def notify(self, account: Account, what: str, ctx: Context) -> None:
         """Tell the owner about a security change, by e-mail (else SMS), through the
         queue: the change has happened, so a failed notice is retried and recorded,
         never raised."""
         target = self.reset_destination(account)
         if target is not None:
             notice = self.delivery.compose_notice(target[0], target[1], what)
-            await self.queue.enqueue(notice, account_id=account["id"], gated=True)
+            await self.queue.enqueue(notice, account_id=account.id, gated=True)
 
     # ---- password reset ----------------------------------------------------------------
 
-    def _reset_subject(self, identifier: str, account: dict | None) -> tuple[str, str, dict | None]:
+    def _reset_subject(self, identifier: str, account: Account | None) -> tuple[str, str, Account | None]:
         """(code subject, limit key, the account a reset would go to). The code of a live
         account is keyed by the account, so any of its login names redeems it; the
         cooldown and caps count per login name as typed, known or not."""
         key = login_key(identifier, self.config.phone_region)
-        live = account if account and not account.get("disabled") and self.reset_destination(account) else None
-        return (f"account={live['id']}" if live else key), key, live
+        live = account if account and not account.disabled and self.reset_destination(account) else None
+        return (f"account={live.id}" if live else key), key, live
 
     async def request_reset(self, identifier: str, ctx: Context) -> None:
         """Send a reset code to the account's e-mail (or phone when it has none). Unknown
@@ -189,7 +198,7 @@ class CodeFlows:
             gated=target is not None and target[0] == "sms" and target[1] != typed_number,
         )
 
-    async def send_reset(self, account: dict, ctx: Context) -> str | None:
+    async def send_reset(self, account: Account, ctx: Context) -> str | None:
         """An operator sends `account` a reset code; the channel used, or None when it has
         nowhere to go."""
         target = self.reset_destination(account)
@@ -197,7 +206,7 @@ class CodeFlows:
             return None
         await self.issue_and_queue(
             "reset",
-            f"account={account['id']}",
+            f"account={account.id}",
             target[0],
             ctx,
             to=target[1],
@@ -217,9 +226,9 @@ class CodeFlows:
         subject, key, live = self._reset_subject(identifier, account)
 
         async def reset(record: dict) -> None:
-            if live is None or record.get("account_id") != live["id"]:
+            if live is None or record.get("account_id") != live.id:
                 raise CodeInvalid()
-            self.auth.hasher.check_policy(password, live.get("username"), live.get("email"), live.get("phone"))
+            self.auth.hasher.check_policy(password, live.username, live.email, live.phone)
             target = self.reset_destination(live)
             if target is not None:
                 await self.auth.prove_ownership(live, target[0], ctx, logged_in=False)
@@ -230,7 +239,7 @@ class CodeFlows:
         # The codes sent to the account's other names die too (a follow-up: they are
         # single-use codes of an account whose password just changed).
         await self.auth.followups.run(
-            "withdrawing the other reset codes", lambda: self.codes.withdraw_account("reset", live["id"]), None
+            "withdrawing the other reset codes", lambda: self.codes.withdraw_account("reset", live.id), None
         )
 
     # ---- passwordless login and verification ------------------------------------------
@@ -245,7 +254,7 @@ class CodeFlows:
         address = normalize_email(email or "")
         return "email", address, email_key(address)
 
-    async def _account_for(self, channel: str, value: str) -> dict | None:
+    async def _account_for(self, channel: str, value: str) -> Account | None:
         if channel == "sms":
             return await self.accounts.find_by_phone(value)
         return await self.accounts.find_by_email(value)
@@ -260,9 +269,9 @@ class CodeFlows:
         cooldown and caps, whether or not a code is really sent."""
         channel, value, dest = self.destination(phone, email)
         account = await self._account_for(channel, value)
-        verified_field = "phone_verified" if channel == "sms" else "email_verified"
-        eligible = account is not None and not account.get("disabled")
-        if purpose == "login" and eligible and not account.get(verified_field):  # type: ignore[union-attr]
+        field = "phone" if channel == "sms" else "email"
+        eligible = account is not None and not account.disabled
+        if purpose == "login" and account is not None and not account.proven(field):
             eligible = False
         await self.issue_and_queue(
             self.code_purpose(purpose, channel),
@@ -275,27 +284,23 @@ class CodeFlows:
         )
         return channel
 
-    async def verify_code(
-        self,
-        purpose: str,
-        phone: str | None,
-        email: str | None,
-        code: str,
-        ctx: Context,
-        *,
-        caller: dict | None = None,
-    ):
-        """A login code starts a session (returns `Login`); a verify code marks the phone
-        or e-mail proven (returns the channel). A proof made without a session of the
-        account (`caller`) may take it over from an unproven registrant
-        (`AuthService.prove_ownership`)."""
+    async def prove_contact(
+        self, phone: str | None, email: str | None, code: str, ctx: Context, *, caller: Caller | None = None
+    ) -> str:
+        """A verify code marks the phone or e-mail proven; returns the channel. A proof
+        made without a session of the account (`caller`) may take it over from an
+        unproven registrant (`AuthService.prove_ownership`)."""
         channel, _, dest = self.destination(phone, email)
-        if purpose == "login":
-            return await self.login_with_code(dest, code, ctx, channel=channel)
-        account = await self._use_code(self.code_purpose(purpose, channel), dest, code, ctx, channel=channel)
-        logged_in = caller is not None and caller["id"] == account["id"]
+        account = await self._use_code(self.code_purpose("verify", channel), dest, code, ctx, channel=channel)
+        logged_in = caller is not None and caller.account.id == account.id
         await self.auth.prove_ownership(account, channel, ctx, logged_in=logged_in)
         return channel
+
+    async def login_by_code(self, phone: str | None, email: str | None, code: str, ctx: Context) -> OpaqueLogin:
+        """Passwordless login with a code sent to a phone or an e-mail: an opaque session."""
+        channel, _, dest = self.destination(phone, email)
+        account = await self._code_login(dest, code, ctx, channel=channel)
+        return await self.auth.opaque_login(account, ctx, method="code")
 
     async def verify_signup(self, phone: str, code: str, ticket: str, ctx: Context) -> str:
         """Document 001's `verify/`: the sign-up's code and ticket prove the phone (made
@@ -303,31 +308,49 @@ class CodeFlows:
         account = await self._use_code("verify_phone", phone, code, ctx, channel="sms", ticket=ticket)
         return await self.auth.prove_ownership(account, "sms", ctx, logged_in=False)
 
-    async def login_with_code(
-        self, dest: str, code: str, ctx: Context, *, channel: str = "sms", kind: str = "opaque"
-    ) -> Login:
-        """Passwordless login: the code starts a session of `kind`. Counts against the
-        per-IP budget of successful logins like a password login (reserved first, given
-        back when the code fails)."""
+    async def request_phone_login(self, phone: str, ctx: Context) -> tuple[Account, int]:
+        """Document 001's `login/`: a login code texted to a proven phone; (the account,
+        the code's lifetime). That document answers an unknown or unproven number
+        differently (404, 403), so it is the one flow that says whether an account
+        exists; a new code waits for the last one to expire."""
+        account = await self.accounts.find_by_phone(phone)
+        if account is None or account.disabled:
+            raise AccountNotFound("User does not exist")
+        if not account.phone_verified:
+            raise Forbidden("Phone number is not verified; verify it first")
+        ttl = self.config.code_ttl
+        await self.issue_and_queue("login", phone, "sms", ctx, to=phone, account=account, number=phone, cooldown=ttl)
+        return account, ttl
+
+    async def phone_login(self, user_id: str, code: str, ctx: Context) -> JwtLogin:
+        """Document 001's `login/verify/`: the account's uid and its pending login code
+        for a JWT pair. No pending code is `NoPendingCode` (the document's "login first")."""
+        account = await self.accounts.find_by_uid(user_id)
+        if account is None or not account.phone or account.disabled:
+            raise NoPendingCode()
+        if await self.codes.pending("login", account.phone) is None:
+            raise NoPendingCode()
+        login_account = await self._code_login(account.phone, code, ctx, channel="sms")
+        return await self.auth.jwt_login(login_account, ctx, method="code")
+
+    async def _code_login(self, dest: str, code: str, ctx: Context, *, channel: str) -> Account:
+        """Spend a login code; its account. Counts against the per-IP budget of successful
+        logins like a password login (reserved first, given back when the code fails)."""
         slot = await self.auth.limits.reserve(self.auth.logins_per_ip, ctx.ip_key)
         try:
-            account = await self._use_code("login", dest, code, ctx, channel=channel)
+            return await self._use_code("login", dest, code, ctx, channel=channel)
         except Exception:
             await self.auth.limits.release(slot)
             raise
-        return await self.auth.start_session(account, kind, ctx, method="code")
 
     async def _use_code(
         self, purpose: str, dest: str, code: str, ctx: Context, *, channel: str, ticket: str | None = None
-    ) -> dict:
+    ) -> Account:
         """Spend the code; the live account it was sent for, which must still hold `dest`."""
         record = await self.codes.verify(purpose, dest, code, ctx.ip_key, ticket=ticket)
         account = await self.accounts.find_by_id(record["account_id"]) if record.get("account_id") else None
-        holds = account is not None and (account.get("phone") if channel == "sms" else account.get("email_key")) == dest
-        if account is None or account.get("disabled") or not holds:
+        holds = account is not None and (account.phone if channel == "sms" else account.email_key) == dest
+        if account is None or account.disabled or not holds:
             raise CodeInvalid()
-        await self.events.record("code_verified", ctx, account_id=account["id"], purpose=purpose)
+        await self.events.record("code_verified", ctx, account_id=account.id, purpose=purpose)
         return account
-
-
-__all__ = ["CodeFlows", "Login"]

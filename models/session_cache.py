@@ -1,14 +1,14 @@
-"""A per-process cache of validated (session, account) pairs, and the change feed that
-keeps it honest: the authenticated hot path needs no database round trip at all.
+"""A per-process cache of validated callers (session and account), and the change feed
+that keeps it honest: the authenticated hot path needs no database round trip at all.
+`resolver.Resolver` owns both; the stores' side of the bargain is `changes.py`.
 
 Staleness bounds (documented in the README and tested):
-- within this process: **zero** for anything that ends a session here — `Sessions.revoke`
-  and `revoke_all` (kick, logout, password change or reset, disable, delete) drop the
-  entries once MongoDB has the change, and a read that was already under way when they
-  did is not stored (`epoch`);
+- within this process: **zero** for anything that ends a session or changes an account
+  here — the stores announce it (`changes.Changes`) once MongoDB has the change, which
+  drops the entries, and a read that was already under way then is not stored (`epoch`);
 - across processes: at most `ttl` (GATEHOUSE_SESSION_CACHE_MS, 1 s by default). Every
   revocation and every account update stamps its document with the database's clock
-  (`changed_at`, `$currentDate`); each process's `ChangeFeed` asks every `ttl / 4` what
+  (`changes.CHANGED`); each process's `ChangeFeed` asks every `ttl / 4` what
   changed since its last look and drops those entries. An entry is served only while
   the last successful look (or its own read) is younger than `ttl`, so when MongoDB
   cannot be asked, entries stop being served rather than going stale. 0 turns the
@@ -36,11 +36,9 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-Found = tuple[dict, dict]  # (session, account); not to be confused with tokens.Pair
-Loader = Callable[[], Awaitable[Found | None]]
+from .values import Caller
 
-# Merged into every update that ends a session or changes an account.
-CHANGED = {"$currentDate": {"changed_at": True}}
+Loader = Callable[[], Awaitable[Caller | None]]
 
 log = logging.getLogger("gatehouse")
 
@@ -53,24 +51,24 @@ class SessionCache:
         self.size = size
         self.max_age = max_age
         self.monotonic = monotonic
-        self.entries: OrderedDict[str, tuple[float, dict, dict]] = OrderedDict()
+        self.entries: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
         self.confirmed = float("-inf")  # when the change feed's last successful look began
         self.epoch = 0  # bumped by every forget: reads started before it are not stored
-        self.reading: dict[str, asyncio.Future[Found | None]] = {}
+        self.reading: dict[str, asyncio.Future[Caller | None]] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # background re-reads (kept referenced)
 
     @property
     def enabled(self) -> bool:
         return self.ttl > 0 and self.size > 0
 
-    async def lookup(self, key: str, load: Loader) -> Found | None:
-        """The pair for `key`: from the cache while it is known valid within `ttl`, else
+    async def lookup(self, key: str, load: Loader) -> Caller | None:
+        """The caller for `key`: from the cache while it is known valid within `ttl`, else
         from `load()` (None: no live session; not cached)."""
         if not self.enabled:
             return await load()
         entry = self.entries.get(key)
         if entry is not None:
-            stored, session, account = entry
+            stored, caller = entry
             now = self.monotonic()
             unconfirmed = now - max(stored, self.confirmed)
             age = now - stored
@@ -80,29 +78,29 @@ class SessionCache:
                     task = asyncio.ensure_future(self._refresh(key, load))
                     self.tasks.add(task)
                     task.add_done_callback(self.tasks.discard)
-                return session, account
+                return caller
             del self.entries[key]
         pending = self.reading.get(key)
         if pending is None:
             pending = self._start(key, load)
         return await asyncio.shield(pending)
 
-    def _start(self, key: str, load: Loader) -> asyncio.Future[Found | None]:
+    def _start(self, key: str, load: Loader) -> asyncio.Future[Caller | None]:
         started, epoch = self.monotonic(), self.epoch
 
-        async def read() -> Found | None:
+        async def read() -> Caller | None:
             try:
-                pair = await load()
+                caller = await load()
             finally:
                 if self.reading.get(key) is future:
                     del self.reading[key]
             if epoch != self.epoch:
-                return pair  # something was ended meanwhile: answer this request, store nothing
-            if pair is None:
+                return caller  # something was ended meanwhile: answer this request, store nothing
+            if caller is None:
                 self.entries.pop(key, None)
             else:
-                self._put(key, started, *pair)
-            return pair
+                self._put(key, started, caller)
+            return caller
 
         future = self.reading[key] = asyncio.ensure_future(read())
         return future
@@ -113,11 +111,17 @@ class SessionCache:
         except Exception as e:  # noqa: BLE001 - the entry simply ages out; the next miss reports it
             log.debug("session cache re-read failed: %s", type(e).__name__)
 
-    def _put(self, key: str, stored: float, session: dict, account: dict) -> None:
-        self.entries[key] = (stored, session, account)
+    def _put(self, key: str, stored: float, caller: Caller) -> None:
+        self.entries[key] = (stored, caller)
         self.entries.move_to_end(key)
         while len(self.entries) > self.size:
             self.entries.popitem(last=False)
+
+    def update(self, key: str, caller: Caller) -> None:
+        """Keep a newer value of an entry's caller (its session touched), as old as before."""
+        entry = self.entries.get(key)
+        if entry is not None and entry[1].session.id == caller.session.id:
+            self.entries[key] = (entry[0], caller)
 
     def drop(self, key: str) -> None:
         """Forget one entry that looks wrong to the caller (read it again next time)."""
@@ -136,8 +140,8 @@ class SessionCache:
         self.reading.clear()
         doomed = [
             key
-            for key, (_, session, _account) in self.entries.items()
-            if session["_id"] in sessions or session["account_id"] in accounts
+            for key, (_, caller) in self.entries.items()
+            if caller.session.id in sessions or caller.session.account_id in accounts
         ]
         for key in doomed:
             del self.entries[key]

@@ -19,10 +19,11 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from .accounts import credential_epoch, epoch_query
+from .accounts import epoch_query
+from .changes import CHANGED, Changes
 from .common import Clock, Context, epoch, seconds, sha256_hex
 from .db import insert_once
-from .session_cache import CHANGED, SessionCache
+from .values import Account, Session
 
 KINDS = ("opaque", "jwt", "console")
 
@@ -34,29 +35,29 @@ def new_token() -> str:
 
 
 class Sessions:
-    def __init__(self, db: AsyncDatabase, clock: Clock, resolution: int, cache: SessionCache | None = None) -> None:
+    def __init__(self, db: AsyncDatabase, clock: Clock, resolution: int, changes: Changes | None = None) -> None:
         self.coll = db.sessions
         self.clock = clock
         self.resolution = resolution
-        self.cache = cache or SessionCache(0, 0)
+        self.changes = changes or Changes()
         self.touch_failing = False  # the last lastActive write failed (warned once)
 
     async def create(
         self,
-        account: dict,
+        account: Account,
         kind: str,
         ctx: Context,
         *,
         idle_seconds: int,
         max_seconds: int,
-    ) -> tuple[dict, str | None]:
+    ) -> tuple[Session, str | None]:
         """A new session; for opaque and console kinds also its token (returned once)."""
         now = self.clock()
         token = new_token() if kind in ("opaque", "console") else None
         absolute = now + seconds(max_seconds)
         doc: dict[str, Any] = {
             "_id": uuid.uuid4().hex,
-            "account_id": account["id"],
+            "account_id": account.id,
             "kind": kind,
             "style": ctx.style,
             "created": now,
@@ -69,43 +70,49 @@ class Sessions:
             "revoked_at": None,
             # The account's credentials as they were when this login was checked: a
             # password change, reset, disable or takeover since makes the session void.
-            "cred_epoch": credential_epoch(account),
+            "cred_epoch": account.cred_epoch,
         }
         if token:
             doc["token_hash"] = sha256_hex(token)
         await insert_once(self.coll, doc)
-        return doc, token
+        return Session.from_doc(doc), token
 
-    def is_alive(self, session: dict | None) -> bool:
-        return bool(session) and session.get("revoked_at") is None and session["expires_at"] > self.clock()
+    def _alive(self, doc: dict | None) -> Session | None:
+        session = Session.from_doc(doc) if doc else None
+        return session if session is not None and session.alive(self.clock()) else None
 
-    async def find_by_token(self, token: str) -> dict | None:
+    async def find_by_token(self, token: str) -> Session | None:
         """The live session a raw opaque token belongs to, or None."""
-        session = await self.coll.find_one({"token_hash": sha256_hex(token)})
-        return session if self.is_alive(session) else None
+        return self._alive(await self.coll.find_one({"token_hash": sha256_hex(token)}))
 
-    async def find_alive(self, session_id: str) -> dict | None:
-        session = await self.coll.find_one({"_id": session_id})
-        return session if self.is_alive(session) else None
+    async def find_alive(self, session_id: str) -> Session | None:
+        return self._alive(await self.coll.find_one({"_id": session_id}))
 
-    async def find(self, session_id: str) -> dict | None:
-        return await self.coll.find_one({"_id": session_id})
+    async def find(self, session_id: str) -> Session | None:
+        doc = await self.coll.find_one({"_id": session_id})
+        return Session.from_doc(doc) if doc else None
 
-    async def touch(self, session: dict) -> None:
-        """Record activity, at most once per resolution: the conditional filter makes
-        concurrent requests (and processes) write once between them."""
+    def due_touch(self, session: Session) -> Session | None:
+        """The session active now, when its `lastActive` is due a write (at most once per
+        resolution); None while the stored one is recent enough."""
         now = self.clock()
-        if (now - session["last_active"]).total_seconds() < self.resolution:
-            return
-        expires = min(now + seconds(session["idle_seconds"]), session["absolute_expires_at"])
-        # Marked before the write, so requests sharing this (cached) document meanwhile
-        # do not send the same update again.
-        session["last_active"] = now
-        session["expires_at"] = expires
+        if (now - session.last_active).total_seconds() < self.resolution:
+            return None
+        return session.touched(now)
+
+    async def touch(self, session: Session) -> None:
+        touched = self.due_touch(session)
+        if touched is not None:
+            await self.record_activity(touched)
+
+    async def record_activity(self, session: Session) -> None:
+        """Write a touched session's `lastActive` (see `due_touch`): the conditional
+        filter makes concurrent requests (and processes) write once between them."""
+        now = session.last_active
         try:
             await self.coll.update_one(
-                {"_id": session["_id"], "revoked_at": None, "last_active": {"$lte": now - seconds(self.resolution)}},
-                {"$set": {"last_active": now, "expires_at": expires}},
+                {"_id": session.id, "revoked_at": None, "last_active": {"$lte": now - seconds(self.resolution)}},
+                {"$set": {"last_active": now, "expires_at": session.expires_at}},
             )
         except PyMongoError as e:
             # Bookkeeping, not a check: the request it rides on goes on. Said once per
@@ -118,16 +125,17 @@ class Sessions:
             log.info("lastActive is written again")
         self.touch_failing = False
 
-    async def revoke(self, session_id: str, reason: str, by: str | None = None) -> dict | None:
-        """Revoke one live session; returns it, or None when it was not live. The document
-        stays (for the console and audit) until its expiry removes it."""
+    async def revoke(self, session_id: str, reason: str, by: str | None = None) -> bool:
+        """Revoke one live session; False when it was not live. The document stays (for
+        the console and audit) until its expiry removes it."""
         revoked = await self.coll.find_one_and_update(
             {"_id": session_id, "revoked_at": None},
             {"$set": {"revoked_at": self.clock(), "revoked_reason": reason, "revoked_by": by}, **CHANGED},
+            projection={"_id": 1},
         )
         # After the write: a read racing it either sees it or is not stored (the epoch).
-        self.cache.forget(session_id=session_id)
-        return revoked
+        self.changes.session(session_id)
+        return revoked is not None
 
     async def restamp(self, session_id: str, cred_epoch: int) -> None:
         """Carry a session over to the account's new credential epoch (the session that
@@ -135,7 +143,7 @@ class Sessions:
         await self.coll.update_one(
             {"_id": session_id, "revoked_at": None}, {"$set": {"cred_epoch": cred_epoch}, **CHANGED}
         )
-        self.cache.forget(session_id=session_id)
+        self.changes.session(session_id)
 
     async def revoke_all(
         self, account_id: int, reason: str, by: str | None = None, except_id: str | None = None
@@ -146,36 +154,37 @@ class Sessions:
         result = await self.coll.update_many(
             query, {"$set": {"revoked_at": self.clock(), "revoked_reason": reason, "revoked_by": by}, **CHANGED}
         )
-        self.cache.forget(account_id=account_id)
+        self.changes.account(account_id)
         return result.modified_count
 
     async def count_live(self) -> int:
         return await self.coll.count_documents({"revoked_at": None, "expires_at": {"$gt": self.clock()}})
 
-    async def list_for_account(self, account: dict, limit: int = 100) -> list[dict]:
+    async def list_for_account(self, account: Account, limit: int = 100) -> list[Session]:
         """The account's live sessions (those made with its current credentials)."""
         now = self.clock()
-        live = {"account_id": account["id"], "revoked_at": None, "expires_at": {"$gt": now}}
-        current = {"cred_epoch": epoch_query(credential_epoch(account))}
-        carry = account.get("cred_carry")
-        carried = carry and carry["epoch"] + 1 == credential_epoch(account)
-        live["$or"] = [current, {"_id": carry["session"], "cred_epoch": carry["epoch"]}] if carried else [current]
+        live: dict[str, Any] = {"account_id": account.id, "revoked_at": None, "expires_at": {"$gt": now}}
+        made_with: list[dict[str, Any]] = [{"cred_epoch": epoch_query(account.cred_epoch)}]
+        carry = account.cred_carry
+        if carry is not None and carry.epoch + 1 == account.cred_epoch:
+            made_with.append({"_id": carry.session, "cred_epoch": carry.epoch})
+        live["$or"] = made_with
         cursor = self.coll.find(live).sort("last_active", DESCENDING).limit(limit)
-        return await cursor.to_list(length=limit)
+        return [Session.from_doc(doc) for doc in await cursor.to_list(length=limit)]
 
 
-def session_view(session: dict, current_id: str | None = None) -> dict:
+def session_view(session: Session, current_id: str | None = None) -> dict:
     view = {
-        "id": session["_id"],
-        "kind": session["kind"],
-        "style": session.get("style"),
-        "created": epoch(session["created"]),
-        "lastActive": epoch(session["last_active"]),
-        "expires": epoch(session["expires_at"]),
-        "ip": session.get("ip"),
-        "userAgent": session.get("user_agent"),
-        "revoked": session.get("revoked_at") is not None,
+        "id": session.id,
+        "kind": session.kind,
+        "style": session.style,
+        "created": epoch(session.created),
+        "lastActive": epoch(session.last_active),
+        "expires": epoch(session.expires_at),
+        "ip": session.ip,
+        "userAgent": session.user_agent,
+        "revoked": session.revoked_at is not None,
     }
     if current_id is not None:
-        view["current"] = session["_id"] == current_id
+        view["current"] = session.id == current_id
     return view

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from .db import insert_once
 from .errors import TokenInvalid
 from .events import EventLog
 from .sessions import Sessions
+from .values import Account, Caller, Pair, Session
 
 
 @dataclass(frozen=True)
@@ -83,14 +85,6 @@ class KeyRing:
         if key is None or header.get("alg") != key.alg:
             raise TokenInvalid()
         return key
-
-
-@dataclass
-class Pair:
-    access: str
-    access_expires_in: int
-    refresh: str | None = None
-    refresh_expires_in: int | None = None
 
 
 def rotates(style: str) -> bool:
@@ -173,16 +167,16 @@ class Tokens:
             self._verified.popitem(last=False)
         return claims["sid"]
 
-    def _claims(self, account: dict, session: dict, typ: str, jti: str, lifetime: int) -> tuple[dict, int]:
+    def _claims(self, account: Account, session: Session, typ: str, jti: str, lifetime: int) -> tuple[dict, int]:
         now = self.clock()
-        exp = min(now + seconds(lifetime), session["absolute_expires_at"])
+        exp = min(now + seconds(lifetime), session.absolute_expires_at)
         ttl = max(1, int((exp - now).total_seconds()))
         iat = int(now.timestamp())
         claims = {
             "iss": self.config.jwt_issuer,
             "aud": self.config.jwt_audience,
-            "sub": account["uid"],
-            "sid": session["_id"],
+            "sub": account.uid,
+            "sid": session.id,
             "jti": jti,
             "typ": typ,
             "type": typ,  # flask-jwt-extended's name for it (document 001)
@@ -192,11 +186,13 @@ class Tokens:
         }
         return claims, ttl
 
-    def access_token(self, account: dict, session: dict, style: str) -> tuple[str, int]:
+    def access_token(self, account: Account, session: Session, style: str) -> tuple[str, int]:
         claims, ttl = self._claims(account, session, "access", uuid.uuid4().hex, self.config.lifetime(style).access)
         return self._encode(claims), ttl
 
-    async def _new_refresh(self, account: dict, session: dict, style: str, jti: str | None = None) -> tuple[str, int]:
+    async def _new_refresh(
+        self, account: Account, session: Session, style: str, jti: str | None = None
+    ) -> tuple[str, int]:
         """A signed refresh token; recorded unless `jti` names an existing record."""
         lifetime = self.config.lifetime(style).refresh
         claims, ttl = self._claims(account, session, "refresh", jti or uuid.uuid4().hex, lifetime)
@@ -206,8 +202,8 @@ class Tokens:
                 self.refresh_tokens,
                 {
                     "_id": claims["jti"],
-                    "sid": session["_id"],
-                    "account_id": account["id"],
+                    "sid": session.id,
+                    "account_id": account.id,
                     "issued": now,
                     "expires_at": now + seconds(ttl + 60),
                     "retired_at": None,
@@ -216,7 +212,7 @@ class Tokens:
             )
         return self._encode(claims), ttl
 
-    async def issue_pair(self, account: dict, session: dict, style: str, *, refresh: bool = True) -> Pair:
+    async def issue_pair(self, account: Account, session: Session, style: str, *, refresh: bool = True) -> Pair:
         access, access_ttl = self.access_token(account, session, style)
         if not refresh:
             return Pair(access, access_ttl)
@@ -235,9 +231,9 @@ class Tokens:
         claims = self.decode(token, "refresh")
         session = await self.sessions.find_alive(claims["sid"])
         record = await self.refresh_tokens.find_one({"_id": claims["jti"]})
-        if session is None or record is None or record["sid"] != session["_id"]:
+        if session is None or record is None or record["sid"] != session.id:
             raise TokenInvalid()
-        style = session.get("style") or "native"
+        style = session.style
         if rotate != rotates(style):
             raise TokenInvalid()
         account = await account_of(session)
@@ -245,7 +241,7 @@ class Tokens:
             return await self._replayed(record, account, session, ctx, style, rotate)
         if not rotate:
             access, ttl = self.access_token(account, session, style)
-            await self.events.record("refresh", ctx, account_id=account["id"], session_id=session["_id"])
+            await self.events.record("refresh", ctx, account_id=account.id, session_id=session.id)
             return Pair(access, ttl)
         new_refresh, refresh_ttl = await self._new_refresh(account, session, style)
         new_jti = self.decode(new_refresh, "refresh")["jti"]
@@ -258,11 +254,11 @@ class Tokens:
             record = await self.refresh_tokens.find_one({"_id": record["_id"]}) or record
             return await self._replayed(record, account, session, ctx, style, rotate)
         access, access_ttl = self.access_token(account, session, style)
-        await self.events.record("refresh", ctx, account_id=account["id"], session_id=session["_id"])
+        await self.events.record("refresh", ctx, account_id=account.id, session_id=session.id)
         return Pair(access, access_ttl, new_refresh, refresh_ttl)
 
     async def _replayed(
-        self, record: dict, account: dict, session: dict, ctx: Context, style: str, rotate: bool
+        self, record: dict, account: Account, session: Session, ctx: Context, style: str, rotate: bool
     ) -> Pair:
         age = (self.clock() - record["retired_at"]).total_seconds() if record.get("retired_at") else 0
         if age <= self.config.refresh_reuse_grace:
@@ -278,30 +274,29 @@ class Tokens:
                 return Pair(access, access_ttl)
             token, ttl = await self._new_refresh(account, session, style, jti=current["_id"])
             return Pair(access, access_ttl, token, ttl)
-        await self.sessions.revoke(session["_id"], "refresh_reuse", by="gatehouse")
+        await self.sessions.revoke(session.id, "refresh_reuse", by="gatehouse")
         await self.events.record(
             "refresh_reuse",
             ctx,
-            account_id=account["id"],
-            session_id=session["_id"],
+            account_id=account.id,
+            session_id=session.id,
             outcome="revoked",
             reason="a retired refresh token was replayed",
         )
         raise TokenInvalid()
 
-    async def introspect(self, token: str, load) -> dict:
-        """RFC 7662-style facts about any JWT of ours (opaque tokens are looked up by the
-        caller); inactive tokens say only {"active": false}. `load(sid)` answers the live
-        (session, account) — the same check every authenticated request makes."""
+    async def introspect(self, token: str, load: Callable[[str], Awaitable[Caller | None]]) -> dict:
+        """RFC 7662-style facts about a JWT of ours; inactive tokens say only
+        {"active": false}. `load(sid)` answers the live caller — the same check every
+        authenticated request makes."""
         for typ in ("access", "refresh"):
             try:
                 claims = self.decode(token, typ)
             except TokenInvalid:
                 continue
-            found = await load(claims["sid"])
-            if found is None:
+            caller = await load(claims["sid"])
+            if caller is None:
                 break
-            session, _account = found
             if typ == "refresh":
                 record = await self.refresh_tokens.find_one({"_id": claims["jti"]})
                 if record is None or record["retired_at"] is not None:
@@ -317,6 +312,6 @@ class Tokens:
                 "iss": claims["iss"],
                 "aud": claims["aud"],
                 "jti": claims["jti"],
-                "style": session.get("style"),
+                "style": caller.session.style,
             }
         return {"active": False}

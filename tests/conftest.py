@@ -286,7 +286,7 @@ async def admin(api: Api, gatehouse) -> dict:
     name = unique("admin")
     await gatehouse.ensure_admin(name, PASSWORD)
     account = await gatehouse.accounts.find_by_login(name)
-    user = {"username": name, "password": PASSWORD, "id": account["id"]}
+    user = {"username": name, "password": PASSWORD, "id": account.id}
     user["token"] = await login(api, user)
     return user
 

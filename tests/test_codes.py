@@ -219,7 +219,7 @@ async def test_login_code_only_goes_to_a_verified_phone(sinks, api):
 async def test_passwordless_login_by_sms(sinks, api, gatehouse):
     user = await verified_phone_user(api, sinks)
     account = await gatehouse.accounts.find_by_id(user["id"])
-    assert account["phone_verified"] is True and account["email_verified"] is False
+    assert account.phone_verified is True and account.email_verified is False
     sinks.messages.clear()
     r = await api.post("/auth/otp", {"phone": user["phone"], "purpose": "login"})
     assert r.data["data"] == {"sent": True, "channel": "sms", "expiresIn": 300}
@@ -237,7 +237,7 @@ async def test_email_verification_and_login(sinks, api, gatehouse):
     code = await sinks.code_for(user["email"])
     r = await api.post("/auth/otp/verify", {"email": user["email"], "code": code, "purpose": "verify"})
     assert r.data["data"] == {"verified": "email"}
-    assert (await gatehouse.accounts.find_by_id(user["id"]))["email_verified"] is True
+    assert (await gatehouse.accounts.find_by_id(user["id"])).email_verified is True
 
 
 async def test_a_verify_code_cannot_log_in_and_codes_are_bound_to_their_phone(sinks, api):

@@ -47,14 +47,14 @@ async def test_token_login_makes_a_jwt_session(api, gatehouse):
     assert pair["refresh_expires_in"] == 14 * 86400
     claims = claims_of(pair["access_token"])
     account = await gatehouse.accounts.find_by_id(user["id"])
-    assert claims["sub"] == account["uid"] and claims["typ"] == "access"
+    assert claims["sub"] == account.uid and claims["typ"] == "access"
     assert claims["iss"] == "gatehouse" and claims["aud"] == "gatehouse"
     assert claims["exp"] - claims["iat"] == 900 and claims["nbf"] == claims["iat"]
     assert len(claims["jti"]) == 32
     assert claims_of(pair["refresh_token"])["typ"] == "refresh"
     session = await gatehouse.sessions.find(claims["sid"])
-    assert session["kind"] == "jwt" and session["style"] == "native"
-    assert await gatehouse.db.refresh_tokens.count_documents({"sid": session["_id"]}) == 1
+    assert session.kind == "jwt" and session.style == "native"
+    assert await gatehouse.db.refresh_tokens.count_documents({"sid": session.id}) == 1
     # the access token works wherever an opaque token does
     me = await api.get("/auth/me", token="Bearer " + pair["access_token"])
     assert me.status == 200 and me.data["data"]["account"]["username"] == user["username"]
@@ -120,7 +120,7 @@ async def test_replay_after_the_grace_period_revokes_the_session(api, gatehouse,
     events = await gatehouse.events.find(type="refresh_reuse")
     assert events and events[0]["session_id"] == claims_of(pair["access_token"])["sid"]
     session = await gatehouse.sessions.find(events[0]["session_id"])
-    assert session["revoked_reason"] == "refresh_reuse"
+    assert session.revoked_reason == "refresh_reuse"
 
 
 async def test_token_types_never_stand_in_for_each_other(api):
@@ -253,9 +253,9 @@ async def test_key_rotation_keeps_old_tokens_valid(gatehouse, api):
         gatehouse.events,
     )
     account = await gatehouse.accounts.find_by_id(user["id"])
-    login_ = await gatehouse.auth.login_password(user["username"], PASSWORD, gatehouse_ctx(), kind="jwt")
+    login_ = await gatehouse.auth.login_jwt(user["username"], PASSWORD, gatehouse_ctx())
     pair = await old_tokens.issue_pair(account, login_.session, "native")
-    assert new_tokens.decode(pair.access, "access")["sid"] == login_.session["_id"]
+    assert new_tokens.decode(pair.access, "access")["sid"] == login_.session.id
     assert (
         jwt.get_unverified_header((await new_tokens.issue_pair(account, login_.session, "native")).access)["kid"]
         == "new"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from models.common import Context, utcnow
 from models.core import Gatehouse
 from models.db import connect
+from models.values import Session
 from tests.conftest import PASSWORD, failpoint, failpoint_off, login, register, set_failpoint, unique_phone
 
 NEW = "Brand-new-pass-7"
@@ -224,15 +226,15 @@ async def test_rotation_and_reuse_detection_hold_across_skewed_servers(settings,
     assert login_.pair is not None and login_.pair.refresh is not None
     rotated = await b.auth.refresh(login_.pair.refresh, ctx)  # the fast server rotates
     assert rotated.refresh
-    await a.auth.authenticate(rotated.access)  # its access token is good on the other
+    await a.resolver.resolve(rotated.access)  # its access token is good on the other
     await asyncio.sleep(1.1)
     # The retired token replayed on the correct server after the grace: theft.
     from models.errors import TokenInvalid
 
     with pytest.raises(TokenInvalid):
         await a.auth.refresh(login_.pair.refresh, ctx)
-    session = await a.sessions.find(login_.session["_id"])
-    assert session["revoked_reason"] == "refresh_reuse"
+    session = await a.sessions.find(login_.session.id)
+    assert session.revoked_reason == "refresh_reuse"
 
 
 @pytest.mark.parametrize("settings", [{"login_failures_per_account": 2}])
@@ -246,20 +248,25 @@ async def test_a_lock_written_by_a_fast_server_lasts_as_long_on_the_other(settin
         with pytest.raises(InvalidCredentials):
             await b.auth.check_password("locked", "Wrong-horse-00", ctx)
     account = await a.accounts.find_by_login("locked")
-    left = await a.limits.locked_for(f"login:account={account['id']}")
+    left = await a.limits.locked_for(f"login:account={account.id}")
     assert abs(left - config.login_failure_window) <= 3, left
 
 
 def test_a_carried_session_holds_only_across_the_change_that_carried_it():
-    from models.accounts import session_epoch_holds
+    from models.values import Account, CredCarry
 
-    changer = {"_id": "s1", "cred_epoch": 4}  # its move to epoch 5 has not landed yet
-    account = {"cred_epoch": 5, "cred_carry": {"session": "s1", "epoch": 4}}
-    assert session_epoch_holds(account, changer)
-    assert not session_epoch_holds(account, {"_id": "s2", "cred_epoch": 4})  # another old session
+    def session(sid: str, epoch: int) -> Session:
+        now = utcnow()
+        return Session(sid, 1, "opaque", "native", now, now, 60, now, now, cred_epoch=epoch)
+
+    changer = session("s1", 4)  # its move to epoch 5 has not landed yet
+    account = Account(1, "u1", cred_epoch=5, cred_carry=CredCarry("s1", 4))
+    assert account.holds_session(changer)
+    assert not account.holds_session(session("s2", 4))  # another old session
     # A later takeover, disable or change moves the epoch again: the carry is void.
-    assert not session_epoch_holds({**account, "cred_epoch": 6}, changer)
-    assert session_epoch_holds({"cred_epoch": 0}, {"_id": "s3"})  # from before epochs existed
+    assert not replace(account, cred_epoch=6).holds_session(changer)
+    # From before epochs existed: a document without the field reads as epoch 0.
+    assert Account.from_doc({"id": 1, "uid": "u1"}).holds_session(session("s3", 0))
 
 
 @pytest.mark.parametrize("settings", [{"session_cache_ms": 0, "request_deadline_ms": 500}])

@@ -8,8 +8,11 @@ from datetime import timedelta
 
 import pytest
 
+from models.accounts import Accounts
+from models.common import utcnow
 from models.session_cache import SessionCache
 from models.sessions import Sessions
+from models.values import Account, Caller, Session
 from tests.conftest import PASSWORD, login, register
 
 
@@ -24,20 +27,24 @@ class FakeMonotonic:
 @pytest.fixture
 async def monotonic(gatehouse) -> FakeMonotonic:
     """Cache time under the test's control; the change feed then looks only when the
-    test calls `gatehouse.feed.poll()`."""
-    task = gatehouse.feed.task
-    gatehouse.feed.stop()
+    test calls `gatehouse.resolver.feed.poll()`."""
+    task = gatehouse.resolver.feed.task
+    gatehouse.resolver.feed.stop()
     if task is not None:
         await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)
     clock = FakeMonotonic()
-    gatehouse.sessions.cache.monotonic = clock
-    gatehouse.sessions.cache.confirmed = float("-inf")  # a look made on real time before
+    gatehouse.resolver.cache.monotonic = clock
+    gatehouse.resolver.cache.confirmed = float("-inf")  # a look made on real time before
     return clock
 
 
 def another_process(gatehouse) -> Sessions:
-    """The same database through a store with no cache of ours: another process."""
+    """The same database through a store that tells no cache of ours: another process."""
     return Sessions(gatehouse.db, gatehouse.clock, gatehouse.config.last_active_resolution)
+
+
+def another_process_accounts(gatehouse) -> Accounts:
+    return Accounts(gatehouse.db, gatehouse.hasher, gatehouse.clock, gatehouse.config.phone_region)
 
 
 async def test_what_this_process_ends_is_refused_at_once_even_when_cached(api, admin, monotonic):
@@ -68,21 +75,21 @@ async def test_another_process_s_kick_is_seen_at_the_next_look_of_the_change_fee
     me = (await api.get("/auth/me", token=tokens[0])).data["data"]["session"]
     await another_process(gatehouse).revoke(me, "kicked")
     assert (await api.get("/auth/me", token=tokens[0])).status == 200  # not looked yet
-    assert await gatehouse.feed.poll() == 1
+    assert await gatehouse.resolver.feed.poll() == 1
     assert (await api.get("/auth/me", token=tokens[0])).status == 403
     assert (await api.get("/auth/me", token=tokens[1])).status == 200  # the other session is untouched
-    assert await gatehouse.feed.poll() == 0  # seen once, not dropped again
+    assert await gatehouse.resolver.feed.poll() == 0  # seen once, not dropped again
     # An account change made elsewhere (a disable) reaches every session of the account.
-    await gatehouse.accounts.set_disabled(user["id"], True)  # the store, not the service: no local forget
+    await another_process_accounts(gatehouse).set_disabled(user["id"], True)
     assert (await api.get("/auth/me", token=tokens[1])).status == 200
-    await gatehouse.feed.poll()
+    await gatehouse.resolver.feed.poll()
     assert (await api.get("/auth/me", token=tokens[1])).status == 403
 
 
 async def test_without_a_successful_look_entries_expire_after_the_ttl(api, gatehouse, monotonic):
     user = await register(api)
     token = await login(api, user)
-    await gatehouse.feed.poll()
+    await gatehouse.resolver.feed.poll()
     assert (await api.get("/auth/me", token=token)).status == 200
     # Another process revokes it, and this process cannot look (say MongoDB is slow).
     await gatehouse.db.sessions.update_many({"account_id": user["id"]}, {"$set": {"revoked_at": gatehouse.clock()}})
@@ -95,7 +102,7 @@ async def test_without_a_successful_look_entries_expire_after_the_ttl(api, gateh
     assert (await api.get("/auth/me", token=token)).status == 200
     for _ in range(3):
         monotonic.now += 0.5
-        await gatehouse.feed.poll()
+        await gatehouse.resolver.feed.poll()
     await gatehouse.db.accounts.update_one({"id": user["id"]}, {"$set": {"nickname": "behind its back"}})
     assert (await api.get("/auth/me", token=token)).data["data"]["account"]["nickname"] == ""
 
@@ -108,7 +115,7 @@ async def test_a_session_kept_alive_by_another_process_is_not_refused(api, gateh
     # Another process saw this session in use and pushed its idle deadline on.
     await gatehouse.db.sessions.update_one({"_id": session}, {"$set": {"expires_at": clock() + timedelta(days=9)}})
     clock.advance(gatehouse.config.session_idle_seconds + 1)  # this process's copy says: expired
-    await gatehouse.feed.poll()
+    await gatehouse.resolver.feed.poll()
     assert (await api.get("/auth/me", token=token)).status == 200
 
 
@@ -133,7 +140,7 @@ async def test_a_token_in_use_is_read_again_in_the_background_before_it_expires(
     monotonic.now += 0.875  # near the bound: answered from the cache, read again behind it
     r = await api.get("/auth/me", token=token)
     assert r.data["data"]["account"]["nickname"] == ""
-    await asyncio.gather(*gatehouse.sessions.cache.tasks)
+    await asyncio.gather(*gatehouse.resolver.cache.tasks)
     r = await api.get("/auth/me", token=token)
     assert r.data["data"]["account"]["nickname"] == "changed"
     # The entry is as old as that re-read, so the 1 s bound holds from it, not from the first.
@@ -141,7 +148,7 @@ async def test_a_token_in_use_is_read_again_in_the_background_before_it_expires(
     await gatehouse.db.sessions.update_many({"account_id": user["id"]}, {"$set": {"revoked_at": gatehouse.clock()}})
     await gatehouse.db.accounts.update_one({"id": user["id"]}, {"$set": {"nickname": "again"}})
     assert (await api.get("/auth/me", token=token)).data["data"]["account"]["nickname"] == "changed"
-    await asyncio.gather(*gatehouse.sessions.cache.tasks)  # the background re-read sees the revocation
+    await asyncio.gather(*gatehouse.resolver.cache.tasks)  # the background re-read sees the revocation
     assert (await api.get("/auth/me", token=token)).status == 403
 
 
@@ -153,11 +160,13 @@ class Loader:
         self.calls = 0
         self.release = asyncio.Event()
 
-    async def __call__(self) -> tuple[dict, dict] | None:
+    async def __call__(self) -> Caller | None:
         self.calls += 1
         n = self.calls
         await self.release.wait()
-        return {"_id": "s1", "account_id": 7, "n": n}, {"id": 7}
+        now = utcnow()
+        session = Session("s1", 7, "opaque", "native", now, now, 60, now, now, user_agent=f"read {n}")
+        return Caller(Account(7, "uid-7"), session)
 
 
 async def settle() -> None:
@@ -185,8 +194,8 @@ async def test_a_read_under_way_when_a_session_ends_is_not_stored_or_joined():
     await settle()
     assert load.calls == 2  # the later request did not join the older read
     load.release.set()
-    assert (await before)[0]["n"] == 1 and (await after)[0]["n"] == 2
-    assert cache.entries["k"][1]["n"] == 2  # only the read that started after the kick is kept
+    assert (await before).session.user_agent == "read 1" and (await after).session.user_agent == "read 2"
+    assert cache.entries["k"][1].session.user_agent == "read 2"  # only the read that started after the kick is kept
 
 
 async def test_a_failed_read_reaches_every_waiter_and_stores_nothing():
@@ -207,7 +216,7 @@ async def test_the_cache_is_bounded(settings, api, gatehouse):
     user = await register(api)
     for _ in range(6):
         assert (await api.get("/auth/me", token=await login(api, user))).status == 200
-    assert len(gatehouse.sessions.cache.entries) == 3
+    assert len(gatehouse.resolver.cache.entries) == 3
 
 
 @pytest.mark.parametrize("settings", [{"session_cache_ms": 0}])
@@ -215,7 +224,7 @@ async def test_a_zero_ttl_turns_the_cache_off(settings, api, gatehouse):
     user = await register(api)
     token = await login(api, user)
     assert (await api.get("/auth/me", token=token)).status == 200
-    assert len(gatehouse.sessions.cache.entries) == 0
+    assert len(gatehouse.resolver.cache.entries) == 0
     await gatehouse.db.sessions.update_many({"account_id": user["id"]}, {"$set": {"revoked_at": gatehouse.clock()}})
     assert (await api.get("/auth/me", token=token)).status == 403
 

@@ -36,12 +36,12 @@ async def test_drf_cycle_sign_up_login_refresh_kick(api, gatehouse):
     access = r.data["access"]
     assert claims_of(access)["exp"] - claims_of(access)["iat"] == 300
     account = await gatehouse.accounts.find_by_phone(user["phone"])
-    assert account["identity"] == 2
+    assert account.identity == 2
     session = await gatehouse.sessions.find(claims_of(access)["sid"])
-    assert session["style"] == "drf" and session["kind"] == "jwt"
+    assert session.style == "drf" and session.kind == "jwt"
     r = await api.post("/api/auth/refresh/", {"refresh": r.data["refresh"]})
     assert r.status == 200 and set(r.data) == {"access"}
-    await kick_all(gatehouse, account["id"])
+    await kick_all(gatehouse, account.id)
     assert (await api.get("/auth/me", token="Bearer " + r.data["access"])).status == 403
 
 
@@ -115,14 +115,14 @@ async def test_phone_cycle_register_verify_login_kick(sinks, api, gatehouse):
     r = await api.post("/auth/api/login/", {"phone": phone})
     assert r.data["expire_time"] == "300" and r.data["message"] == "Code Send to user"
     account = await gatehouse.accounts.find_by_phone(phone)
-    assert r.data["user_id"] == account["uid"] and account["phone_verified"] is True
+    assert r.data["user_id"] == account.uid and account.phone_verified is True
     code = await sinks.code_for(phone)
-    r = await api.post("/auth/api/login/verify/", {"code": code, "user_id": account["uid"]})
+    r = await api.post("/auth/api/login/verify/", {"code": code, "user_id": account.uid})
     assert r.status == 200
     claims = claims_of(r.data["access_token"])
-    assert claims["sub"] == account["uid"] and claims["type"] == "access"
-    assert (await gatehouse.sessions.find(claims["sid"]))["style"] == "phone"
-    await kick_all(gatehouse, account["id"])
+    assert claims["sub"] == account.uid and claims["type"] == "access"
+    assert (await gatehouse.sessions.find(claims["sid"])).style == "phone"
+    await kick_all(gatehouse, account.id)
     assert (await api.get("/auth/me", token=r.data["access_token"])).status == 403
 
 
@@ -172,7 +172,7 @@ async def test_simple_cycle_create_login_reset_disable(api, gatehouse):
     assert r.status == 200 and isinstance(r.data["id"], int)
     token = (await api.post("/auth/", {"username": name, "password": PASSWORD})).data["access_token"]
     assert claims_of(token)["exp"] - claims_of(token)["iat"] == 86400
-    assert (await gatehouse.sessions.find(claims_of(token)["sid"]))["style"] == "simple"
+    assert (await gatehouse.sessions.find(claims_of(token)["sid"])).style == "simple"
     other = (await api.post("/auth/", {"username": name, "password": PASSWORD})).data["access_token"]
     r = await api.post(
         "/auth/reset",
@@ -226,7 +226,7 @@ async def test_v1_cycle_login_refresh_kick(api, gatehouse):
     r = await api.post("/api/v1/auth/refresh", {"refresh_token": new["refresh_token"]})
     assert r.status == 200
     session = await gatehouse.sessions.find(claims_of(new["access_token"])["sid"])
-    assert session["style"] == "v1"
+    assert session.style == "v1"
     await kick_all(gatehouse, user["id"])
     r = await api.post("/api/v1/auth/refresh", {"refresh_token": r.data["result"]["refresh_token"]})
     assert r.status == 401 and r.data["code"] == 40102 and r.data["result"]["error"] == "invalid_token"

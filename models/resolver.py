@@ -1,0 +1,107 @@
+"""The authenticated hot path, in one place: token → live `Caller`.
+
+`Resolver.resolve` is what every authenticated request costs. It owns the per-process
+cache of callers and the change feed that keeps that cache honest (`session_cache`), and
+the one loader that reads a caller from MongoDB. Stores keep their side of the contract
+(`changes.py`): they stamp what they change and announce it here.
+"""
+
+from __future__ import annotations
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from .accounts import Accounts
+from .changes import Changes
+from .common import Clock, sha256_hex
+from .errors import NotAuthenticated, TokenInvalid
+from .session_cache import ChangeFeed, SessionCache
+from .sessions import Sessions
+from .tokens import Tokens
+from .values import Account, Caller, Session
+
+API_KINDS = ("opaque", "jwt")
+
+
+class Resolver:
+    def __init__(
+        self,
+        db: AsyncDatabase,
+        clock: Clock,
+        accounts: Accounts,
+        sessions: Sessions,
+        tokens: Tokens,
+        changes: Changes,
+        *,
+        cache_ms: int,
+        cache_size: int,
+    ) -> None:
+        self.clock = clock
+        self.accounts = accounts
+        self.sessions = sessions
+        self.tokens = tokens
+        self.cache = SessionCache(cache_ms, cache_size)
+        self.feed = ChangeFeed(self.cache, db)
+        changes.subscribe(self.cache.forget_many)
+
+    def start(self) -> None:
+        self.feed.start()
+
+    def stop(self) -> None:
+        self.feed.stop()
+
+    async def resolve(self, token: str, kinds: tuple[str, ...] = API_KINDS, *, touch: bool = True) -> Caller:
+        """The live caller behind an opaque token or a JWT access token of one of `kinds`;
+        `NotAuthenticated` otherwise. `touch=False` reads without counting as activity (a
+        page refreshing itself is not its operator at work)."""
+        sid = None
+        if token.count(".") == 2:
+            try:
+                sid = self.tokens.access_sid(token)
+            except TokenInvalid:
+                raise NotAuthenticated() from None
+        key = f"sid:{sid}" if sid else "tok:" + sha256_hex(token)
+
+        def load():  # -> Awaitable[Caller | None]
+            return self.load(sid, token)
+
+        caller = await self.cache.lookup(key, load)
+        if caller is not None and not caller.session.alive(self.clock()):
+            # Expired by this copy; another process may have kept it alive since: ask once
+            # (a read checks liveness itself).
+            self.cache.drop(key)
+            caller = await self.cache.lookup(key, load)
+        # A cached caller of another kind (a console token sent to the API) is refused here.
+        if caller is None or caller.session.kind not in kinds:
+            raise NotAuthenticated()
+        if touch:
+            touched = self.sessions.due_touch(caller.session)
+            if touched is not None:
+                # Kept before the write, so requests sharing this entry meanwhile do not
+                # send the same update again.
+                caller = Caller(caller.account, touched)
+                self.cache.update(key, caller)
+                await self.sessions.record_activity(touched)
+        return caller
+
+    async def load(self, sid: str | None, token: str) -> Caller | None:
+        """The live caller from MongoDB: by session id (a JWT's `sid`) or by opaque token."""
+        session = await (self.sessions.find_alive(sid) if sid else self.sessions.find_by_token(token))
+        return await self.caller_of(session) if session else None
+
+    async def caller_of(self, session: Session) -> Caller | None:
+        account = await self.live_account(session)
+        return Caller(account, session) if account else None
+
+    async def live_account(self, session: Session) -> Account | None:
+        """The session's account while it may act: it exists, is enabled, and its
+        credentials are the ones the session was made with. A login whose bcrypt check
+        was in flight during a password change, reset, disable or takeover wrote its
+        session with the old credential epoch: it is refused here, even when it was
+        written after the change ended every other session."""
+        account = await self.accounts.find_by_id(session.account_id)
+        if account is None or account.disabled:
+            return None
+        # Refused, not revoked: the session that changed the password is moved to the new
+        # epoch just after the change, and a request of its own landing in between must
+        # get a passing 403, not lose the session for good.
+        return account if account.holds_session(session) else None
