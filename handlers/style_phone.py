@@ -97,7 +97,7 @@ class LoginHandler(PhoneHandler):
             raise AccountNotFound("User does not exist")
         if not account.get("phone_verified"):
             raise Forbidden("Phone number is not verified; verify it first")
-        ttl = self.config.code_ttl
+        ttl = self.config.codes.code_ttl
         await self.gh.flows.issue_and_queue(
             "login", phone, "sms", self.context(), to=phone, account=account, number=phone, cooldown=ttl
         )

@@ -49,25 +49,36 @@ class Gatehouse:
         assert clock is not None
         self.clock = clock
         self.followups = Followups()
-        self.hasher = PasswordHasher(config.bcrypt_rounds, config.bcrypt_threads)
-        self.events = EventLog(db, clock, config.event_retention_days, self.followups)
+        self.hasher = PasswordHasher(config.passwords.bcrypt_rounds, config.passwords.bcrypt_threads)
+        self.events = EventLog(db, clock, config.events.event_retention_days, self.followups)
         self.limits = RateLimits(db, clock)
         self.accounts = Accounts(db, self.hasher, clock, config.phone_region)
-        cache = SessionCache(config.session_cache_ms, config.session_cache_size)
+        cache = SessionCache(config.sessions.session_cache_ms, config.sessions.session_cache_size)
         self.feed = ChangeFeed(cache, db)
-        self.sessions = Sessions(db, clock, config.last_active_resolution, cache)
-        self.tokens = Tokens(config, db, clock, self.sessions, self.events)
+        self.sessions = Sessions(db, clock, config.sessions.last_active_resolution, cache)
+        self.tokens = Tokens(config.jwt, config.secret_key, db, clock, self.sessions, self.events)
         self.auth = AuthService(
-            config, self.accounts, self.sessions, self.events, self.limits, self.hasher, self.tokens, self.followups
+            config.sessions,
+            config.console,
+            config.throttle,
+            self.accounts,
+            self.sessions,
+            self.events,
+            self.limits,
+            self.hasher,
+            self.tokens,
+            self.followups,
         )
         self.templates = Environment(
             loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True, default_for_string=True)
         )
-        self.codes = Codes(db, clock, config, self.limits)
-        self.delivery = Delivery(config, db, clock, self.templates)
-        self.queue = DeliveryQueue(db, clock, self.delivery, self.events, config)
+        self.codes = Codes(db, clock, config.codes, config.secret_key, self.limits)
+        self.delivery = Delivery(config.delivery, config.production, db, clock, self.templates)
+        self.queue = DeliveryQueue(db, clock, self.delivery, self.events, config.delivery, config.secret_key)
         self.admin = Admin(db, self.accounts, self.sessions, clock)
-        self.flows = CodeFlows(config, self.accounts, self.codes, self.auth, self.events, self.delivery, self.queue)
+        self.flows = CodeFlows(
+            config.codes, self.accounts, self.codes, self.auth, self.events, self.delivery, self.queue
+        )
         self.auth.notify = self.flows.notify
         self.queue.gate = self.codes.may_send
 
@@ -84,8 +95,9 @@ class Gatehouse:
                 self.db_clock.start()
             self.feed.start()
             self.queue.start()
-        if self.config.admin_username and self.config.admin_password:
-            await self.ensure_admin(self.config.admin_username, self.config.admin_password)
+        admin = self.config.admin
+        if admin.admin_username and admin.admin_password:
+            await self.ensure_admin(admin.admin_username, admin.admin_password)
 
     async def ensure_admin(self, username: str, password: str) -> bool:
         """Create the admin account unless that username exists; True when created.
