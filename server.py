@@ -98,8 +98,8 @@ def make_server(app: Application, config: Config) -> DrainingHTTPServer:
         xheaders=False,
         # Bodies over the API limit still get a JSON 413 from the handler; this hard cap
         # only bounds memory for clients that ignore it.
-        max_body_size=config.max_body_bytes * 4,
-        idle_connection_timeout=config.idle_connection_timeout,
+        max_body_size=config.server.max_body_bytes * 4,
+        idle_connection_timeout=config.server.idle_connection_timeout,
         body_timeout=30,
     )
 
@@ -202,9 +202,9 @@ async def open_gatehouse(config: Config, uri: str, *, background: bool = True): 
     from models.core import Gatehouse
     from models.db import connect, db_name_from_uri, wait_for_database
 
-    client = connect(uri, config.db_timeout_ms)
+    client = connect(uri, config.database.db_timeout_ms)
     await wait_for_database(client, deadline_seconds=60)
-    gatehouse = Gatehouse(config, client[db_name_from_uri(uri, config.db_name)])
+    gatehouse = Gatehouse(config, client[db_name_from_uri(uri, config.database.db_name)])
     await gatehouse.setup(background=background)
     return client, gatehouse
 
@@ -229,15 +229,15 @@ async def serve(config: Config, uri: str, worker: Worker | None = None) -> None:
     # Listening only now, with the database open: the kernel hands connections to a
     # socket that listens, and one that cannot be served yet would only wait.
     if worker is None:
-        server.listen(config.port, config.bind)
+        server.listen(config.server.port, config.server.bind)
     else:
         from tornado.netutil import bind_sockets
 
-        server.add_sockets(bind_sockets(worker.port, config.bind, reuse_port=True))
+        server.add_sockets(bind_sockets(worker.port, config.server.bind, reuse_port=True))
         app.settings["roster"] = worker.roster
         worker.roster.join()
     label = f" worker {worker.index + 1}/{worker.roster.expected}" if worker else ""
-    log.info("Gatehouse%s listening on http://%s:%d (%s)", label, config.bind, config.port, config.env)
+    log.info("Gatehouse%s listening on http://%s:%d (%s)", label, config.server.bind, config.server.port, config.env)
     flusher = PeriodicCallback(flush_logs, BatchingHandler.FLUSH_SECONDS * 1000)
     flusher.start()
     await stop.wait()
@@ -255,7 +255,7 @@ async def shut_down(config: Config, app: Application, server: DrainingHTTPServer
     requests until a second before it, then a bounded close of the MongoDB client (with
     the database down, closing waits for it), and a watchdog one second past it."""
     started = time.monotonic()
-    grace = config.shutdown_grace
+    grace = config.server.shutdown_grace
     start_watchdog(grace + 1, "shutdown")
     log.info("shutting down: no new connections, draining requests in flight")
     late = await server.drain(app, until=started + max(grace - 1, grace / 2))
@@ -303,7 +303,7 @@ def run_processes(config: Config, uri: str, count: int) -> int:
     # every pending connection: under a burst of new connections one worker got them
     # all.) The parent binds first, without listening, to fail early on a taken port
     # and to hold it; a socket that does not listen is given no connections.
-    held = reserve_port(config.port, config.bind)
+    held = reserve_port(config.server.port, config.server.bind)
     port = held[0].getsockname()[1]  # the number bound, should the configuration say 0
     roster = Roster(runtime / "serving", count)
 
@@ -326,11 +326,11 @@ def run_processes(config: Config, uri: str, count: int) -> int:
     supervisor = Supervisor(
         count,
         start,
-        first_delay=config.worker_restart_delay_ms / 1000,
-        max_delay=config.worker_restart_max_delay_ms / 1000,
-        max_crashes=config.worker_max_crashes,
-        window=config.worker_crash_window,
-        grace=config.shutdown_grace,
+        first_delay=config.workers.worker_restart_delay_ms / 1000,
+        max_delay=config.workers.worker_restart_max_delay_ms / 1000,
+        max_crashes=config.workers.worker_max_crashes,
+        window=config.workers.worker_crash_window,
+        grace=config.server.shutdown_grace,
         roster=roster,
         on_restart=WORKER_RESTARTS.inc,
         on_death=multiprocess.mark_process_dead,
@@ -365,9 +365,9 @@ def start_database(config: Config):  # -> tuple[str, EmbeddedMongo | None]
     """MONGODB_URI, or the embedded development database under GATEHOUSE_DATA_DIR."""
     from models.db import EmbeddedMongo
 
-    if config.mongodb_uri:
-        return config.mongodb_uri, None
-    embedded = EmbeddedMongo(config.data_dir / "db")
+    if config.database.mongodb_uri:
+        return config.database.mongodb_uri, None
+    embedded = EmbeddedMongo(config.database.data_dir / "db")
     uri = embedded.start()
     log.info(
         "DEVELOPMENT DATABASE: embedded SecantusDB on 127.0.0.1:%d, data in %s (set MONGODB_URI for a real MongoDB)",
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"gatehouse: configuration error: {e}", file=sys.stderr)
         return 2
-    configure_logging(config.log_format)
+    configure_logging(config.server.log_format)
     try:
         uri, embedded = start_database(config)
     except RuntimeError as e:
@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "create-admin":
             return asyncio.run(create_admin(config, uri, args.username, read_new_password()))
-        processes = config.processes or os.cpu_count() or 1
+        processes = config.server.processes or os.cpu_count() or 1
         if processes > 1:
             return run_processes(config, uri, processes)
         asyncio.run(serve(config, uri))

@@ -46,7 +46,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from config import Config
+from config import DeliverySettings
 from models.common import Clock, Context, seconds
 from models.errors import DeliveryFailed
 from models.events import EventLog
@@ -87,7 +87,8 @@ class DeliveryQueue:
         clock: Clock,
         delivery: Delivery,
         events: EventLog,
-        config: Config,
+        config: DeliverySettings,
+        secret_key: str,
         *,
         max_attempts: int = 5,
         backoff: float = 1.0,
@@ -104,7 +105,7 @@ class DeliveryQueue:
         self.clock = clock
         self.delivery = delivery
         self.events = events
-        self.cipher = job_cipher(config.secret_key)
+        self.cipher = job_cipher(secret_key)
         self.max_attempts = max(1, max_attempts)
         self.backoff = backoff
         self.backoff_max = backoff_max

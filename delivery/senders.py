@@ -15,7 +15,7 @@ from jinja2 import Environment
 from pymongo.asynchronous.database import AsyncDatabase
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-from config import Config
+from config import DeliverySettings
 from models.common import Clock, seconds
 from models.errors import DeliveryFailed
 
@@ -33,8 +33,11 @@ class Message:
 
 
 class Delivery:
-    def __init__(self, config: Config, db: AsyncDatabase, clock: Clock, templates: Environment) -> None:
+    def __init__(
+        self, config: DeliverySettings, production: bool, db: AsyncDatabase, clock: Clock, templates: Environment
+    ) -> None:
         self.config = config
+        self.production = production
         self.outbox = db.outbox
         self.clock = clock
         self.templates = templates
@@ -76,7 +79,7 @@ class Delivery:
                 await self._send_email(message)
             log.info("sent %s code (%s) to %s", message.channel, message.purpose, mask(message.to))
             return
-        if self.config.production:
+        if self.production:
             raise DeliveryFailed(f"no {message.channel} sender is configured")
         # Development without a sender: the console's outbox and the log (with the code,
         # which is fine in development and never happens in production).

@@ -17,10 +17,10 @@ STYLE_ROUTES = {
 
 
 def routes(config: Config) -> list[Route]:
-    enabled = set(config.api_styles)
+    enabled = set(config.server.api_styles)
     table = health.routes() + admin_api.routes()
     if "native" in enabled:
-        table += native.routes(config.test_endpoints)
+        table += native.routes(config.server.test_endpoints)
     for style, style_routes in STYLE_ROUTES.items():
         if style in enabled:
             table += style_routes()

@@ -72,7 +72,7 @@ class AdminAPIHandler(APIHandler):
         token = self.bearer_token()
         if not token:
             raise NotAuthenticated("send an administrator's session token or a service key in Authorization")
-        if any(hmac.compare_digest(token.encode(), key.encode()) for key in self.config.service_keys):
+        if any(hmac.compare_digest(token.encode(), key.encode()) for key in self.config.server.service_keys):
             self._authenticated = True
             return
         await super().authenticate()

@@ -194,7 +194,7 @@ class CommonMixin:
         """Refuse (503, Retry-After) a request that arrives while more than
         GATEHOUSE_MAX_IN_FLIGHT are in flight, before it does any work: against a slow
         database, requests would otherwise pile up in memory, each waiting its deadline."""
-        bound = self.config.max_in_flight
+        bound = self.config.server.max_in_flight
         if bound and self.sheddable and len(self.application.settings["inflight"]) > bound:  # type: ignore[attr-defined]
             SHED.inc()
             raise Overloaded(retry_after=SHED_RETRY_AFTER)
@@ -208,12 +208,12 @@ class CommonMixin:
         on at its deadline (the bcrypt queue, say). Tornado answers a request its
         backstop cancelled with `send_error`, which `failure` reads as
         `DeadlineExceeded`: one whole 503 in the style's envelope, never half an answer."""
-        budget = self.config.request_deadline_ms / 1000 if self.has_deadline else 0
+        budget = self.config.server.request_deadline_ms / 1000 if self.has_deadline else 0
         if not budget:
             await super()._execute(transforms, *args, **kwargs)  # type: ignore[misc]
             return
         started = time.monotonic()
-        with pymongo.timeout(min(budget, self.config.db_timeout_ms / 1000)):
+        with pymongo.timeout(min(budget, self.config.database.db_timeout_ms / 1000)):
             try:
                 async with asyncio.timeout(budget + BACKSTOP_GRACE) as self._deadline:
                     await super()._execute(transforms, *args, **kwargs)  # type: ignore[misc]
@@ -226,7 +226,7 @@ class CommonMixin:
             DEADLINES.inc()
             app_log.warning(
                 "request deadline (%d ms) passed: answered 503 after %d ms; rid=%s",
-                self.config.request_deadline_ms,
+                self.config.server.request_deadline_ms,
                 1000 * elapsed,
                 self.request_id,
             )
@@ -265,7 +265,7 @@ class CommonMixin:
         rid = getattr(self, "_request_id", None)
         if rid is None:
             incoming = self.request.headers.get("X-Request-ID", "")
-            trusted = self.config.trust_proxy and REQUEST_ID_RE.match(incoming)
+            trusted = self.config.server.trust_proxy and REQUEST_ID_RE.match(incoming)
             # 128 random bits as 32 hex digits (uuid4's shape, without building a UUID).
             rid = self._request_id = incoming if trusted else secrets.token_hex(16)
         return rid
@@ -276,7 +276,7 @@ class CommonMixin:
         and then only the hop our own proxy appended (a client can prepend anything).
         Canonical (`canonical_ip`): `::ffff:192.0.2.1` is `192.0.2.1`, and an IPv6
         address has one spelling, so no limit or log can be dodged by respelling it."""
-        hops = self.config.trust_proxy
+        hops = self.config.server.trust_proxy
         if hops:
             forwarded = [h.strip() for h in self.request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
             # A hop that is no address (garbage from a misconfigured proxy) is not a
@@ -287,7 +287,7 @@ class CommonMixin:
 
     @property
     def is_https(self) -> bool:
-        if self.config.trust_proxy:
+        if self.config.server.trust_proxy:
             proto = self.request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip()
             if proto:
                 return proto == "https"
@@ -390,8 +390,8 @@ class APIHandler(CommonMixin, RequestHandler):
         for name in URL_TOKEN_PARAMS:
             if name in self.request.query_arguments:
                 raise InvalidRequest(f"'{name}' is not accepted in the URL; send it in a header or the JSON body")
-        if len(self.request.body or b"") > self.config.max_body_bytes:
-            raise HTTPError(413, f"request body over {self.config.max_body_bytes} bytes")
+        if len(self.request.body or b"") > self.config.server.max_body_bytes:
+            raise HTTPError(413, f"request body over {self.config.server.max_body_bytes} bytes")
         if not self._implements(self.request.method):
             raise HTTPError(405)  # OPTIONS included: no CORS, so no preflight succeeds
         for name, value in self.path_kwargs.items():
@@ -520,7 +520,7 @@ def log_request(handler: RequestHandler) -> None:
     # A 503 is a deliberate answer (database down or slow, deadline, overload): a warning.
     level = logging.INFO if status < 500 else logging.WARNING if status == 503 else logging.ERROR
     config = handler.settings.get("config")
-    if config is not None and config.log_format == "json":
+    if config is not None and config.server.log_format == "json":
         access_log.log(level, json.dumps(record, separators=(",", ":")))
     else:
         access_log.log(

@@ -79,7 +79,7 @@ class MetricsHandler(APIHandler):
 
     @allow_anonymous
     async def get(self) -> None:
-        wanted = self.config.metrics_token
+        wanted = self.config.server.metrics_token
         if wanted and not hmac.compare_digest((self.bearer_token() or "").encode(), wanted.encode()):
             raise NotAuthenticated("/metrics needs the GATEHOUSE_METRICS_TOKEN bearer token")
         ACTIVE.set(await self.gh.sessions.count_live())

@@ -245,7 +245,7 @@ class OtpHandler(NativeHandler):
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         channel = await self.gh.flows.request_code(self.purpose(f), f.get("phone"), f.get("email"), self.context())
-        self.reply({"sent": True, "channel": channel, "expiresIn": self.config.code_ttl})
+        self.reply({"sent": True, "channel": channel, "expiresIn": self.config.codes.code_ttl})
 
 
 class OtpVerifyHandler(OtpHandler):
@@ -309,7 +309,7 @@ class IntrospectHandler(NativeHandler):
 
     async def authenticate(self) -> None:
         presented = (self.bearer_token() or "").encode()
-        if not any(hmac.compare_digest(presented, key.encode()) for key in self.config.service_keys):
+        if not any(hmac.compare_digest(presented, key.encode()) for key in self.config.server.service_keys):
             raise NotAuthenticated("introspection needs a service key (GATEHOUSE_SERVICE_KEYS) as a Bearer token")
         self._authenticated = True
 

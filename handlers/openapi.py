@@ -168,7 +168,7 @@ def build_spec(routes: list[Route], config: Config) -> dict[str, Any]:
         "info": {
             "title": "Gatehouse",
             "version": "1",
-            "description": "Sign-up, login and sessions. Enabled API styles: " + ", ".join(config.api_styles),
+            "description": "Sign-up, login and sessions. Enabled API styles: " + ", ".join(config.server.api_styles),
         },
         "paths": paths,
         "components": {

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from pymongo.errors import PyMongoError
 
-from config import Config
+from config import ConsoleSettings, SessionSettings, ThrottleSettings
 
 from .accounts import Accounts
 from .common import DAY, HOUR, Context, epoch
@@ -51,7 +51,9 @@ async def _no_notice(account: Account, what: str, ctx: Context) -> None:
 class AuthService:
     def __init__(
         self,
-        config: Config,
+        session_settings: SessionSettings,
+        console_settings: ConsoleSettings,
+        throttle: ThrottleSettings,
         accounts: Accounts,
         sessions: Sessions,
         events: EventLog,
@@ -61,7 +63,9 @@ class AuthService:
         resolver: Resolver,
         followups: Followups | None = None,
     ) -> None:
-        self.config = config
+        self.session_settings = session_settings
+        self.console_settings = console_settings
+        self.throttle = throttle
         self.accounts = accounts
         self.sessions = sessions
         self.events = events
@@ -116,8 +120,8 @@ class AuthService:
 
     def _session_lifetimes(self, kind: str) -> tuple[int, int]:
         if kind == "console":
-            return self.config.console_idle_seconds, self.config.console_max_seconds
-        return self.config.session_idle_seconds, self.config.session_max_seconds
+            return self.console_settings.console_idle_seconds, self.console_settings.console_max_seconds
+        return self.session_settings.session_idle_seconds, self.session_settings.session_max_seconds
 
     async def opaque_login(
         self, account: Account, ctx: Context, *, kind: str = "opaque", method: str = "password"
@@ -167,25 +171,25 @@ class AuthService:
     # The limits every password check counts against, whichever door it comes through.
     @property
     def failures_per_account(self) -> Limit:
-        c = self.config
+        c = self.throttle
         # No carry: the account's lock (taken by the last slot, read again after every
         # reservation) already holds across the window's boundary, and a success clears it.
         return Limit("login_fail_account", c.login_failure_window, c.login_failures_per_account, TOO_MANY, "account")
 
     @property
     def failures_per_ip(self) -> Limit:
-        c = self.config
+        c = self.throttle
         return Limit(
             "login_fail_ip", c.login_failure_window, c.login_failures_per_ip, TOO_MANY_FROM_IP, "ip", carry=True
         )
 
     @property
     def logins_per_ip(self) -> Limit:
-        return Limit("login_ok_ip", HOUR, self.config.logins_per_ip_hour, TOO_MANY_LOGINS_FROM_IP, "ip")
+        return Limit("login_ok_ip", HOUR, self.throttle.logins_per_ip_hour, TOO_MANY_LOGINS_FROM_IP, "ip")
 
     @property
     def signups_per_ip(self) -> Limit:
-        return Limit("signup_ip", HOUR, self.config.signups_per_ip_hour, "too many sign-ups from this address", "ip")
+        return Limit("signup_ip", HOUR, self.throttle.signups_per_ip_hour, "too many sign-ups from this address", "ip")
 
     async def check_password(
         self, identifier: str, password: str, ctx: Context, *, admit: Callable[[Account], bool] | None = None
@@ -196,7 +200,7 @@ class AuthService:
         account (every spelling of its login names shares one counter; an unknown name
         counts under its own key) and per client IP."""
         account = await self.accounts.find_by_login(identifier)
-        key = f"account={account.id}" if account else login_key(identifier, self.config.phone_region)
+        key = f"account={account.id}" if account else login_key(identifier, self.accounts.region)
         return await self.verify_password(account, password, ctx, key=key, admit=admit, successes_count=True)
 
     async def verify_password(
@@ -265,8 +269,8 @@ class AuthService:
         the next time within a day, and so on up to GATEHOUSE_LOGIN_LOCK_MAX_SECONDS, so
         guessing slows down without an attacker locking the owner out for good."""
         strikes, _ = await self.limits.hit("login_strikes", key, DAY)
-        window = self.config.login_failure_window
-        await self.limits.lock(f"login:{key}", min(window * 2 ** min(strikes - 1, 16), self.config.login_lock_max))
+        window = self.throttle.login_failure_window
+        await self.limits.lock(f"login:{key}", min(window * 2 ** min(strikes - 1, 16), self.throttle.login_lock_max))
 
     async def login_password(
         self, identifier: str, password: str, ctx: Context, *, kind: str = "opaque", admit=None
@@ -356,7 +360,7 @@ class AuthService:
         GATEHOUSE_FRESH_LOGIN_SECONDS, or the current password again (checked under the
         login limits, like every password check)."""
         age = (self.sessions.clock() - caller.session.created).total_seconds()
-        if age <= self.config.fresh_login_seconds:
+        if age <= self.session_settings.fresh_login_seconds:
             return
         if password:
             try:

@@ -21,7 +21,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from config import Config
+from config import CodeSettings
 
 from .common import DAY, HOUR, Clock, seconds
 from .errors import CodeInvalid, InvalidRequest, NoPendingCode, RateLimited
@@ -34,12 +34,14 @@ PURPOSES = ("login", "verify_phone", "verify_email", "reset")
 class Codes:
     """Issuing and checking codes, with every limit reserved before the work it guards."""
 
-    def __init__(self, db: AsyncDatabase, clock: Clock, config: Config, limits: RateLimits) -> None:
+    def __init__(
+        self, db: AsyncDatabase, clock: Clock, config: CodeSettings, secret_key: str, limits: RateLimits
+    ) -> None:
         self.coll = db.codes
         self.clock = clock
         self.config = config
         self.limits = limits
-        self._key = hmac.new(config.secret_key.encode(), b"gatehouse/codes/v1", hashlib.sha256).digest()
+        self._key = hmac.new(secret_key.encode(), b"gatehouse/codes/v1", hashlib.sha256).digest()
         self.send_caps = SendCaps(config)
 
     def _hash(self, purpose: str, subject: str, code: str) -> str:
@@ -223,7 +225,7 @@ class SendCaps:
     per block of 100 numbers per hour, per client IP per day; and the numbers nothing is
     ever texted to."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: CodeSettings) -> None:
         self.config = config
         self.daily = Limit(
             "code_daily_dest", DAY, config.code_daily_per_phone, "too many codes sent here today", "daily"

@@ -50,13 +50,13 @@ class Gatehouse:
         assert clock is not None
         self.clock = clock
         self.followups = Followups()
-        self.hasher = PasswordHasher(config.bcrypt_rounds, config.bcrypt_threads)
-        self.events = EventLog(db, clock, config.event_retention_days, self.followups)
+        self.hasher = PasswordHasher(config.passwords.bcrypt_rounds, config.passwords.bcrypt_threads)
+        self.events = EventLog(db, clock, config.events.event_retention_days, self.followups)
         self.limits = RateLimits(db, clock)
         changes = Changes()
         self.accounts = Accounts(db, self.hasher, clock, config.phone_region, changes)
-        self.sessions = Sessions(db, clock, config.last_active_resolution, changes)
-        self.tokens = Tokens(config, db, clock, self.sessions, self.events)
+        self.sessions = Sessions(db, clock, config.sessions.last_active_resolution, changes)
+        self.tokens = Tokens(config.jwt, config.secret_key, db, clock, self.sessions, self.events)
         self.resolver = Resolver(
             db,
             clock,
@@ -64,11 +64,13 @@ class Gatehouse:
             self.sessions,
             self.tokens,
             changes,
-            cache_ms=config.session_cache_ms,
-            cache_size=config.session_cache_size,
+            cache_ms=config.sessions.session_cache_ms,
+            cache_size=config.sessions.session_cache_size,
         )
         self.auth = AuthService(
-            config,
+            config.sessions,
+            config.console,
+            config.throttle,
             self.accounts,
             self.sessions,
             self.events,
@@ -81,11 +83,13 @@ class Gatehouse:
         self.templates = Environment(
             loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True, default_for_string=True)
         )
-        self.codes = Codes(db, clock, config, self.limits)
-        self.delivery = Delivery(config, db, clock, self.templates)
-        self.queue = DeliveryQueue(db, clock, self.delivery, self.events, config)
+        self.codes = Codes(db, clock, config.codes, config.secret_key, self.limits)
+        self.delivery = Delivery(config.delivery, config.production, db, clock, self.templates)
+        self.queue = DeliveryQueue(db, clock, self.delivery, self.events, config.delivery, config.secret_key)
         self.admin = Admin(db, self.accounts, self.sessions, clock)
-        self.flows = CodeFlows(config, self.accounts, self.codes, self.auth, self.events, self.delivery, self.queue)
+        self.flows = CodeFlows(
+            config.codes, self.accounts, self.codes, self.auth, self.events, self.delivery, self.queue
+        )
         self.auth.notify = self.flows.notify
         self.queue.gate = self.codes.may_send
 
@@ -102,8 +106,9 @@ class Gatehouse:
                 self.db_clock.start()
             self.resolver.start()
             self.queue.start()
-        if self.config.admin_username and self.config.admin_password:
-            await self.ensure_admin(self.config.admin_username, self.config.admin_password)
+        admin = self.config.admin
+        if admin.admin_username and admin.admin_password:
+            await self.ensure_admin(admin.admin_username, admin.admin_password)
 
     async def ensure_admin(self, username: str, password: str) -> bool:
         """Create the admin account unless that username exists; True when created.

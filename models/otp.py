@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 
-from config import Config
+from config import CodeSettings
 
 from .accounts import Accounts
 from .auth import AuthService, login_key
@@ -37,7 +37,7 @@ from .values import Account, Caller, JwtLogin, OpaqueLogin
 class CodeFlows:
     def __init__(
         self,
-        config: Config,
+        config: CodeSettings,
         accounts: Accounts,
         codes: Codes,
         auth: AuthService,
@@ -172,7 +172,7 @@ class CodeFlows:
         """(code subject, limit key, the account a reset would go to). The code of a live
         account is keyed by the account, so any of its login names redeems it; the
         cooldown and caps count per login name as typed, known or not."""
-        key = login_key(identifier, self.config.phone_region)
+        key = login_key(identifier, self.accounts.region)
         live = account if account and not account.disabled and self.reset_destination(account) else None
         return (f"account={live.id}" if live else key), key, live
 
@@ -181,7 +181,7 @@ class CodeFlows:
         and disabled accounts get the same answer, cooldown and caps, and no message."""
         account = await self.accounts.find_by_login(identifier)
         subject, key, live = self._reset_subject(identifier, account)
-        kind = classify_login(identifier, self.config.phone_region)
+        kind = classify_login(identifier, self.accounts.region)
         typed_number = kind[1] if kind and kind[0] == "phone" else None
         target = self.reset_destination(live) if live else None
         await self.issue_and_queue(
@@ -249,7 +249,7 @@ class CodeFlows:
         if bool(phone) == bool(email):
             raise InvalidRequest("send exactly one of 'phone' or 'email'")
         if phone:
-            e164 = normalize_phone(phone, self.config.phone_region)
+            e164 = normalize_phone(phone, self.accounts.region)
             return "sms", e164, e164
         address = normalize_email(email or "")
         return "email", address, email_key(address)

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from pymongo.asynchronous.database import AsyncDatabase
 
-from config import Config
+from config import JwtSettings
 
 from .common import Clock, Context, seconds
 from .db import insert_once
@@ -65,8 +65,8 @@ class KeyRing:
     """The signing key (the first configured asymmetric key, else HS256 derived from
     SECRET_KEY) and every key that still verifies, by kid."""
 
-    def __init__(self, config: Config) -> None:
-        secret = hmac.new(config.secret_key.encode(), b"gatehouse/jwt/hs256", hashlib.sha256).digest()
+    def __init__(self, config: JwtSettings, secret_key: str) -> None:
+        secret = hmac.new(secret_key.encode(), b"gatehouse/jwt/hs256", hashlib.sha256).digest()
         hs = Key("hs-" + hashlib.sha256(secret).hexdigest()[:12], "HS256", secret, secret, None)
         keys = [_load_private(kid, pem) for kid, pem in config.jwt_private_keys]
         self.signing = keys[0] if keys else hs
@@ -100,13 +100,21 @@ VERIFIED_CACHE_SIZE = 10_000
 
 
 class Tokens:
-    def __init__(self, config: Config, db: AsyncDatabase, clock: Clock, sessions: Sessions, events: EventLog) -> None:
+    def __init__(
+        self,
+        config: JwtSettings,
+        secret_key: str,
+        db: AsyncDatabase,
+        clock: Clock,
+        sessions: Sessions,
+        events: EventLog,
+    ) -> None:
         self.config = config
         self.refresh_tokens = db.refresh_tokens
         self.clock = clock
         self.sessions = sessions
         self.events = events
-        self.keys = KeyRing(config)
+        self.keys = KeyRing(config, secret_key)
         self._verified: OrderedDict[str, tuple[str, int]] = OrderedDict()  # access token -> (sid, exp)
 
     def _encode(self, claims: dict) -> str:

@@ -103,7 +103,7 @@ def clock() -> Clock:
 @pytest.fixture
 async def gatehouse(mongo_uri: str, config, clock: Clock):
     name = "gh_test_" + uuid.uuid4().hex[:12]
-    client = connect(mongo_uri, config.db_timeout_ms)
+    client = connect(mongo_uri, config.database.db_timeout_ms)
     gh = Gatehouse(config, client[name], clock)
     await gh.setup()
     yield gh

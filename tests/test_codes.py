@@ -335,12 +335,12 @@ async def test_development_without_senders_uses_the_outbox(api, gatehouse, setti
 async def test_production_never_logs_a_code(sinks, gatehouse, caplog):
     from dataclasses import replace
 
-    gatehouse.delivery.config = replace(gatehouse.config, env="production")
+    gatehouse.delivery.production = True
     caplog.set_level(logging.DEBUG)
     message = gatehouse.delivery.compose("sms", "+14155550111", "login", "482913", 5)
     await gatehouse.delivery.send(message)
     assert sinks.to("+14155550111")
     assert "482913" not in caplog.text and "0111" not in caplog.text
-    gatehouse.delivery.config = replace(gatehouse.config, env="production", sms_webhook_url=None)
+    gatehouse.delivery.config = replace(gatehouse.config.delivery, sms_webhook_url=None)
     with pytest.raises(DeliveryFailed):
         await gatehouse.delivery.send(message)

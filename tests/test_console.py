@@ -321,7 +321,7 @@ async def test_a_self_refresh_does_not_move_last_active(admin_console, gatehouse
 
 @pytest.mark.parametrize("settings", [{"last_active_resolution": 0}])
 async def test_an_untouched_console_tab_logs_out_at_the_idle_timeout(admin_console, gatehouse, clock, admin, config):
-    idle = config.console_idle_seconds
+    idle = config.console.console_idle_seconds
     # The tab polls all along; until the idle deadline the session is alive ...
     for _ in range(3):
         clock.advance((idle - 60) / 3)
@@ -339,7 +339,7 @@ async def test_an_untouched_console_tab_logs_out_at_the_idle_timeout(admin_conso
 
 @pytest.mark.parametrize("settings", [{"last_active_resolution": 0}])
 async def test_an_operator_at_work_stays_logged_in(admin_console, clock, config):
-    idle = config.console_idle_seconds
+    idle = config.console.console_idle_seconds
     for _ in range(3):
         clock.advance((idle - 60) / 3)
         assert (await admin_console.get("/console/sessions")).status_code == 200

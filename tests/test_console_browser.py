@@ -116,7 +116,7 @@ async def test_an_untouched_sessions_tab_logs_out_at_the_idle_timeout(browser, b
     def is_poll(response) -> bool:
         return "/console/sessions/rows" in response.url
 
-    clock.advance(config.console_idle_seconds - 60)
+    clock.advance(config.console.console_idle_seconds - 60)
     async with page.expect_response(is_poll, timeout=15_000) as polled:
         pass
     poll = await polled.value

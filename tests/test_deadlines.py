@@ -135,14 +135,14 @@ async def test_a_failed_last_active_write_does_not_fail_the_request(api, gatehou
     sid = me.data["data"]["session"]
     async with failpoint(mongo_uri, ["update"], errorCode=2):
         for _ in range(3):
-            clock.advance(gatehouse.config.last_active_resolution + 1)  # a lastActive write is due
+            clock.advance(gatehouse.config.sessions.last_active_resolution + 1)  # a lastActive write is due
             r = await api.get("/auth/me", token=token)
             assert r.status == 200, r.data
     warned = [r for r in caplog.records if "lastActive cannot be written" in r.getMessage()]
     assert len(warned) == 1 and warned[0].levelno == logging.WARNING  # once per spell, not per request
     assert errors_logged(caplog) == []
     # Writes resume when the database takes them again.
-    clock.advance(gatehouse.config.last_active_resolution + 1)
+    clock.advance(gatehouse.config.sessions.last_active_resolution + 1)
     assert (await api.get("/auth/me", token=token)).status == 200
     stored = await gatehouse.db.sessions.find_one({"_id": sid})
     assert abs((stored["last_active"] - clock()).total_seconds()) < 5

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 
 import pytest
 from bson.raw_bson import RawBSONDocument
@@ -18,14 +17,15 @@ from models.db import connect, free_port
 from tests.conftest import unique, unique_phone
 
 
-def make_queue(gatehouse, db=None, config=None, **knobs) -> DeliveryQueue:
+def make_queue(gatehouse, db=None, secret_key=None, **knobs) -> DeliveryQueue:
     """A queue over the test's database (or `db`: another client's view of it)."""
     return DeliveryQueue(
         gatehouse.db if db is None else db,
         gatehouse.clock,
         gatehouse.delivery,
         gatehouse.events,
-        config or gatehouse.config,
+        gatehouse.config.delivery,
+        secret_key or gatehouse.config.secret_key,
         **knobs,
     )
 
@@ -155,7 +155,7 @@ async def test_a_notice_that_cannot_be_sent_is_a_notice_failed_event(sinks, gate
 async def test_two_workers_send_each_of_20_jobs_exactly_once(sinks, gatehouse, mongo_uri, own_queue_only):
     """Two queues, each with its own client (as two processes would have), race on one
     database."""
-    other_client: AsyncMongoClient = connect(mongo_uri, gatehouse.config.db_timeout_ms)
+    other_client: AsyncMongoClient = connect(mongo_uri, gatehouse.config.database.db_timeout_ms)
     try:
         first = make_queue(gatehouse, concurrency=4)
         second = make_queue(gatehouse, db=other_client[gatehouse.db.name], concurrency=4)
@@ -227,7 +227,7 @@ async def test_a_database_error_does_not_stop_the_worker(sinks, gatehouse, caplo
 
 async def test_a_job_sealed_under_another_secret_fails_at_once(sinks, gatehouse, own_queue_only):
     """After a SECRET_KEY change, old jobs cannot be opened: no retries, one event."""
-    old = make_queue(gatehouse, config=replace(gatehouse.config, secret_key="an-older-secret-" + "y" * 40))
+    old = make_queue(gatehouse, secret_key="an-older-secret-" + "y" * 40)
     job_id = await old.enqueue(code_message(gatehouse, "sms", unique_phone(), "119283"), account_id=9)
     assert await make_queue(gatehouse).run_once() == 1
     job = await gatehouse.db.jobs.find_one({"_id": job_id})

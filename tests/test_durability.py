@@ -90,7 +90,7 @@ async def gatehouse(mongo_uri: str, config, clock):
     queue): they share the appName "gatehouse", and a `{times: 1}` failpoint must meet
     the request's command, not theirs."""
     name = "gh_test_" + uuid.uuid4().hex[:12]
-    client = connect(mongo_uri, config.db_timeout_ms)
+    client = connect(mongo_uri, config.database.db_timeout_ms)
     gh = Gatehouse(config, client[name], clock)
     await gh.setup(background=False)
     yield gh

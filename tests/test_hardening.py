@@ -65,7 +65,7 @@ async def test_fifty_parallel_guesses_across_accounts_get_the_ip_budget(settings
 async def test_a_burst_straddling_the_window_boundary_gets_the_ip_budget_once(settings, api, gatehouse, clock):
     """Fixed windows would give a burst timed across their boundary (Retry-After says
     when) the limit twice; the slot that reaches it fills the next window too."""
-    window = gatehouse.config.login_failure_window
+    window = gatehouse.config.throttle.login_failure_window
     clock.advance(window - clock().timestamp() % window - 2)  # two seconds before a boundary
 
     def guess(i: int):
@@ -604,7 +604,7 @@ async def test_the_lock_is_taken_before_the_last_check_runs(settings, api, gateh
     while running[0] < 5:
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.1)
-    window = gatehouse.config.login_failure_window
+    window = gatehouse.config.throttle.login_failure_window
     clock.advance(window - clock().timestamp() % window + 1)  # the next counting window begins
     second = [guess() for _ in range(20)]
     await asyncio.sleep(0.3)
@@ -655,8 +655,8 @@ async def test_a_refresh_token_keeps_its_own_styles_lifetimes_at_another_door(ap
     # Taken to the native refresh route, a v1 session keeps v1's lifetimes.
     r = await api.post("/auth/token/refresh", {"refresh_token": v1["refresh_token"]})
     assert r.status == 200
-    assert r.data["data"]["refresh_expires_in"] <= config.lifetime("v1").refresh
-    assert r.data["data"]["expires_in"] <= config.lifetime("v1").access
+    assert r.data["data"]["refresh_expires_in"] <= config.jwt.lifetime("v1").refresh
+    assert r.data["data"]["expires_in"] <= config.jwt.lifetime("v1").access
     # A drf session (no rotation) is refused where refreshing rotates, and the other way round.
     drf = (await api.post("/api/auth/login/", {"username": user["username"], "password": PASSWORD})).data
     r = await api.post("/auth/token/refresh", {"refresh_token": drf["refresh"]})

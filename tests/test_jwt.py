@@ -239,14 +239,16 @@ async def test_key_rotation_keeps_old_tokens_valid(gatehouse, api):
     user = await register(api)
     old_key = pem(rsa_key())
     old_tokens = Tokens(
-        replace(gatehouse.config, jwt_private_keys=(("old", old_key),)),
+        replace(gatehouse.config.jwt, jwt_private_keys=(("old", old_key),)),
+        gatehouse.config.secret_key,
         gatehouse.db,
         gatehouse.clock,
         gatehouse.sessions,
         gatehouse.events,
     )
     new_tokens = Tokens(
-        replace(gatehouse.config, jwt_private_keys=(("new", pem(rsa_key())), ("old", old_key))),
+        replace(gatehouse.config.jwt, jwt_private_keys=(("new", pem(rsa_key())), ("old", old_key))),
+        gatehouse.config.secret_key,
         gatehouse.db,
         gatehouse.clock,
         gatehouse.sessions,
@@ -261,7 +263,8 @@ async def test_key_rotation_keeps_old_tokens_valid(gatehouse, api):
         == "new"
     )
     retired = Tokens(
-        replace(gatehouse.config, jwt_private_keys=(("new", pem(rsa_key())),)),
+        replace(gatehouse.config.jwt, jwt_private_keys=(("new", pem(rsa_key())),)),
+        gatehouse.config.secret_key,
         gatehouse.db,
         gatehouse.clock,
         gatehouse.sessions,

@@ -196,7 +196,7 @@ async def two_servers(mongo_uri, config):
     name = "gh_clock_" + uuid.uuid4().hex[:10]
     clients, houses = [], []
     for skew in (0, 300):
-        client = connect(mongo_uri, config.db_timeout_ms)
+        client = connect(mongo_uri, config.database.db_timeout_ms)
         gh = Gatehouse(config, client[name])
         assert gh.db_clock is not None
         gh.db_clock.local = lambda skew=skew: utcnow() + timedelta(seconds=skew)
@@ -249,7 +249,7 @@ async def test_a_lock_written_by_a_fast_server_lasts_as_long_on_the_other(settin
             await b.auth.check_password("locked", "Wrong-horse-00", ctx)
     account = await a.accounts.find_by_login("locked")
     left = await a.limits.locked_for(f"login:account={account.id}")
-    assert abs(left - config.login_failure_window) <= 3, left
+    assert abs(left - config.throttle.login_failure_window) <= 3, left
 
 
 def test_a_carried_session_holds_only_across_the_change_that_carried_it():

@@ -51,8 +51,8 @@ def test_bad_configuration_is_one_clear_error(env, words):
 
 def test_production_configuration_loads():
     config = load_config({**PROD, "GATEHOUSE_API_STYLES": "native, v1", "GATEHOUSE_TRUST_PROXY": "1"})
-    assert config.production and config.api_styles == ("native", "v1") and config.trust_proxy == 1
-    assert config.lifetime("drf").access == 300 and config.lifetime("v1").refresh == 14400
+    assert config.production and config.server.api_styles == ("native", "v1") and config.server.trust_proxy == 1
+    assert config.jwt.lifetime("drf").access == 300 and config.jwt.lifetime("v1").refresh == 14400
 
 
 def test_development_secret_key_is_generated_once_and_kept(tmp_path):
@@ -97,8 +97,8 @@ def test_production_refuses_test_endpoints_at_start_up(tmp_path):
     )
     assert "Traceback" not in result.stdout + result.stderr
     # Development may have them (the test suite runs that way), and production without.
-    assert load_config({"GATEHOUSE_TEST_ENDPOINTS": "1", "GATEHOUSE_DATA_DIR": str(tmp_path)}).test_endpoints
-    assert not load_config({**PROD, "GATEHOUSE_TEST_ENDPOINTS": "0"}).test_endpoints
+    assert load_config({"GATEHOUSE_TEST_ENDPOINTS": "1", "GATEHOUSE_DATA_DIR": str(tmp_path)}).server.test_endpoints
+    assert not load_config({**PROD, "GATEHOUSE_TEST_ENDPOINTS": "0"}).server.test_endpoints
 
 
 def test_create_admin_cli(tmp_path, mongo_uri):

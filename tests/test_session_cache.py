@@ -40,7 +40,7 @@ async def monotonic(gatehouse) -> FakeMonotonic:
 
 def another_process(gatehouse) -> Sessions:
     """The same database through a store that tells no cache of ours: another process."""
-    return Sessions(gatehouse.db, gatehouse.clock, gatehouse.config.last_active_resolution)
+    return Sessions(gatehouse.db, gatehouse.clock, gatehouse.config.sessions.last_active_resolution)
 
 
 def another_process_accounts(gatehouse) -> Accounts:
@@ -114,7 +114,7 @@ async def test_a_session_kept_alive_by_another_process_is_not_refused(api, gateh
     session = (await api.get("/auth/me", token=token)).data["data"]["session"]
     # Another process saw this session in use and pushed its idle deadline on.
     await gatehouse.db.sessions.update_one({"_id": session}, {"$set": {"expires_at": clock() + timedelta(days=9)}})
-    clock.advance(gatehouse.config.session_idle_seconds + 1)  # this process's copy says: expired
+    clock.advance(gatehouse.config.sessions.session_idle_seconds + 1)  # this process's copy says: expired
     await gatehouse.resolver.feed.poll()
     assert (await api.get("/auth/me", token=token)).status == 200
 
