@@ -26,6 +26,7 @@ from tornado.ioloop import PeriodicCallback
 from tornado.web import Application
 
 from config import Config, ConfigError, load_config
+from devdb import start_database
 from lifecycle import DrainingHTTPServer, Roster, Supervisor, start_watchdog
 
 ROOT = Path(__file__).resolve().parent
@@ -359,22 +360,6 @@ def reserve_port(port: int, address: str) -> list[socket.socket]:
         sock.bind(addr)
         held.append(sock)
     return held
-
-
-def start_database(config: Config):  # -> tuple[str, EmbeddedMongo | None]
-    """MONGODB_URI, or the embedded development database under GATEHOUSE_DATA_DIR."""
-    from models.db import EmbeddedMongo
-
-    if config.mongodb_uri:
-        return config.mongodb_uri, None
-    embedded = EmbeddedMongo(config.data_dir / "db")
-    uri = embedded.start()
-    log.info(
-        "DEVELOPMENT DATABASE: embedded SecantusDB on 127.0.0.1:%d, data in %s (set MONGODB_URI for a real MongoDB)",
-        embedded.port,
-        embedded.storage,
-    )
-    return uri, embedded
 
 
 def read_new_password() -> str:

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from models.db import free_port
+from devdb import free_port
 from models.errors import DeliveryFailed
 from tests.conftest import PASSWORD, assert_error, login, register, unique, unique_phone
 

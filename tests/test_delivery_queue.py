@@ -14,7 +14,8 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import AsyncMongoClient
 
 from delivery.queue import DeliveryQueue, job_cipher
-from models.db import connect, free_port
+from devdb import free_port
+from models.db import connect
 from tests.conftest import unique, unique_phone
 
 

@@ -14,7 +14,7 @@ import uuid
 import httpx
 import pytest
 
-from models.db import EmbeddedMongo, free_port
+from devdb import EmbeddedMongo, free_port
 from tests.procs import ServerProcess, rss_kib
 
 PASSWORD = "Ops-test-pass-42"

@@ -12,7 +12,7 @@ import pytest
 from pymongo import MongoClient
 
 from config import ConfigError, load_config
-from models.db import EmbeddedMongo, free_port
+from devdb import EmbeddedMongo, free_port
 from tests.conftest import ROOT
 
 PROD = {"GATEHOUSE_ENV": "production", "SECRET_KEY": "k" * 40, "MONGODB_URI": "mongodb://db.example:27017/gh"}
