@@ -178,7 +178,7 @@ class Writes:
 def test_log_lines_are_batched_whole_and_problems_go_out_at_once():
     import logging
 
-    from server import BatchingHandler
+    from logs import BatchingHandler
 
     stream = Writes()
     handler = BatchingHandler(stream)
