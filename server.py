@@ -63,8 +63,8 @@ def make_app(config: Config, gatehouse: object) -> Application:
     from handlers import console, routes
     from handlers.base import StaticHandler, log_request
     from handlers.health import MetricsHandler
-    from handlers.metrics import observe_event
     from handlers.native import NotFoundHandler
+    from metrics import observe_event
 
     table = routes(config)
     extra = [(r"/metrics", MetricsHandler), *console.routes()]
@@ -203,7 +203,7 @@ def run_processes(config: Config, uri: str, count: int) -> int:
     # directory, and a replacement worker starts without importing the application.
     from prometheus_client import multiprocess
 
-    from handlers.metrics import WORKER_RESTARTS
+    from metrics import WORKER_RESTARTS
 
     # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new
     # connections evenly. (With one shared socket, the first worker to wake accepts

@@ -22,6 +22,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
 from config import Config
+from metrics import DEADLINES, SHED, observe_request
 from models.common import Context, canonical_ip, parse_ip
 from models.core import Gatehouse
 from models.errors import (
@@ -43,7 +44,6 @@ from models.errors import (
 )
 from models.validation import Field, parse_fields
 
-from .metrics import DEADLINES, SHED, observe_request
 from .spec import PARAMS, STR, Schema, obj
 
 access_log = logging.getLogger("gatehouse.access")

@@ -7,11 +7,11 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from metrics import ACTIVE, registry
 from models.db import indexes_ready
 from models.errors import NotAuthenticated
 
 from .base import APIHandler, allow_anonymous, is_db_outage
-from .metrics import ACTIVE, registry
 from .openapi import OpenApiHandler
 from .spec import BOOL, INT, STR, Route, const, doc, obj
 
