@@ -14,10 +14,8 @@ import getpass
 import logging
 import os
 import signal
-import socket
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +24,9 @@ from tornado.web import Application
 
 from config import Config, ConfigError, load_config
 from devdb import start_database
-from lifecycle import DrainingHTTPServer, Roster, Supervisor, start_watchdog
+from lifecycle import DrainingHTTPServer, start_watchdog
 from logs import BatchingHandler, configure_logging, flush_logs
+from workers import Worker, run_processes
 
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("gatehouse")
@@ -60,11 +59,12 @@ class GatehouseApplication(Application):
 
 def make_app(config: Config, gatehouse: object) -> Application:
     """The Tornado application; the tests build theirs with this too."""
+    from metrics import observe_event
+
     from handlers import console, routes
     from handlers.base import StaticHandler, log_request
     from handlers.health import MetricsHandler
     from handlers.native import NotFoundHandler
-    from metrics import observe_event
 
     table = routes(config)
     extra = [(r"/metrics", MetricsHandler), *console.routes()]
@@ -177,97 +177,6 @@ async def shut_down(config: Config, app: Application, server: DrainingHTTPServer
     flush_logs()
 
 
-@dataclass(frozen=True)
-class Worker:
-    """What a forked worker needs from its supervisor."""
-
-    index: int
-    port: int
-    roster: Roster
-
-
-def run_processes(config: Config, uri: str, count: int) -> int:
-    """Fork `count` Tornado processes on one port. Nothing is shared between them but
-    MongoDB. The parent forwards SIGTERM/SIGINT and keeps the workers alive
-    (`lifecycle.Supervisor`); returns 1 when it gave up on crashing workers."""
-    import shutil
-    import tempfile
-
-    # Each worker writes its metrics here; /metrics in any worker sums them all. It must
-    # be set before prometheus_client is imported.
-    runtime = Path(tempfile.mkdtemp(prefix="gatehouse-run-"))
-    (runtime / "metrics").mkdir()
-    (runtime / "serving").mkdir()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(runtime / "metrics")
-    # Imported here, before any fork: the supervisor counts restarts into the same
-    # directory, and a replacement worker starts without importing the application.
-    from prometheus_client import multiprocess
-
-    from metrics import WORKER_RESTARTS
-
-    # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new
-    # connections evenly. (With one shared socket, the first worker to wake accepts
-    # every pending connection: under a burst of new connections one worker got them
-    # all.) The parent binds first, without listening, to fail early on a taken port
-    # and to hold it; a socket that does not listen is given no connections.
-    held = reserve_port(config.port, config.bind)
-    port = held[0].getsockname()[1]  # the number bound, should the configuration say 0
-    roster = Roster(runtime / "serving", count)
-
-    def start(index: int) -> int:
-        pid = os.fork()
-        if pid:
-            return pid
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        code = 0
-        try:
-            asyncio.run(serve(config, uri, Worker(index, port, roster)))
-        except BaseException:  # noqa: BLE001 - a worker reports its death and exits non-zero
-            log.exception("worker %d failed", index + 1)
-            code = 1
-        finally:
-            logging.shutdown()
-        os._exit(code)
-
-    supervisor = Supervisor(
-        count,
-        start,
-        first_delay=config.worker_restart_delay_ms / 1000,
-        max_delay=config.worker_restart_max_delay_ms / 1000,
-        max_crashes=config.worker_max_crashes,
-        window=config.worker_crash_window,
-        grace=config.shutdown_grace,
-        roster=roster,
-        on_restart=WORKER_RESTARTS.inc,
-        on_death=multiprocess.mark_process_dead,
-    )
-    signal.signal(signal.SIGTERM, lambda signum, _frame: supervisor.stop(signum))
-    signal.signal(signal.SIGINT, lambda signum, _frame: supervisor.stop(signum))
-    try:
-        return supervisor.run()
-    finally:
-        for sock in held:
-            sock.close()
-        flush_logs()
-        shutil.rmtree(runtime, ignore_errors=True)
-
-
-def reserve_port(port: int, address: str) -> list[socket.socket]:
-    """Bound with SO_REUSEPORT but never listening: a taken port fails here, in the
-    parent, and the port stays ours while workers come and go."""
-    held = []
-    infos = socket.getaddrinfo(address or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
-    for family, kind, proto, _, addr in dict.fromkeys(infos):
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(addr)
-        held.append(sock)
-    return held
-
-
 def read_new_password() -> str:
     if not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\n")
@@ -328,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(create_admin(config, uri, args.username, read_new_password()))
         processes = config.processes or os.cpu_count() or 1
         if processes > 1:
-            return run_processes(config, uri, processes)
+            return run_processes(config, processes, lambda worker: serve(config, uri, worker))
         asyncio.run(serve(config, uri))
         return 0
     except KeyboardInterrupt:
