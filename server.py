@@ -24,6 +24,8 @@ from tornado.web import Application
 
 from config import Config, ConfigError, load_config
 from devdb import start_database
+from handlers.base import log_request
+from handlers.routing import make_application
 from lifecycle import DrainingHTTPServer, start_watchdog
 from logs import BatchingHandler, configure_logging, flush_logs
 from workers import Worker, run_processes
@@ -32,52 +34,13 @@ ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("gatehouse")
 
 
-class GatehouseApplication(Application):
-    """Tornado's router tries each pattern in turn (twenty regular expressions before
-    `/auth/me`). A path with no parameters is first looked up in a dict, which gives the
-    handler the ordered patterns would have given: a path goes in only when the first
-    pattern matching it is its own route's."""
-
-    def __init__(self, handlers: list, **settings: Any) -> None:
-        super().__init__(handlers, **settings)
-        self.exact: dict[str, type] = {}
-        for route in settings["routes"]:
-            if "{" in route.path:
-                continue
-            base = route.path.rstrip("/") or "/"
-            for path in {base, base + "/"} if route.slash else {base}:
-                first = next((r for r in self.wildcard_router.rules if r.matcher.regex.match(path)), None)
-                if first is not None and first.target is route.handler:
-                    self.exact.setdefault(path, route.handler)
-
-    def find_handler(self, request: Any, **kwargs: Any) -> Any:
-        handler = self.exact.get(request.path)
-        if handler is not None:
-            return self.get_handler_delegate(request, handler)
-        return super().find_handler(request, **kwargs)
-
-
 def make_app(config: Config, gatehouse: object) -> Application:
     """The Tornado application; the tests build theirs with this too."""
     from metrics import observe_event
 
-    from handlers import console, routes
-    from handlers.base import StaticHandler, log_request
-    from handlers.health import MetricsHandler
-    from handlers.native import NotFoundHandler
-
-    table = routes(config)
-    extra = [(r"/metrics", MetricsHandler), *console.routes()]
-    route_names = {r.handler: r.path for r in table}
-    route_names.update({handler: pattern for pattern, handler in extra})
-    route_names[StaticHandler] = "/static/"
-    app = GatehouseApplication(
-        [(r.pattern, r.handler) for r in table] + extra,
-        routes=table,
-        route_names=route_names,
+    app = make_application(
+        config,
         xsrf_cookies=True,  # the console's forms; the token-authenticated API opts out
-        static_handler_class=StaticHandler,
-        default_handler_class=NotFoundHandler,
         gatehouse=gatehouse,
         config=config,
         cookie_secret=config.secret_key,
