@@ -69,7 +69,7 @@ def make_server(app: Application, config: Config) -> DrainingHTTPServer:
 
 
 async def open_gatehouse(config: Config, uri: str, *, background: bool = True):  # -> (AsyncMongoClient, Gatehouse)
-    from models.core import Gatehouse
+    from app import Gatehouse
     from models.db import connect, db_name_from_uri, wait_for_database
 
     client = connect(uri, config.db_timeout_ms)

@@ -21,10 +21,10 @@ import pymongo
 from pymongo.errors import ConnectionFailure, PyMongoError
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
+from app import Gatehouse
 from config import Config
 from metrics import DEADLINES, SHED, observe_request
 from models.common import Context, canonical_ip, parse_ip
-from models.core import Gatehouse
 from models.errors import (
     AccountExists,
     CodeInvalid,

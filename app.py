@@ -16,26 +16,25 @@ from pymongo.asynchronous.database import AsyncDatabase
 from config import Config
 from delivery import Delivery
 from delivery.queue import DeliveryQueue
-
-from .accounts import Accounts
-from .admin import Admin
-from .auth import AuthService
-from .clock import DatabaseClock
-from .codes import Codes
-from .common import Clock, Context
-from .db import ensure_indexes
-from .errors import AccountExists
-from .events import EventLog
-from .followups import Followups
-from .otp import CodeFlows
-from .passwords import PasswordHasher
-from .ratelimit import RateLimits
-from .session_cache import ChangeFeed, SessionCache
-from .sessions import Sessions
-from .tokens import Tokens
+from models.accounts import Accounts
+from models.admin import Admin
+from models.auth import AuthService
+from models.clock import DatabaseClock
+from models.codes import Codes
+from models.common import Clock, Context
+from models.db import ensure_indexes
+from models.errors import AccountExists
+from models.events import EventLog
+from models.followups import Followups
+from models.otp import CodeFlows
+from models.passwords import PasswordHasher
+from models.ratelimit import RateLimits
+from models.session_cache import ChangeFeed, SessionCache
+from models.sessions import Sessions
+from models.tokens import Tokens
 
 log = logging.getLogger("gatehouse")
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 class Gatehouse:
