@@ -22,61 +22,15 @@ from typing import Any
 from tornado.ioloop import PeriodicCallback
 from tornado.web import Application
 
+from app import make_app, make_server, open_gatehouse
 from config import Config, ConfigError, load_config
 from devdb import start_database
-from handlers.base import log_request
-from handlers.routing import make_application
 from lifecycle import DrainingHTTPServer, start_watchdog
 from logs import BatchingHandler, configure_logging, flush_logs
 from workers import Worker, run_processes
 
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("gatehouse")
-
-
-def make_app(config: Config, gatehouse: object) -> Application:
-    """The Tornado application; the tests build theirs with this too."""
-    from metrics import observe_event
-
-    app = make_application(
-        config,
-        xsrf_cookies=True,  # the console's forms; the token-authenticated API opts out
-        gatehouse=gatehouse,
-        config=config,
-        cookie_secret=config.secret_key,
-        template_path=str(ROOT / "templates"),
-        static_path=str(ROOT / "static"),
-        log_function=log_request,
-        debug=False,
-        serve_traceback=False,
-    )
-    gatehouse.events.listeners.append(observe_event)  # type: ignore[attr-defined]
-    return app
-
-
-def make_server(app: Application, config: Config) -> DrainingHTTPServer:
-    # xheaders stays off: Tornado would then believe a client-sent X-Real-Ip. The
-    # handlers read X-Forwarded-For themselves, and only behind GATEHOUSE_TRUST_PROXY.
-    return DrainingHTTPServer(
-        app,
-        xheaders=False,
-        # Bodies over the API limit still get a JSON 413 from the handler; this hard cap
-        # only bounds memory for clients that ignore it.
-        max_body_size=config.max_body_bytes * 4,
-        idle_connection_timeout=config.idle_connection_timeout,
-        body_timeout=30,
-    )
-
-
-async def open_gatehouse(config: Config, uri: str, *, background: bool = True):  # -> (AsyncMongoClient, Gatehouse)
-    from app import Gatehouse
-    from models.db import connect, db_name_from_uri, wait_for_database
-
-    client = connect(uri, config.db_timeout_ms)
-    await wait_for_database(client, deadline_seconds=60)
-    gatehouse = Gatehouse(config, client[db_name_from_uri(uri, config.db_name)])
-    await gatehouse.setup(background=background)
-    return client, gatehouse
 
 
 async def serve(config: Config, uri: str, worker: Worker | None = None) -> None:

@@ -15,13 +15,12 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pymongo
 from pymongo.errors import ConnectionFailure, PyMongoError
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
-from app import Gatehouse
 from config import Config
 from metrics import DEADLINES, SHED, observe_request
 from models.common import Context, canonical_ip, parse_ip
@@ -45,6 +44,9 @@ from models.errors import (
 from models.validation import Field, parse_fields
 
 from .spec import PARAMS, STR, Schema, obj
+
+if TYPE_CHECKING:
+    from app import Gatehouse  # the composition root, which imports this module
 
 access_log = logging.getLogger("gatehouse.access")
 app_log = logging.getLogger("gatehouse")

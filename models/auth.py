@@ -70,6 +70,7 @@ class AuthService:
         hasher: PasswordHasher,
         tokens: Tokens,
         followups: Followups | None = None,
+        notify: Callable[[dict, str, Context], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.accounts = accounts
@@ -79,9 +80,9 @@ class AuthService:
         self.hasher = hasher
         self.tokens = tokens
         self.followups = followups or Followups()
-        # Security notices to the owner (password changed); wired to CodeFlows.notify,
-        # which owns delivery. A no-op until then.
-        self.notify: Callable[[dict, str, Context], Awaitable[None]] = _no_notice
+        # Security notices to the owner (password changed): `Notifier.notify`, which
+        # reaches delivery; none without it.
+        self.notify: Callable[[dict, str, Context], Awaitable[None]] = notify or _no_notice
 
     # ---- sign-up -------------------------------------------------------------------
 

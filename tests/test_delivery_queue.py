@@ -25,7 +25,7 @@ def make_queue(gatehouse, db=None, config=None, **knobs) -> DeliveryQueue:
         gatehouse.db if db is None else db,
         gatehouse.clock,
         gatehouse.delivery,
-        gatehouse.events,
+        gatehouse.queue.record,
         config or gatehouse.config,
         **knobs,
     )

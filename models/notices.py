@@ -1,0 +1,37 @@
+"""Security notices to an account's owner ("your password was changed"), and where they
+and reset codes go. Built before `AuthService` and `CodeFlows`, which both need them.
+
+Delivery is handed in (`compose_notice`, and a queue's `enqueue`): the domain does not
+import `delivery`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .common import Context
+
+
+def reset_destination(account: dict) -> tuple[str, str] | None:
+    """Where the account's reset codes and notices go: a proven contact first (e-mail,
+    then phone), else an unproven one. So a reset never reaches an address the owner
+    did not prove while a proven one exists."""
+    contacts = [("email", account.get("email_key")), ("sms", account.get("phone"))]
+    proven = {"email": account.get("email_verified"), "sms": account.get("phone_verified")}
+    ranked = sorted((c for c in contacts if c[1]), key=lambda c: not proven[c[0]])
+    return ranked[0] if ranked else None
+
+
+class Notifier:
+    def __init__(self, delivery: Any, queue: Any) -> None:
+        self.delivery = delivery
+        self.queue = queue
+
+    async def notify(self, account: dict, what: str, ctx: Context) -> None:
+        """Tell the owner about a security change, by e-mail (else SMS), through the
+        queue: the change has happened, so a failed notice is retried and recorded,
+        never raised."""
+        target = reset_destination(account)
+        if target is not None:
+            notice = self.delivery.compose_notice(target[0], target[1], what)
+            await self.queue.enqueue(notice, account_id=account["id"], gated=True)
