@@ -16,10 +16,10 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from tornado.ioloop import PeriodicCallback
+from tornado.netutil import bind_sockets
 from tornado.web import Application
 
 from app import make_app, make_server, open_gatehouse
@@ -27,9 +27,9 @@ from config import Config, ConfigError, load_config
 from devdb import start_database
 from lifecycle import DrainingHTTPServer, start_watchdog
 from logs import BatchingHandler, configure_logging, flush_logs
+from models.errors import DomainError
 from workers import Worker, run_processes
 
-ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("gatehouse")
 
 
@@ -55,8 +55,6 @@ async def serve(config: Config, uri: str, worker: Worker | None = None) -> None:
     if worker is None:
         server.listen(config.port, config.bind)
     else:
-        from tornado.netutil import bind_sockets
-
         server.add_sockets(bind_sockets(worker.port, config.bind, reuse_port=True))
         app.settings["roster"] = worker.roster
         worker.roster.join()
@@ -104,8 +102,6 @@ def read_new_password() -> str:
 
 
 async def create_admin(config: Config, uri: str, username: str, password: str) -> int:
-    from models.errors import DomainError
-
     client, gatehouse = await open_gatehouse(config, uri, background=False)
     try:
         created = await gatehouse.ensure_admin(username, password)
