@@ -1,5 +1,6 @@
 """Security notices to an account's owner ("your password was changed"), and where they
-and reset codes go. Built before `AuthService` and `CodeFlows`, which both need them.
+and reset codes go. A `Notifier` is built before `AuthService`, which sends notices;
+`CodeFlows` sends reset codes to `reset_destination` too.
 
 Delivery is handed in (`compose_notice`, and a queue's `enqueue`): the domain does not
 import `delivery`.
