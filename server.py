@@ -11,202 +11,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import json
 import logging
 import os
 import signal
-import socket
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tornado.ioloop import PeriodicCallback
+from tornado.netutil import bind_sockets
 from tornado.web import Application
 
+from app import make_app, make_server, open_gatehouse
 from config import Config, ConfigError, load_config
-from lifecycle import DrainingHTTPServer, Roster, Supervisor, start_watchdog
+from devdb import start_database
+from lifecycle import DrainingHTTPServer, start_watchdog
+from logs import BatchingHandler, configure_logging, flush_logs
+from models.errors import DomainError
+from workers import Worker, run_processes
 
-ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("gatehouse")
-
-
-class GatehouseApplication(Application):
-    """Tornado's router tries each pattern in turn (twenty regular expressions before
-    `/auth/me`). A path with no parameters is first looked up in a dict, which gives the
-    handler the ordered patterns would have given: a path goes in only when the first
-    pattern matching it is its own route's."""
-
-    def __init__(self, handlers: list, **settings: Any) -> None:
-        super().__init__(handlers, **settings)
-        self.exact: dict[str, type] = {}
-        for route in settings["routes"]:
-            if "{" in route.path:
-                continue
-            base = route.path.rstrip("/") or "/"
-            for path in {base, base + "/"} if route.slash else {base}:
-                first = next((r for r in self.wildcard_router.rules if r.matcher.regex.match(path)), None)
-                if first is not None and first.target is route.handler:
-                    self.exact.setdefault(path, route.handler)
-
-    def find_handler(self, request: Any, **kwargs: Any) -> Any:
-        handler = self.exact.get(request.path)
-        if handler is not None:
-            return self.get_handler_delegate(request, handler)
-        return super().find_handler(request, **kwargs)
-
-
-def make_app(config: Config, gatehouse: object) -> Application:
-    """The Tornado application; the tests build theirs with this too."""
-    from handlers import console, routes
-    from handlers.base import StaticHandler, log_request
-    from handlers.health import MetricsHandler
-    from handlers.metrics import observe_event
-    from handlers.native import NotFoundHandler
-
-    table = routes(config)
-    extra = [(r"/metrics", MetricsHandler), *console.routes()]
-    route_names = {r.handler: r.path for r in table}
-    route_names.update({handler: pattern for pattern, handler in extra})
-    route_names[StaticHandler] = "/static/"
-    app = GatehouseApplication(
-        [(r.pattern, r.handler) for r in table] + extra,
-        routes=table,
-        route_names=route_names,
-        xsrf_cookies=True,  # the console's forms; the token-authenticated API opts out
-        static_handler_class=StaticHandler,
-        default_handler_class=NotFoundHandler,
-        gatehouse=gatehouse,
-        config=config,
-        cookie_secret=config.secret_key,
-        template_path=str(ROOT / "templates"),
-        static_path=str(ROOT / "static"),
-        log_function=log_request,
-        debug=False,
-        serve_traceback=False,
-    )
-    gatehouse.events.listeners.append(observe_event)  # type: ignore[attr-defined]
-    return app
-
-
-def make_server(app: Application, config: Config) -> DrainingHTTPServer:
-    # xheaders stays off: Tornado would then believe a client-sent X-Real-Ip. The
-    # handlers read X-Forwarded-For themselves, and only behind GATEHOUSE_TRUST_PROXY.
-    return DrainingHTTPServer(
-        app,
-        xheaders=False,
-        # Bodies over the API limit still get a JSON 413 from the handler; this hard cap
-        # only bounds memory for clients that ignore it.
-        max_body_size=config.server.max_body_bytes * 4,
-        idle_connection_timeout=config.server.idle_connection_timeout,
-        body_timeout=30,
-    )
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, separators=(",", ":"))
-
-
-class TextFormatter(logging.Formatter):
-    """The usual layout, with the timestamp's date and time formatted once a second: an
-    access line per request made strftime a visible share of a request's cost."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self._second, self._stamp = -1, ""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        second = int(record.created)
-        if second != self._second:
-            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
-        return f"{self._stamp},{int(record.msecs):03d}"
-
-
-class BatchingHandler(logging.StreamHandler):
-    """Log lines written in batches, not one write(2) per request, which was a visible
-    share of a request's cost. A batch is whole lines of at most PIPE_BUF bytes, so
-    workers sharing one stdout pipe never interleave inside a line. Lines wait at most
-    `FLUSH_SECONDS` (the server's loop also flushes on that cadence); warnings and
-    errors go out at once, and everything at exit."""
-
-    FLUSH_SECONDS = 0.25
-    BATCH_BYTES = 4096  # PIPE_BUF on Linux: a write this size to a pipe is atomic
-
-    def __init__(self, stream: object) -> None:
-        super().__init__(stream)  # type: ignore[arg-type]
-        self.pending: list[str] = []
-        self.size = 0
-        self.flushed = time.monotonic()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = self.format(record) + self.terminator
-        except Exception:  # noqa: BLE001 - logging must never take the request down
-            self.handleError(record)
-            return
-        with self.lock:  # type: ignore[union-attr]
-            self.pending.append(line)
-            self.size += len(line)
-        if (
-            record.levelno >= logging.WARNING
-            or self.size >= self.BATCH_BYTES
-            or time.monotonic() - self.flushed >= self.FLUSH_SECONDS
-        ):
-            self.flush()
-
-    def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            lines, self.pending, self.size = self.pending, [], 0
-            self.flushed = time.monotonic()
-            batch: list[str] = []
-            size = 0
-            for line in lines:
-                if batch and size + len(line) > self.BATCH_BYTES:
-                    self._write(batch)
-                    batch, size = [], 0
-                batch.append(line)
-                size += len(line)
-            if batch:
-                self._write(batch)
-
-    def _write(self, lines: list[str]) -> None:
-        self.stream.write("".join(lines))
-        self.stream.flush()
-
-
-def flush_logs() -> None:
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-
-
-def configure_logging(fmt: str = "text") -> None:
-    # What records would carry and no formatter of ours prints: not collected (the
-    # logging HOWTO's "Optimization" section).
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging._srcfile = None  # no caller's file and line: that walks the stack per record
-    handler = BatchingHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    for noisy in ("tornado.access", "pymongo"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-async def open_gatehouse(config: Config, uri: str, *, background: bool = True):  # -> (AsyncMongoClient, Gatehouse)
-    from models.core import Gatehouse
-    from models.db import connect, db_name_from_uri, wait_for_database
-
-    client = connect(uri, config.database.db_timeout_ms)
-    await wait_for_database(client, deadline_seconds=60)
-    gatehouse = Gatehouse(config, client[db_name_from_uri(uri, config.database.db_name)])
-    await gatehouse.setup(background=background)
-    return client, gatehouse
 
 
 async def serve(config: Config, uri: str, worker: Worker | None = None) -> None:
@@ -231,8 +55,6 @@ async def serve(config: Config, uri: str, worker: Worker | None = None) -> None:
     if worker is None:
         server.listen(config.server.port, config.server.bind)
     else:
-        from tornado.netutil import bind_sockets
-
         server.add_sockets(bind_sockets(worker.port, config.server.bind, reuse_port=True))
         app.settings["roster"] = worker.roster
         worker.roster.join()
@@ -270,113 +92,6 @@ async def shut_down(config: Config, app: Application, server: DrainingHTTPServer
     flush_logs()
 
 
-@dataclass(frozen=True)
-class Worker:
-    """What a forked worker needs from its supervisor."""
-
-    index: int
-    port: int
-    roster: Roster
-
-
-def run_processes(config: Config, uri: str, count: int) -> int:
-    """Fork `count` Tornado processes on one port. Nothing is shared between them but
-    MongoDB. The parent forwards SIGTERM/SIGINT and keeps the workers alive
-    (`lifecycle.Supervisor`); returns 1 when it gave up on crashing workers."""
-    import shutil
-    import tempfile
-
-    # Each worker writes its metrics here; /metrics in any worker sums them all. It must
-    # be set before prometheus_client is imported.
-    runtime = Path(tempfile.mkdtemp(prefix="gatehouse-run-"))
-    (runtime / "metrics").mkdir()
-    (runtime / "serving").mkdir()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(runtime / "metrics")
-    # Imported here, before any fork: the supervisor counts restarts into the same
-    # directory, and a replacement worker starts without importing the application.
-    from prometheus_client import multiprocess
-
-    from handlers.metrics import WORKER_RESTARTS
-
-    # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new
-    # connections evenly. (With one shared socket, the first worker to wake accepts
-    # every pending connection: under a burst of new connections one worker got them
-    # all.) The parent binds first, without listening, to fail early on a taken port
-    # and to hold it; a socket that does not listen is given no connections.
-    held = reserve_port(config.server.port, config.server.bind)
-    port = held[0].getsockname()[1]  # the number bound, should the configuration say 0
-    roster = Roster(runtime / "serving", count)
-
-    def start(index: int) -> int:
-        pid = os.fork()
-        if pid:
-            return pid
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        code = 0
-        try:
-            asyncio.run(serve(config, uri, Worker(index, port, roster)))
-        except BaseException:  # noqa: BLE001 - a worker reports its death and exits non-zero
-            log.exception("worker %d failed", index + 1)
-            code = 1
-        finally:
-            logging.shutdown()
-        os._exit(code)
-
-    supervisor = Supervisor(
-        count,
-        start,
-        first_delay=config.workers.worker_restart_delay_ms / 1000,
-        max_delay=config.workers.worker_restart_max_delay_ms / 1000,
-        max_crashes=config.workers.worker_max_crashes,
-        window=config.workers.worker_crash_window,
-        grace=config.server.shutdown_grace,
-        roster=roster,
-        on_restart=WORKER_RESTARTS.inc,
-        on_death=multiprocess.mark_process_dead,
-    )
-    signal.signal(signal.SIGTERM, lambda signum, _frame: supervisor.stop(signum))
-    signal.signal(signal.SIGINT, lambda signum, _frame: supervisor.stop(signum))
-    try:
-        return supervisor.run()
-    finally:
-        for sock in held:
-            sock.close()
-        flush_logs()
-        shutil.rmtree(runtime, ignore_errors=True)
-
-
-def reserve_port(port: int, address: str) -> list[socket.socket]:
-    """Bound with SO_REUSEPORT but never listening: a taken port fails here, in the
-    parent, and the port stays ours while workers come and go."""
-    held = []
-    infos = socket.getaddrinfo(address or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
-    for family, kind, proto, _, addr in dict.fromkeys(infos):
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(addr)
-        held.append(sock)
-    return held
-
-
-def start_database(config: Config):  # -> tuple[str, EmbeddedMongo | None]
-    """MONGODB_URI, or the embedded development database under GATEHOUSE_DATA_DIR."""
-    from models.db import EmbeddedMongo
-
-    if config.database.mongodb_uri:
-        return config.database.mongodb_uri, None
-    embedded = EmbeddedMongo(config.database.data_dir / "db")
-    uri = embedded.start()
-    log.info(
-        "DEVELOPMENT DATABASE: embedded SecantusDB on 127.0.0.1:%d, data in %s (set MONGODB_URI for a real MongoDB)",
-        embedded.port,
-        embedded.storage,
-    )
-    return uri, embedded
-
-
 def read_new_password() -> str:
     if not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\n")
@@ -387,8 +102,6 @@ def read_new_password() -> str:
 
 
 async def create_admin(config: Config, uri: str, username: str, password: str) -> int:
-    from models.errors import DomainError
-
     client, gatehouse = await open_gatehouse(config, uri, background=False)
     try:
         created = await gatehouse.ensure_admin(username, password)
@@ -437,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(create_admin(config, uri, args.username, read_new_password()))
         processes = config.server.processes or os.cpu_count() or 1
         if processes > 1:
-            return run_processes(config, uri, processes)
+            return run_processes(config, processes, lambda worker: serve(config, uri, worker))
         asyncio.run(serve(config, uri))
         return 0
     except KeyboardInterrupt:

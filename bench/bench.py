@@ -36,8 +36,8 @@ import bcrypt  # noqa: E402
 import httpx  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
 
+from devdb import EmbeddedMongo, free_port  # noqa: E402
 from models.common import sha256_hex  # noqa: E402
-from models.db import EmbeddedMongo, free_port  # noqa: E402
 from models.passwords import _prehash  # noqa: E402
 from models.sessions import new_token  # noqa: E402
 

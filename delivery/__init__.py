@@ -1,6 +1,9 @@
 """Delivery of one-time codes: SMS through a webhook, e-mail through SMTP, and the
-development outbox when neither is configured. Sending never blocks the IOLoop."""
+development outbox when neither is configured. Sending never blocks the IOLoop.
 
-from .senders import Delivery, Message
+Beside the domain, not inside it: nothing here imports `models`, and the domain reaches
+delivery only through the objects `app.py` hands it."""
 
-__all__ = ["Delivery", "Message"]
+from .senders import Delivery, Message, SendFailed
+
+__all__ = ["Delivery", "Message", "SendFailed"]

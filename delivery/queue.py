@@ -40,6 +40,7 @@ import secrets
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -47,17 +48,14 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from config import DeliverySettings
-from models.common import Clock, Context, seconds
-from models.errors import DeliveryFailed
-from models.events import EventLog
 
-from .senders import Delivery, Message, mask
+from .senders import Clock, Delivery, Message, SendFailed, mask
 
 log = logging.getLogger("gatehouse.delivery.queue")
 
 KEY_LABEL = b"gatehouse/jobs/v1"
-# Who the audit log says acted when the queue records a failure: no client, no request.
-QUEUE_CONTEXT = Context(ip="", style="queue")
+# The audit log, as the composition root wires it: record(type, **fields).
+Record = Callable[..., Awaitable[None]]
 
 
 def job_cipher(secret_key: str) -> Fernet:
@@ -86,7 +84,7 @@ class DeliveryQueue:
         db: AsyncDatabase,
         clock: Clock,
         delivery: Delivery,
-        events: EventLog,
+        record: Record,
         config: DeliverySettings,
         secret_key: str,
         *,
@@ -97,14 +95,16 @@ class DeliveryQueue:
         poll_interval: float = 0.5,
         concurrency: int = 8,
         retention_days: int = 7,
+        gate: Callable[[Message], Awaitable[bool]] = _allow,
     ) -> None:
         """`lease` (default: four send timeouts, at least 60 s) must outlast one send (an
         SMS try is up to three webhook calls of `delivery_timeout` each): a lease that runs
-        out mid-send lets a second worker send the same message."""
+        out mid-send lets a second worker send the same message. `record(type, **fields)`
+        writes the audit event of an outcome (`code_sent`, `code_failed`, `notice_failed`)."""
         self.jobs = db.jobs
         self.clock = clock
         self.delivery = delivery
-        self.events = events
+        self.record = record
         self.cipher = job_cipher(secret_key)
         self.max_attempts = max(1, max_attempts)
         self.backoff = backoff
@@ -112,12 +112,12 @@ class DeliveryQueue:
         self.lease = lease if lease is not None else max(60.0, 4 * config.delivery_timeout)
         self.poll_interval = poll_interval
         self.concurrency = max(1, concurrency)
-        self.retention = seconds(retention_days * 86400)
+        self.retention = timedelta(seconds=retention_days * 86400)
         # Unique per queue object, so two queues in one process are two workers.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.wake = asyncio.Event()
-        # Asked before sending a `gated` job (wired to `Codes.may_send`); allows all until then.
-        self.gate: Callable[[Message], Awaitable[bool]] = _allow
+        # Asked before sending a `gated` job (`Codes.may_send`, in the server); allows all by default.
+        self.gate = gate
         self.task: asyncio.Task[None] | None = None
         self.failing = False
 
@@ -237,7 +237,7 @@ class DeliveryQueue:
         """Take the oldest due job: pending and due, or claimed by a worker whose lease
         ran out. One atomic update, so exactly one worker gets it."""
         now = self.clock()
-        lease_until = now + seconds(self.lease)
+        lease_until = now + timedelta(seconds=self.lease)
         return await self.jobs.find_one_and_update(
             {"next_at": {"$lte": now}},
             {
@@ -273,16 +273,15 @@ class DeliveryQueue:
                 return
             try:
                 await self.delivery.send(message)
-            except DeliveryFailed as e:
+            except SendFailed as e:
                 await self._attempt_failed(job, e.message)
             except Exception as e:  # noqa: BLE001 - a sender's bug fails one attempt, not the worker
                 log.warning("delivery job %s: the sender raised %s", job["_id"], type(e).__name__)
                 await self._attempt_failed(job, f"sender error: {type(e).__name__}")
             else:
                 if await self._settle(job, "done", None) and job.get("purpose") != "notice":
-                    await self.events.record(
+                    await self.record(
                         "code_sent",
-                        QUEUE_CONTEXT,
                         account_id=job.get("account_id"),
                         purpose=job.get("purpose"),
                         channel=job.get("channel"),
@@ -301,7 +300,7 @@ class DeliveryQueue:
             {
                 "$set": {
                     "state": "pending",
-                    "next_at": self.clock() + seconds(delay),
+                    "next_at": self.clock() + timedelta(seconds=delay),
                     "lease_until": None,
                     "last_error": reason,
                 }
@@ -322,9 +321,8 @@ class DeliveryQueue:
             job["attempts"],
             reason,
         )
-        await self.events.record(
+        await self.record(
             "notice_failed" if job.get("purpose") == "notice" else "code_failed",
-            QUEUE_CONTEXT,
             account_id=job.get("account_id"),
             outcome="failed",
             reason=reason,

@@ -1,25 +1,37 @@
-"""The senders. Each raises `DeliveryFailed` when a message could not be handed over,
-so the caller can answer 503 and withdraw the code instead of claiming success."""
+"""The senders. Each raises `SendFailed` when a message could not be handed over, so
+the caller can answer 503 and withdraw the code instead of claiming success. The
+messages' templates live beside them, in delivery/templates/."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
-from jinja2 import Environment
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pymongo.asynchronous.database import AsyncDatabase
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from config import DeliverySettings
-from models.common import Clock, seconds
-from models.errors import DeliveryFailed
 
 log = logging.getLogger("gatehouse.delivery")
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+Clock = Callable[[], datetime]
+
+
+class SendFailed(Exception):
+    """A message could not be handed over; `message` is safe to show to a client."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -33,14 +45,14 @@ class Message:
 
 
 class Delivery:
-    def __init__(
-        self, config: DeliverySettings, production: bool, db: AsyncDatabase, clock: Clock, templates: Environment
-    ) -> None:
+    def __init__(self, config: DeliverySettings, production: bool, db: AsyncDatabase, clock: Clock) -> None:
         self.config = config
         self.production = production
         self.outbox = db.outbox
         self.clock = clock
-        self.templates = templates
+        self.templates = Environment(
+            loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True, default_for_string=True)
+        )
 
     def compose(self, channel: str, to: str, purpose: str, code: str, minutes: int) -> Message:
         what = {
@@ -80,14 +92,14 @@ class Delivery:
             log.info("sent %s code (%s) to %s", message.channel, message.purpose, mask(message.to))
             return
         if self.production:
-            raise DeliveryFailed(f"no {message.channel} sender is configured")
+            raise SendFailed(f"no {message.channel} sender is configured")
         # Development without a sender: the console's outbox and the log (with the code,
         # which is fine in development and never happens in production).
         now = self.clock()
         await self.outbox.insert_one(
             {
                 "at": now,
-                "expires_at": now + seconds(7 * 86400),
+                "expires_at": now + timedelta(days=7),
                 "channel": message.channel,
                 "to": message.to,
                 "purpose": message.purpose,
@@ -125,7 +137,7 @@ class Delivery:
                     break  # the provider refused this message; retrying will not help
             await asyncio.sleep(0.2 * (attempt + 1))
         log.warning("SMS webhook failed: %s", last_error)
-        raise DeliveryFailed("the SMS could not be sent; try again later")
+        raise SendFailed("the SMS could not be sent; try again later")
 
     async def _send_email(self, message: Message) -> None:
         url = urlsplit(self.config.smtp_url or "")
@@ -150,7 +162,7 @@ class Delivery:
             )
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as e:
             log.warning("SMTP delivery failed: %s", type(e).__name__)
-            raise DeliveryFailed("the e-mail could not be sent; try again later") from None
+            raise SendFailed("the e-mail could not be sent; try again later") from None
 
 
 def mask(destination: str) -> str:

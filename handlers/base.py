@@ -15,15 +15,15 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pymongo
 from pymongo.errors import ConnectionFailure, PyMongoError
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
 from config import Config
+from metrics import DEADLINES, SHED, observe_request
 from models.common import Context, canonical_ip, parse_ip
-from models.core import Gatehouse
 from models.errors import (
     AccountExists,
     CodeInvalid,
@@ -44,8 +44,10 @@ from models.errors import (
 from models.validation import Field, parse_fields
 from models.values import Account, Caller, Session
 
-from .metrics import DEADLINES, SHED, observe_request
 from .spec import PARAMS, STR, Schema, obj
+
+if TYPE_CHECKING:
+    from app import Gatehouse  # the composition root, which imports this module
 
 access_log = logging.getLogger("gatehouse.access")
 app_log = logging.getLogger("gatehouse")

@@ -7,12 +7,11 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from metrics import ACTIVE, registry
 from models.db import indexes_ready
 from models.errors import NotAuthenticated
 
 from .base import APIHandler, allow_anonymous, is_db_outage
-from .metrics import ACTIVE, registry
-from .openapi import OpenApiHandler
 from .spec import BOOL, INT, STR, Route, const, doc, obj
 
 WORKERS = obj({"expected": INT, "serving": INT, "missing": INT})
@@ -91,5 +90,9 @@ def routes() -> list[Route]:
     return [
         Route("/healthz", HealthHandler, slash=False),
         Route("/readyz", ReadyHandler, slash=False),
-        Route("/openapi.json", OpenApiHandler, slash=False),
     ]
+
+
+def unlisted_routes() -> list[tuple[str, type]]:
+    """Routes /openapi.json does not describe: /metrics answers in Prometheus's text format."""
+    return [(r"/metrics", MetricsHandler)]

@@ -11,8 +11,6 @@ import json
 import time
 from typing import Any
 
-from tornado.web import HTTPError
-
 from models.accounts import account_view
 from models.common import epoch
 from models.errors import AccountNotFound, InvalidRequest, NotAuthenticated
@@ -347,16 +345,6 @@ class TestDeleteHandler(NativeHandler):
             raise AccountNotFound()
         await self.gh.auth.delete_account(account, self.context(), by="test_delete")
         self.reply("Deleted")
-
-
-class NotFoundHandler(NativeHandler):
-    """The last route: a JSON 404 for any unknown path, whatever the method."""
-
-    @allow_anonymous
-    async def get(self, *args: Any) -> None:
-        raise HTTPError(404)
-
-    post = delete = put = patch = get
 
 
 def routes(test_endpoints: bool) -> list[Route]:

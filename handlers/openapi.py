@@ -194,3 +194,7 @@ class OpenApiHandler(APIHandler):
             spec = self.settings["openapi"] = json.dumps(build_spec(self.settings["routes"], self.config))
         self.set_header("Cache-Control", "public, max-age=300")
         self.finish(spec)
+
+
+def routes() -> list[Route]:
+    return [Route("/openapi.json", OpenApiHandler, slash=False)]

@@ -62,6 +62,7 @@ class AuthService:
         tokens: Tokens,
         resolver: Resolver,
         followups: Followups | None = None,
+        notify: Callable[[Account, str, Context], Awaitable[None]] | None = None,
     ) -> None:
         self.session_settings = session_settings
         self.console_settings = console_settings
@@ -74,9 +75,9 @@ class AuthService:
         self.tokens = tokens
         self.resolver = resolver
         self.followups = followups or Followups()
-        # Security notices to the owner (password changed); wired to CodeFlows.notify,
-        # which owns delivery. A no-op until then.
-        self.notify: Callable[[Account, str, Context], Awaitable[None]] = _no_notice
+        # Security notices to the owner (password changed): `Notifier.notify`, which
+        # reaches delivery; none without it.
+        self.notify: Callable[[Account, str, Context], Awaitable[None]] = notify or _no_notice
 
     # ---- sign-up -------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from .errors import (
     NoPendingCode,
 )
 from .events import EventLog
+from .notices import reset_destination
 from .validation import classify_login, email_key, normalize_email, normalize_phone
 from .values import Account, Caller, JwtLogin, OpaqueLogin
 
@@ -147,25 +148,6 @@ class CodeFlows:
             raise
         return ticket
 
-    @staticmethod
-    def reset_destination(account: Account) -> tuple[str, str] | None:
-        """Where the account's reset codes and notices go: a proven contact first (e-mail,
-        then phone), else an unproven one. So a reset never reaches an address the owner
-        did not prove while a proven one exists."""
-        contacts = [("email", account.email_key), ("sms", account.phone)]
-        proven = {"email": account.email_verified, "sms": account.phone_verified}
-        ranked = sorted((c for c in contacts if c[1]), key=lambda c: not proven[c[0]])
-        return ranked[0] if ranked else None
-
-    async def notify(self, account: Account, what: str, ctx: Context) -> None:
-        """Tell the owner about a security change, by e-mail (else SMS), through the
-        queue: the change has happened, so a failed notice is retried and recorded,
-        never raised."""
-        target = self.reset_destination(account)
-        if target is not None:
-            notice = self.delivery.compose_notice(target[0], target[1], what)
-            await self.queue.enqueue(notice, account_id=account.id, gated=True)
-
     # ---- password reset ----------------------------------------------------------------
 
     def _reset_subject(self, identifier: str, account: Account | None) -> tuple[str, str, Account | None]:
@@ -173,7 +155,7 @@ class CodeFlows:
         account is keyed by the account, so any of its login names redeems it; the
         cooldown and caps count per login name as typed, known or not."""
         key = login_key(identifier, self.accounts.region)
-        live = account if account and not account.disabled and self.reset_destination(account) else None
+        live = account if account and not account.disabled and reset_destination(account) else None
         return (f"account={live.id}" if live else key), key, live
 
     async def request_reset(self, identifier: str, ctx: Context) -> None:
@@ -183,7 +165,7 @@ class CodeFlows:
         subject, key, live = self._reset_subject(identifier, account)
         kind = classify_login(identifier, self.accounts.region)
         typed_number = kind[1] if kind and kind[0] == "phone" else None
-        target = self.reset_destination(live) if live else None
+        target = reset_destination(live) if live else None
         await self.issue_and_queue(
             "reset",
             subject,
@@ -201,7 +183,7 @@ class CodeFlows:
     async def send_reset(self, account: Account, ctx: Context) -> str | None:
         """An operator sends `account` a reset code; the channel used, or None when it has
         nowhere to go."""
-        target = self.reset_destination(account)
+        target = reset_destination(account)
         if target is None:
             return None
         await self.issue_and_queue(
@@ -229,7 +211,7 @@ class CodeFlows:
             if live is None or record.get("account_id") != live.id:
                 raise CodeInvalid()
             self.auth.hasher.check_policy(password, live.username, live.email, live.phone)
-            target = self.reset_destination(live)
+            target = reset_destination(live)
             if target is not None:
                 await self.auth.prove_ownership(live, target[0], ctx, logged_in=False)
             await self.auth.set_password_after_reset(live, password, ctx, code=record["code_hash"])

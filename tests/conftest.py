@@ -31,11 +31,11 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app import Gatehouse, make_app, make_server  # noqa: E402
 from config import load_config  # noqa: E402
+from devdb import EmbeddedMongo, free_port  # noqa: E402
 from models.common import utcnow  # noqa: E402
-from models.core import Gatehouse  # noqa: E402
-from models.db import EmbeddedMongo, connect, free_port  # noqa: E402
-from server import make_app, make_server  # noqa: E402
+from models.db import connect  # noqa: E402
 from tests.openapi_check import SpecChecker  # noqa: E402
 
 PASSWORD = "Correct-horse-42"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from models.db import free_port
+from devdb import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import pytest
 
-from models.db import free_port
-from models.errors import DeliveryFailed
+from delivery import SendFailed
+from devdb import free_port
 from tests.conftest import PASSWORD, assert_error, login, register, unique, unique_phone
 
 
@@ -342,5 +342,5 @@ async def test_production_never_logs_a_code(sinks, gatehouse, caplog):
     assert sinks.to("+14155550111")
     assert "482913" not in caplog.text and "0111" not in caplog.text
     gatehouse.delivery.config = replace(gatehouse.config.delivery, sms_webhook_url=None)
-    with pytest.raises(DeliveryFailed):
+    with pytest.raises(SendFailed):
         await gatehouse.delivery.send(message)

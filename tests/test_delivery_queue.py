@@ -13,7 +13,8 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import AsyncMongoClient
 
 from delivery.queue import DeliveryQueue, job_cipher
-from models.db import connect, free_port
+from devdb import free_port
+from models.db import connect
 from tests.conftest import unique, unique_phone
 
 
@@ -23,7 +24,7 @@ def make_queue(gatehouse, db=None, secret_key=None, **knobs) -> DeliveryQueue:
         gatehouse.db if db is None else db,
         gatehouse.clock,
         gatehouse.delivery,
-        gatehouse.events,
+        gatehouse.queue.record,
         gatehouse.config.delivery,
         secret_key or gatehouse.config.secret_key,
         **knobs,

@@ -22,9 +22,10 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 from pymongo.read_preferences import ReadPreference
 
+from app import Gatehouse
+from devdb import EmbeddedMongo, free_port
 from models.common import sha256_hex
-from models.core import Gatehouse
-from models.db import DURABILITY, MONITORING, EmbeddedMongo, connect, free_port, insert_once
+from models.db import DURABILITY, MONITORING, connect, insert_once
 from models.validation import username_key
 from tests.conftest import PASSWORD, failpoint_off, login, register, set_failpoint, unique
 from tests.procs import ServerProcess

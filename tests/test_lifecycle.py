@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from models.db import EmbeddedMongo, free_port
+from devdb import EmbeddedMongo, free_port
 from tests.procs import ServerProcess
 from tests.test_ops import PASSWORD, fresh_connection_client, metric_sum, new_user
 

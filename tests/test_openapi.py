@@ -14,7 +14,7 @@ import pytest
 from openapi_spec_validator import validate
 from tornado.web import RequestHandler
 
-from handlers import routes
+from handlers.routing import routes
 
 
 async def served_spec(api) -> dict:

@@ -8,14 +8,16 @@ import os
 import random
 import re
 import signal
+import subprocess
+import sys
 import time
 import uuid
 
 import httpx
 import pytest
 
-from models.db import EmbeddedMongo, free_port
-from tests.procs import ServerProcess, rss_kib
+from devdb import EmbeddedMongo, free_port
+from tests.procs import ROOT, ServerProcess, rss_kib
 
 PASSWORD = "Ops-test-pass-42"
 ADMIN = {"GATEHOUSE_ADMIN_USERNAME": "opsadmin", "GATEHOUSE_ADMIN_PASSWORD": PASSWORD}
@@ -82,6 +84,50 @@ async def test_processes_share_one_port_and_a_kick_holds_in_every_worker(servers
     server.signal(signal.SIGTERM)
     assert server.wait() == 0
     assert server.output().count("stopped") == 2
+
+
+METRICS_ACROSS_A_FORK = """
+import importlib, os, pkgutil, sys
+from prometheus_client import generate_latest
+
+# Every module first, as server.py imports them all at its top: prometheus-client has
+# chosen its value class long before the metrics directory is set.
+for name in ("app", "devdb", "lifecycle", "logs", "metrics", "server", "workers"):
+    importlib.import_module(name)
+for package in ("delivery", "handlers", "models"):
+    for module in pkgutil.iter_modules([package]):
+        importlib.import_module(package + "." + module.name)
+import metrics
+
+metrics.use_directory(sys.argv[1])
+if os.fork() == 0:
+    metrics.SHED.inc()
+    os._exit(0)
+os.wait()
+metrics.SHED.inc()
+print(generate_latest(metrics.registry()).decode())
+try:
+    metrics.use_directory(sys.argv[1])
+except RuntimeError:
+    print("refused once created")
+"""
+
+
+def test_metrics_are_shared_by_processes_whatever_was_imported_first(tmp_path):
+    """The multiprocess directory works when set after every module was imported (so
+    nobody has to keep server.py's imports below it), and setting it once metrics exist
+    fails loudly rather than leaving them counting for one process only."""
+    (tmp_path / "metrics").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", METRICS_ACROSS_A_FORK, str(tmp_path / "metrics")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert metric_sum(done.stdout, "gatehouse_shed_requests_total") == 2, done.stdout
+    assert "refused once created" in done.stdout
 
 
 async def refused_within(http: httpx.AsyncClient, token: str, bound: float) -> float:

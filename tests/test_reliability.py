@@ -14,8 +14,8 @@ from datetime import timedelta
 
 import pytest
 
+from app import Gatehouse
 from models.common import Context, utcnow
-from models.core import Gatehouse
 from models.db import connect
 from models.values import Session
 from tests.conftest import PASSWORD, failpoint, failpoint_off, login, register, set_failpoint, unique_phone

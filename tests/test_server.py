@@ -12,7 +12,7 @@ import pytest
 from pymongo import MongoClient
 
 from config import ConfigError, load_config
-from models.db import EmbeddedMongo, free_port
+from devdb import EmbeddedMongo, free_port
 from tests.conftest import ROOT
 
 PROD = {"GATEHOUSE_ENV": "production", "SECRET_KEY": "k" * 40, "MONGODB_URI": "mongodb://db.example:27017/gh"}
@@ -178,7 +178,7 @@ class Writes:
 def test_log_lines_are_batched_whole_and_problems_go_out_at_once():
     import logging
 
-    from server import BatchingHandler
+    from logs import BatchingHandler
 
     stream = Writes()
     handler = BatchingHandler(stream)

@@ -1,0 +1,210 @@
+"""The composition root: the one place that builds Gatehouse and wires its parts.
+
+`Gatehouse` holds the stores and services of a running server, built from the config,
+a database and a clock; `make_app` and `make_server` put the HTTP layer in front of it;
+`open_gatehouse` connects and builds one. Built inside the event loop that will use it
+(an AsyncMongoClient belongs to one loop), by `server.py` and by the tests alike;
+handlers reach it through a property on the base handler, never through a module global.
+
+Dependencies point one way: handlers → models → the database (models/db.py). `delivery`
+stands beside the domain: neither imports the other, and only this module sees both
+(it hands the domain `Messages` and a `Notifier`, and the queue its audit-log writer).
+Metrics listen to the domain's events because this module says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from tornado.web import Application
+
+from config import Config
+from delivery import Delivery, Message, SendFailed
+from delivery.queue import DeliveryQueue
+from handlers.base import log_request
+from handlers.routing import make_application
+from lifecycle import DrainingHTTPServer
+from metrics import observe_event
+from models.accounts import Accounts
+from models.admin import Admin
+from models.auth import AuthService
+from models.changes import Changes
+from models.clock import DatabaseClock
+from models.codes import Codes
+from models.common import Clock, Context
+from models.db import connect, db_name_from_uri, ensure_indexes, wait_for_database
+from models.errors import AccountExists, DeliveryFailed
+from models.events import EventLog
+from models.followups import Followups
+from models.notices import Notifier
+from models.otp import CodeFlows
+from models.passwords import PasswordHasher
+from models.ratelimit import RateLimits
+from models.resolver import Resolver
+from models.sessions import Sessions
+from models.tokens import Tokens
+
+log = logging.getLogger("gatehouse")
+ROOT = Path(__file__).resolve().parent
+# Who the audit log says acted when the delivery queue records an outcome: no client, no request.
+QUEUE_CONTEXT = Context(ip="", style="queue")
+
+
+class Messages:
+    """Delivery as the domain sees it: the messages `Delivery` composes, and a send that
+    fails with the domain's `DeliveryFailed` (a 503 for the handlers)."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+
+    def compose(self, channel: str, to: str, purpose: str, code: str, minutes: int) -> Message:
+        return self.delivery.compose(channel, to, purpose, code, minutes)
+
+    def compose_notice(self, channel: str, to: str, what: str) -> Message:
+        return self.delivery.compose_notice(channel, to, what)
+
+    async def send(self, message: Message) -> None:
+        try:
+            await self.delivery.send(message)
+        except SendFailed as e:
+            raise DeliveryFailed(e.message) from None
+
+
+class Gatehouse:
+    def __init__(self, config: Config, db: AsyncDatabase, clock: Clock | None = None) -> None:
+        """`clock`: the database's (the default: see `models/clock.py`); tests pass one
+        they can move."""
+        self.config = config
+        self.db = db
+        self.db_clock = DatabaseClock(db) if clock is None else None
+        clock = clock or self.db_clock
+        assert clock is not None
+        self.clock = clock
+        self.followups = Followups()
+        self.hasher = PasswordHasher(config.passwords.bcrypt_rounds, config.passwords.bcrypt_threads)
+        self.events = EventLog(db, clock, config.events.event_retention_days, self.followups)
+        self.events.listeners.append(observe_event)
+        self.limits = RateLimits(db, clock)
+        changes = Changes()
+        self.accounts = Accounts(db, self.hasher, clock, config.phone_region, changes)
+        self.sessions = Sessions(db, clock, config.sessions.last_active_resolution, changes)
+        self.tokens = Tokens(config.jwt, config.secret_key, db, clock, self.sessions, self.events)
+        self.resolver = Resolver(
+            db,
+            clock,
+            self.accounts,
+            self.sessions,
+            self.tokens,
+            changes,
+            cache_ms=config.sessions.session_cache_ms,
+            cache_size=config.sessions.session_cache_size,
+        )
+        self.codes = Codes(db, clock, config.codes, config.secret_key, self.limits)
+        self.delivery = Delivery(config.delivery, config.production, db, clock)
+        record = partial(self.events.record, ctx=QUEUE_CONTEXT)
+        self.queue = DeliveryQueue(
+            db, clock, self.delivery, record, config.delivery, config.secret_key, gate=self.codes.may_send
+        )
+        messages = Messages(self.delivery)
+        notifier = Notifier(messages, self.queue)
+        self.auth = AuthService(
+            config.sessions,
+            config.console,
+            config.throttle,
+            self.accounts,
+            self.sessions,
+            self.events,
+            self.limits,
+            self.hasher,
+            self.tokens,
+            self.resolver,
+            self.followups,
+            notify=notifier.notify,
+        )
+        self.admin = Admin(db, self.accounts, self.sessions, clock)
+        self.flows = CodeFlows(config.codes, self.accounts, self.codes, self.auth, self.events, messages, self.queue)
+
+    async def setup(self, *, background: bool = True) -> None:
+        """Indexes, the session cache's change feed and the delivery worker, then the
+        first admin from the environment (created once). A one-shot command
+        (`create-admin`) passes `background=False`: a worker that claimed a job and then
+        exited would leave it waiting for its lease to run out."""
+        if self.db_clock is not None:
+            await self.db_clock.measure()
+        await ensure_indexes(self.db)
+        if background:
+            if self.db_clock is not None:
+                self.db_clock.start()
+            self.resolver.start()
+            self.queue.start()
+        admin = self.config.admin
+        if admin.admin_username and admin.admin_password:
+            await self.ensure_admin(admin.admin_username, admin.admin_password)
+
+    async def ensure_admin(self, username: str, password: str) -> bool:
+        """Create the admin account unless that username exists; True when created.
+        An existing non-admin account of that name is never promoted silently."""
+        existing = await self.accounts.find_by_login(username)
+        if existing:
+            if "admin" not in existing.roles:
+                log.warning("GATEHOUSE_ADMIN_USERNAME %r exists and is not an admin; left unchanged", username)
+            return False
+        try:
+            await self.auth.register(
+                Context(ip="local", style="native"), password=password, username=username, roles=("admin",)
+            )
+        except AccountExists:
+            return False  # another process created it first
+        log.info("created the admin account %r", username)
+        return True
+
+    def close(self) -> None:
+        if self.db_clock is not None:
+            self.db_clock.stop()
+        self.resolver.stop()
+        self.queue.stop()
+        self.followups.stop()
+        self.hasher.close()
+
+
+def make_app(config: Config, gatehouse: Gatehouse) -> Application:
+    """The Tornado application; the tests build theirs with this too."""
+    return make_application(
+        config,
+        xsrf_cookies=True,  # the console's forms; the token-authenticated API opts out
+        gatehouse=gatehouse,
+        config=config,
+        cookie_secret=config.secret_key,
+        template_path=str(ROOT / "templates"),
+        static_path=str(ROOT / "static"),
+        log_function=log_request,
+        debug=False,
+        serve_traceback=False,
+    )
+
+
+def make_server(app: Application, config: Config) -> DrainingHTTPServer:
+    # xheaders stays off: Tornado would then believe a client-sent X-Real-Ip. The
+    # handlers read X-Forwarded-For themselves, and only behind GATEHOUSE_TRUST_PROXY.
+    return DrainingHTTPServer(
+        app,
+        xheaders=False,
+        # Bodies over the API limit still get a JSON 413 from the handler; this hard cap
+        # only bounds memory for clients that ignore it.
+        max_body_size=config.server.max_body_bytes * 4,
+        idle_connection_timeout=config.server.idle_connection_timeout,
+        body_timeout=30,
+    )
+
+
+async def open_gatehouse(config: Config, uri: str, *, background: bool = True) -> tuple[AsyncMongoClient, Gatehouse]:
+    """Connect (waiting for MongoDB, within a bound) and build a Gatehouse on it."""
+    client = connect(uri, config.database.db_timeout_ms)
+    await wait_for_database(client, deadline_seconds=60)
+    gatehouse = Gatehouse(config, client[db_name_from_uri(uri, config.database.db_name)])
+    await gatehouse.setup(background=background)
+    return client, gatehouse
