@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -233,7 +234,7 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {system}"
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=8, help="seconds per scenario (default 8)")
     parser.add_argument("--rounds", type=int, default=12, help="bcrypt cost (default 12, the server default)")
@@ -244,17 +245,14 @@ def main() -> int:
         "--instructions", action="store_true", help="instructions per request under callgrind instead (steady)"
     )
     parser.add_argument("--requests", type=int, default=2000, help="requests counted with --instructions")
-    args = parser.parse_args()
-    d = args.duration
+    return parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
-    database = EmbeddedMongo(work / "db")
-    uri = database.start()
-    db = MongoClient(uri).gatehouse_bench
-    env = {
+
+def server_env(uri: str, work: Path, rounds: int) -> dict[str, str]:
+    return {
         "MONGODB_URI": uri.replace("/?", "/gatehouse_bench?"),
         "SECRET_KEY": "bench-secret-" + "z" * 40,
-        "GATEHOUSE_BCRYPT_ROUNDS": str(args.rounds),
+        "GATEHOUSE_BCRYPT_ROUNDS": str(rounds),
         "GATEHOUSE_LOGIN_FAILURES_PER_IP": "1000000",
         # Every request of the bench comes from one loopback address: the per-IP budgets
         # for successful logins and sign-ups would cap the throughput being measured.
@@ -263,56 +261,63 @@ def main() -> int:
         "GATEHOUSE_DATA_DIR": str(work),
         "GATEHOUSE_BIND": "127.0.0.1",
     }
-    started: list[Process] = []
-    results: list[Result] = []
-    facts: dict[str, str] = {}
-    try:
-        hello = Process("hello", ["bench/hello.py", "{port}"], {}, work, "/")
-        started.append(hello)
-        one = Process("gatehouse-1", ["server.py"], env, work, "/readyz")
-        started.append(one)
-        print("seeding accounts and sessions ...", flush=True)
-        seeded = asyncio.run(seed(one.url, db, 10_000, args.sessions))
-        files = {k: write_lines(work / f"{k}.txt", v) for k, v in seeded.items()}
-        if args.instructions:
-            import instructions
 
-            one.stop()
-            started.remove(one)
-            print(instructions.table(env, work, files, args.requests))
-            return 0
 
+class Bench:
+    """One run of the throughput scenarios against servers it starts (and stops)."""
+
+    def __init__(self, args: argparse.Namespace, work: Path, env: dict[str, str], db: Any) -> None:
+        self.args, self.work, self.env, self.db = args, work, env, db
+        self.d = args.duration
+        self.started: list[Process] = []
+        self.results: list[Result] = []
+        self.facts: dict[str, str] = {}
+
+    def start(self, process: Process) -> Process:
+        self.started.append(process)
+        return process
+
+    def stop(self, process: Process) -> None:
+        process.stop()
+        self.started.remove(process)
+
+    def whoami(self, hello: Process, one: Process, seeded: dict, files: dict) -> Result:
+        d, db = self.d, self.db
         ceiling = wrk("ceiling: hello-world Tornado", hello.url, "get.lua", ["/"], 32, d)
-        results.append(ceiling)
+        self.results.append(ceiling)
         # Every seeded session's lastActive is made old enough to be due: the count below
         # then shows the throttle (one write per session per minute), not a quiet start.
         db.sessions.update_many({}, {"$set": {"last_active": datetime.now(UTC) - timedelta(minutes=5)}})
         before = writes(db)
         opaque_me, jwt_me = ["/auth/me", files["opaque"]], ["/auth/me", files["access"]]
         s1 = paired("1. GET /auth/me, opaque token", hello.url, one.url, "get.lua", opaque_me, 32, d)
-        s1_writes = writes(db) - before
-        s1.note += f"; {s1_writes} database writes for {len(seeded['opaque'])} sessions"
-        results.append(s1)
+        s1.note += f"; {writes(db) - before} database writes for {len(seeded['opaque'])} sessions"
+        self.results.append(s1)
         s2 = paired("2. GET /auth/me, JWT access token", hello.url, one.url, "get.lua", jwt_me, 32, d)
-        results.append(s2)
+        self.results.append(s2)
+        return ceiling
 
-        one_hash, limit = bcrypt_limit(args.rounds)
+    def logins(self, one: Process, files: dict) -> None:
+        d, rounds = self.d, self.args.rounds
+        one_hash, limit = bcrypt_limit(rounds)
         # A few logins per second: run long enough that the count is not just the first
         # round of eight requests.
         slow = max(2 * d, 15)
         s3 = wrk("3. login POST /auth/auth", one.url, "login.lua", [files["users"], PASSWORD], 8, slow)
         s3.note = f"{s3.rps / limit:.2f}x the bcrypt limit of {limit:.1f}/s"
-        s3.note += f" ({os.cpu_count()} cores / {one_hash * 1000:.0f} ms at cost {args.rounds})"
-        results.append(s3)
+        s3.note += f" ({os.cpu_count()} cores / {one_hash * 1000:.0f} ms at cost {rounds})"
+        self.results.append(s3)
         prefix = "b" + uuid.uuid4().hex[:5]
         s4 = wrk("4. sign-up POST /auth/register", one.url, "signup.lua", [prefix, PASSWORD], 8, slow)
         s4.note = "one bcrypt hash per sign-up, like a login"
-        results.append(s4)
-        results.append(wrk("5. JWT refresh (rotating)", one.url, "refresh.lua", [files["refresh"], "2"], 16, d))
+        self.results.append(s4)
+        self.results.append(wrk("5. JWT refresh (rotating)", one.url, "refresh.lua", [files["refresh"], "2"], 16, d))
 
+    def storm(self, one: Process, files: dict) -> None:
+        d, opaque_me = self.d, ["/auth/me", files["opaque"]]
         wrk("warm-up", one.url, "get.lua", opaque_me, 4, 2)  # the same warm cache as 6b will have
         idle = wrk("6a. whoami, idle (4 connections)", one.url, "get.lua", opaque_me, 4, d)
-        results.append(idle)
+        self.results.append(idle)
         storm = subprocess.Popen(
             ["wrk", "-t", "2", "-c", "16", "-d", f"{max(1, round(d)) + 2}s", "-s", str(LUA / "login.lua")]
             + [one.url, "--", files["users"], PASSWORD],
@@ -320,46 +325,73 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
         )
         time.sleep(1)
-        during = wrk("6b. whoami during a login storm", one.url, "get.lua", ["/auth/me", files["opaque"]], 4, d)
+        during = wrk("6b. whoami during a login storm", one.url, "get.lua", opaque_me, 4, d)
         storm.wait()
         during.note = f"p99 {during.p99_ms / idle.p99_ms:.2f}x idle"
-        results.append(during)
+        self.results.append(during)
 
+    def two_processes(self, hello: Process, files: dict) -> None:
         # How far two processes can go on this machine at all, beside wrk and the
         # database: the ceiling app with two processes against itself with one.
-        hello2 = Process("hello-2", ["bench/hello.py", "{port}", "2"], {}, work, "/")
-        started.append(hello2)
+        d, work = self.d, self.work
+        s1 = next(r for r in self.results if r.name.startswith("1."))
+        hello2 = self.start(Process("hello-2", ["bench/hello.py", "{port}", "2"], {}, work, "/"))
         c2 = paired("ceiling with 2 processes", hello.url, hello2.url, "get.lua", ["/"], 32, d)
         c2.note = f"the machine's own limit for scenario 7 ({c2.note})"
-        results.append(c2)
-        hello2.stop()
-        started.remove(hello2)
-
-        two = Process("gatehouse-2", ["server.py", "--processes", "2"], env, work, "/readyz")
-        started.append(two)
+        self.results.append(c2)
+        self.stop(hello2)
+        two = self.start(Process("gatehouse-2", ["server.py", "--processes", "2"], self.env, work, "/readyz"))
+        opaque_me = ["/auth/me", files["opaque"]]
         s7 = paired("7. scenario 1 with --processes 2", hello.url, two.url, "get.lua", opaque_me, 32, d)
         s7.note = f"{s7.ratio / s1.ratio:.2f}x one process; the ceiling: {c2.ratio:.2f}x ({s7.note})"
-        results.append(s7)
-        two.stop()
-        started.remove(two)
+        self.results.append(s7)
+        self.stop(two)
 
-        print(f"adding {args.memory_sessions:,} live sessions for the memory figure ...", flush=True)
-        tokens = clone_sessions(db, args.memory_sessions)
+    def memory(self, one: Process) -> None:
+        print(f"adding {self.args.memory_sessions:,} live sessions for the memory figure ...", flush=True)
+        tokens = clone_sessions(self.db, self.args.memory_sessions)
         # More distinct tokens than the cache holds, each used: the cache ends up full.
         size = 10_000  # GATEHOUSE_SESSION_CACHE_SIZE's default
-        fill = write_lines(work / "fill.txt", tokens[: size + size // 10])
+        fill = write_lines(self.work / "fill.txt", tokens[: size + size // 10])
         wrk("memory: fill the cache", one.url, "get.lua", ["/auth/me", fill], 16, 20)
-        facts["rss"] = (
+        self.facts["rss"] = (
             f"{one.rss_mib():.0f} MiB resident for one process with "
-            f"{db.sessions.estimated_document_count():,} sessions in the database and its session cache full "
+            f"{self.db.sessions.estimated_document_count():,} sessions in the database and its session cache full "
             f"({size:,} entries, after {size + size // 10:,} distinct tokens)"
         )
+
+
+def main() -> int:
+    args = parse_args()
+    work = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
+    database = EmbeddedMongo(work / "db")
+    uri = database.start()
+    db = MongoClient(uri).gatehouse_bench
+    env = server_env(uri, work, args.rounds)
+    bench = Bench(args, work, env, db)
+    try:
+        hello = bench.start(Process("hello", ["bench/hello.py", "{port}"], {}, work, "/"))
+        one = bench.start(Process("gatehouse-1", ["server.py"], env, work, "/readyz"))
+        print("seeding accounts and sessions ...", flush=True)
+        seeded = asyncio.run(seed(one.url, db, 10_000, args.sessions))
+        files = {k: write_lines(work / f"{k}.txt", v) for k, v in seeded.items()}
+        if args.instructions:
+            import instructions
+
+            bench.stop(one)
+            print(instructions.table(env, work, files, args.requests))
+            return 0
+        ceiling = bench.whoami(hello, one, seeded, files)
+        bench.logins(one, files)
+        bench.storm(one, files)
+        bench.two_processes(hello, files)
+        bench.memory(one)
     finally:
-        for p in started:
+        for p in bench.started:
             p.stop()
         database.stop()
 
-    table = render(results, ceiling, facts)
+    table = render(bench.results, ceiling, bench.facts)
     print(table)
     if args.docs:
         write_docs(table, args)

@@ -199,17 +199,7 @@ class Codes:
         if not right or (ticket and not hmac.compare_digest(str(record.get("ticket") or ""), ticket)):
             raise CodeInvalid()
         if before_spend is not None:
-            try:
-                await before_spend(record)
-            except Exception:
-                # Not a wrong guess: the attempt and the slots go back (when the database
-                # lets us: with it failing, they stay spent, the strict side), the code stays.
-                with contextlib.suppress(PyMongoError):
-                    await self.coll.update_one(
-                        {"_id": record["_id"], "attempts": {"$gt": 0}}, {"$inc": {"attempts": -1}}
-                    )
-                    await self.limits.release(*slots)
-                raise
+            await self._before_spend(record, before_spend, slots)
         # Single use: of two right submissions racing here, one deletes the code.
         spent = await self.coll.find_one_and_delete({"_id": record["_id"], "code_hash": record["code_hash"]})
         if spent is None:
@@ -218,6 +208,18 @@ class Codes:
         await self.limits.release(*slots)
         await self.limits.release_cooldown(f"code:{purpose}:{limit_key or subject}")
         return spent
+
+    async def _before_spend(self, record: dict, before_spend: Callable[[dict], Awaitable[None]], slots: list[Slot]) -> None:
+        """Run `before_spend` for a code known right. If it raises, that was no wrong
+        guess: the attempt and the slots go back (when the database lets us: with it
+        failing, they stay spent, the strict side), and the code stays."""
+        try:
+            await before_spend(record)
+        except Exception:
+            with contextlib.suppress(PyMongoError):
+                await self.coll.update_one({"_id": record["_id"], "attempts": {"$gt": 0}}, {"$inc": {"attempts": -1}})
+                await self.limits.release(*slots)
+            raise
 
 
 class SendCaps:

@@ -171,6 +171,69 @@ def kill_database(db: EmbeddedMongo) -> None:
     db.proc = None
 
 
+class CrashLoad:
+    """Clients that sign up and log in until stopped, remembering what was answered 200."""
+
+    def __init__(self) -> None:
+        self.accounts: list[str] = []  # sign-ups answered 200
+        self.tokens: list[str] = []  # logins answered 200
+        self.statuses: Counter = Counter()
+        self.stop = asyncio.Event()
+        self.acknowledged = asyncio.Event()  # set on every 200: the kill follows one at once
+
+    async def client(self, http: httpx.AsyncClient) -> None:
+        while not self.stop.is_set():
+            name = "crash" + uuid.uuid4().hex[:12]
+            body = {"username": name, "password": PASSWORD}
+            try:
+                r = await http.post("/auth/register", json=body)
+                self.statuses[r.status_code] += 1
+                if r.status_code != 200:
+                    await asyncio.sleep(0.05)
+                    continue
+                self.accounts.append(name)
+                self.acknowledged.set()
+                r = await http.post("/auth/auth", json=body)
+                self.statuses[r.status_code] += 1
+                if r.status_code == 200:
+                    self.tokens.append(r.json()["data"]["token"])
+                    self.acknowledged.set()
+            except httpx.TransportError as e:
+                self.statuses[type(e).__name__] += 1
+
+    async def crash(self, http: httpx.AsyncClient, db: EmbeddedMongo, load_seconds: float) -> None:
+        """Load for a while, kill the database right after an answer, restart it, and
+        wait for the server to be ready again."""
+        before = len(self.accounts)
+        await asyncio.sleep(load_seconds)
+        assert len(self.accounts) > before, f"no sign-up went through: {self.statuses}"
+        # Right after an answer: that write (and those acknowledged with it) is the one a
+        # journal flushed every 100 ms would not hold yet.
+        self.acknowledged.clear()
+        await asyncio.wait_for(self.acknowledged.wait(), 10)
+        kill_database(db)
+        await asyncio.sleep(0.3)
+        db.start()
+        deadline = time.monotonic() + 30
+        while (await http.get("/readyz")).status_code != 200:
+            assert time.monotonic() < deadline, "the server did not come back with the database"
+            await asyncio.sleep(0.1)
+
+    async def lost(self, uri: str, db_name: str) -> tuple[list[str], int]:
+        """(acknowledged sign-ups missing, acknowledged logins missing), read back with
+        majority and journal."""
+        check = AsyncMongoClient(uri, w="majority", journal=True)
+        try:
+            found = check[db_name]
+            keys = [username_key(n) for n in self.accounts]
+            have = {a["username_key"] async for a in found.accounts.find({"username_key": {"$in": keys}})}
+            hashes = {sha256_hex(t) for t in self.tokens}
+            sessions = {s["token_hash"] async for s in found.sessions.find({"token_hash": {"$in": list(hashes)}})}
+        finally:
+            await check.close()
+        return [n for n in self.accounts if username_key(n) not in have], len(hashes - sessions)
+
+
 async def test_crash_no_acknowledged_sign_up_or_login_is_lost_when_the_database_is_killed(tmp_path):
     """CRASH TEST. 20 clients sign up and log in; the database is killed (SIGKILL) and
     restarted on the same port and storage, three times. Every sign-up and login that was
@@ -185,80 +248,31 @@ async def test_crash_no_acknowledged_sign_up_or_login_is_lost_when_the_database_
         GATEHOUSE_SIGNUPS_PER_IP_HOUR="10000000",
         GATEHOUSE_LOGINS_PER_IP_HOUR="10000000",
     )
-    accounts: list[str] = []  # sign-ups answered 200
-    tokens: list[str] = []  # logins answered 200
-    statuses: Counter = Counter()
-    stop = asyncio.Event()
-    acknowledged = asyncio.Event()  # set on every 200: the kill follows one at once
-
-    async def client(http: httpx.AsyncClient) -> None:
-        while not stop.is_set():
-            name = "crash" + uuid.uuid4().hex[:12]
-            body = {"username": name, "password": PASSWORD}
-            try:
-                r = await http.post("/auth/register", json=body)
-                statuses[r.status_code] += 1
-                if r.status_code != 200:
-                    await asyncio.sleep(0.05)
-                    continue
-                accounts.append(name)
-                acknowledged.set()
-                r = await http.post("/auth/auth", json=body)
-                statuses[r.status_code] += 1
-                if r.status_code == 200:
-                    tokens.append(r.json()["data"]["token"])
-                    acknowledged.set()
-            except httpx.TransportError as e:
-                statuses[type(e).__name__] += 1
-
+    load = CrashLoad()
     started = time.monotonic()
     try:
         server.start()
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            clients = [asyncio.create_task(client(http)) for _ in range(20)]
+            clients = [asyncio.create_task(load.client(http)) for _ in range(20)]
             for _ in range(rounds):
-                before = len(accounts)
-                await asyncio.sleep(load_seconds)
-                assert len(accounts) > before, f"no sign-up went through: {statuses}"
-                # Right after an answer: that write (and those acknowledged with it) is
-                # the one a journal flushed every 100 ms would not hold yet.
-                acknowledged.clear()
-                await asyncio.wait_for(acknowledged.wait(), 10)
-                kill_database(db)
-                await asyncio.sleep(0.3)
-                db.start()
-                deadline = time.monotonic() + 30
-                while (await http.get("/readyz")).status_code != 200:
-                    assert time.monotonic() < deadline, "the server did not come back with the database"
-                    await asyncio.sleep(0.1)
+                await load.crash(http, db, load_seconds)
             await asyncio.sleep(0.5)  # a last stretch after the final restart
-            stop.set()
+            load.stop.set()
             await asyncio.gather(*clients)
-        check = AsyncMongoClient(uri, w="majority", journal=True)
-        try:
-            found = check[server.db_name]
-            have = {
-                a["username_key"]
-                async for a in found.accounts.find({"username_key": {"$in": [username_key(n) for n in accounts]}})
-            }
-            hashes = {sha256_hex(t) for t in tokens}
-            sessions = {s["token_hash"] async for s in found.sessions.find({"token_hash": {"$in": list(hashes)}})}
-        finally:
-            await check.close()
+        lost_accounts, lost_sessions = await load.lost(uri, server.db_name)
     finally:
-        stop.set()
+        load.stop.set()
         server.stop()
         db.stop()
-    print(f"crash test: {len(accounts)} sign-ups and {len(tokens)} logins acknowledged; answers {dict(statuses)}")
-    lost_accounts = [n for n in accounts if username_key(n) not in have]
-    lost_sessions = len(hashes - sessions)
+    statuses = dict(load.statuses)
+    print(f"crash test: {len(load.accounts)} sign-ups and {len(load.tokens)} logins acknowledged; answers {statuses}")
     assert not lost_accounts and not lost_sessions, (
-        f"lost {len(lost_accounts)} of {len(accounts)} acknowledged sign-ups and {lost_sessions} of {len(tokens)}"
-        f" acknowledged logins: {lost_accounts[:5]}; answers {dict(statuses)}"
+        f"lost {len(lost_accounts)} of {len(load.accounts)} acknowledged sign-ups and {lost_sessions} of"
+        f" {len(load.tokens)} acknowledged logins: {lost_accounts[:5]}; answers {statuses}"
     )
-    assert len(accounts) > 50 and len(tokens) > 50, dict(statuses)
+    assert len(load.accounts) > 50 and len(load.tokens) > 50, statuses
     # Only success, or 503 while the database was down (and a sign-up whose retried
     # insert met its own first attempt, already written: 409).
-    assert set(statuses) <= {200, 409, 503}, dict(statuses)
+    assert set(statuses) <= {200, 409, 503}, statuses
     assert "Traceback" not in server.output()
     assert time.monotonic() - started < 60

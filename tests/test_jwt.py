@@ -9,7 +9,9 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 import jwt
 import pytest
@@ -143,42 +145,60 @@ def hs256_with_header(header: dict, claims: dict, secret) -> str:
     return signing_input + "." + b64(signature)
 
 
-async def test_forged_and_invalid_access_tokens_are_refused(api, gatehouse):
-    user = await register(api)
-    pair = await token_pair(api, user)
-    good = claims_of(pair["access_token"])
-    key = gatehouse.tokens.keys.signing
-    now = int(time.time())
+@dataclass
+class Forge:
+    """What a forger starts from: a genuine access token, its claims and our signing key."""
 
-    def sign(claims, **headers):
+    token: str
+    good: dict
+    key: Any
+    now: int
+
+    def sign(self, claims: dict, **headers: Any) -> str:
+        key = self.key
         return jwt.encode(claims, key.signing_key, algorithm="HS256", headers={"kid": key.kid, **headers})
 
-    header, payload, signature = pair["access_token"].split(".")
-    tampered_payload = base64.urlsafe_b64encode(json.dumps({**good, "sub": "someone-else"}).encode()).rstrip(b"=")
-    forgeries = {
-        "alg none": jwt.encode(good, None, algorithm="none", headers={"kid": key.kid}),
-        "wrong aud": sign({**good, "aud": "another-app"}),
-        "wrong iss": sign({**good, "iss": "gatehouse-evil"}),
-        "partial iss": sign({**good, "iss": "gate"}),
-        "expired": sign({**good, "iat": now - 4000, "nbf": now - 4000, "exp": now - 3600}),
-        "not yet valid": sign({**good, "nbf": now + 3600}),
-        "no sid": sign({k: v for k, v in good.items() if k != "sid"}),
-        "tampered": f"{header}.{tampered_payload.decode()}.{signature}",
-        "unknown kid": jwt.encode(good, key.signing_key, algorithm="HS256", headers={"kid": "../../etc/passwd"}),
-        "other secret": jwt.encode(good, "x" * 32, algorithm="HS256", headers={"kid": key.kid}),
-        "garbage": "a.b.c",
-        # Keys offered by the token itself are never fetched or trusted (RFC 8725 §3.10).
-        "jwk header": jwt.encode(
-            good, "x" * 32, algorithm="HS256", headers={"kid": key.kid, "jwk": {"kty": "oct", "k": "eHh4"}}
-        ),
-        "jku header": jwt.encode(good, "x" * 32, algorithm="HS256", headers={"kid": key.kid, "jku": "http://evil/"}),
-        "x5u header": jwt.encode(good, "x" * 32, algorithm="HS256", headers={"kid": key.kid, "x5u": "http://evil/"}),
-        "operator kid": hs256_with_header({"alg": "HS256", "typ": "JWT", "kid": {"$ne": None}}, good, key.signing_key),
-        "no kid": jwt.encode(good, key.signing_key, algorithm="HS256"),
-    }
-    for name, token in forgeries.items():
-        r = await api.get("/auth/me", token=token)
-        assert r.status == 403, name
+    def with_foreign_key(self, **headers: Any) -> str:
+        return jwt.encode(self.good, "x" * 32, algorithm="HS256", headers={"kid": self.key.kid, **headers})
+
+    def tampered(self) -> str:
+        header, _, signature = self.token.split(".")
+        payload = base64.urlsafe_b64encode(json.dumps({**self.good, "sub": "someone-else"}).encode()).rstrip(b"=")
+        return f"{header}.{payload.decode()}.{signature}"
+
+
+FORGERIES: dict[str, Callable[[Forge], str]] = {
+    "alg none": lambda f: jwt.encode(f.good, None, algorithm="none", headers={"kid": f.key.kid}),
+    "wrong aud": lambda f: f.sign({**f.good, "aud": "another-app"}),
+    "wrong iss": lambda f: f.sign({**f.good, "iss": "gatehouse-evil"}),
+    "partial iss": lambda f: f.sign({**f.good, "iss": "gate"}),
+    "expired": lambda f: f.sign({**f.good, "iat": f.now - 4000, "nbf": f.now - 4000, "exp": f.now - 3600}),
+    "not yet valid": lambda f: f.sign({**f.good, "nbf": f.now + 3600}),
+    "no sid": lambda f: f.sign({k: v for k, v in f.good.items() if k != "sid"}),
+    "tampered": lambda f: f.tampered(),
+    "unknown kid": lambda f: jwt.encode(
+        f.good, f.key.signing_key, algorithm="HS256", headers={"kid": "../../etc/passwd"}
+    ),
+    "other secret": lambda f: f.with_foreign_key(),
+    "garbage": lambda f: "a.b.c",
+    # Keys offered by the token itself are never fetched or trusted (RFC 8725 §3.10).
+    "jwk header": lambda f: f.with_foreign_key(jwk={"kty": "oct", "k": "eHh4"}),
+    "jku header": lambda f: f.with_foreign_key(jku="http://evil/"),
+    "x5u header": lambda f: f.with_foreign_key(x5u="http://evil/"),
+    "operator kid": lambda f: hs256_with_header(
+        {"alg": "HS256", "typ": "JWT", "kid": {"$ne": None}}, f.good, f.key.signing_key
+    ),
+    "no kid": lambda f: jwt.encode(f.good, f.key.signing_key, algorithm="HS256"),
+}
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+async def test_forged_and_invalid_access_tokens_are_refused(api, gatehouse, forgery):
+    user = await register(api)
+    access = (await token_pair(api, user))["access_token"]
+    assert (await api.get("/auth/me", token=access)).status == 200  # the genuine one works
+    forge = Forge(access, claims_of(access), gatehouse.tokens.keys.signing, int(time.time()))
+    assert (await api.get("/auth/me", token=FORGERIES[forgery](forge))).status == 403
 
 
 async def test_leeway_accepts_slightly_expired_tokens(gatehouse, api):

@@ -19,6 +19,43 @@ from tests.procs import ServerProcess
 from tests.test_ops import PASSWORD, fresh_connection_client, metric_sum, new_user
 
 
+class KeepAliveLoad:
+    """Clients on one keep-alive connection each, sending until `until`; every request
+    is sorted by what became of it."""
+
+    def __init__(self, url: str, users: list[tuple[str, str]], until: float) -> None:
+        self.url, self.users, self.until = url, users, until
+        self.answered: list[tuple[float, int, str]] = []  # (when, status, Connection header)
+        self.refused: list[str] = []  # failed before the request was written
+        self.unanswered: list[str] = []  # written, and no answer: must stay empty
+
+    async def client(self, n: int) -> None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        name, token = self.users[n]
+        async with httpx.AsyncClient(base_url=self.url, timeout=15, limits=limits) as http:
+            i = 0
+            while time.monotonic() < self.until:
+                i += 1
+                written = False
+
+                async def trace(event: str, info: dict) -> None:
+                    nonlocal written
+                    if event == "http11.send_request_headers.complete":
+                        written = True
+
+                try:
+                    if (n + i) % 5 == 0:  # a body on a reused connection, and a slower request
+                        body = {"username": name, "password": PASSWORD}
+                        r = await http.post("/auth/auth", json=body, extensions={"trace": trace})
+                    else:
+                        r = await http.get("/auth/me", headers={"Authorization": token}, extensions={"trace": trace})
+                except httpx.TransportError as e:
+                    (self.unanswered if written else self.refused).append(f"{type(e).__name__}: {e}")
+                    await asyncio.sleep(0.05)
+                    continue
+                self.answered.append((time.monotonic(), r.status_code, r.headers.get("Connection", "")))
+
+
 async def test_sigterm_under_keep_alive_load_answers_every_request_it_read(servers, mongo_uri):
     """Ten keep-alive clients for about three seconds, SIGTERM in the middle: every
     request that was written got a complete answer (the others were refused before they
@@ -33,50 +70,18 @@ async def test_sigterm_under_keep_alive_load_answers_every_request_it_read(serve
         # One account per client: logins of one account in parallel meet its failure
         # budget, reserved before each password check.
         users = [await new_user(http) for _ in range(10)]
-    answered: list[tuple[float, int, str]] = []  # (when, status, Connection header)
-    refused: list[str] = []  # failed before the request was written
-    unanswered: list[str] = []  # written, and no answer: must stay empty
-    end = time.monotonic() + 3.0
-
-    async def client(n: int) -> None:
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        name, token = users[n]
-        async with httpx.AsyncClient(base_url=server.url, timeout=15, limits=limits) as http:
-            i = 0
-            while time.monotonic() < end:
-                i += 1
-                written = False
-
-                async def trace(event: str, info: dict) -> None:
-                    nonlocal written
-                    if event == "http11.send_request_headers.complete":
-                        written = True
-
-                try:
-                    if (n + i) % 5 == 0:  # a body on a reused connection, and a slower request
-                        r = await http.post(
-                            "/auth/auth",
-                            json={"username": name, "password": PASSWORD},
-                            extensions={"trace": trace},
-                        )
-                    else:
-                        r = await http.get("/auth/me", headers={"Authorization": token}, extensions={"trace": trace})
-                except httpx.TransportError as e:
-                    (unanswered if written else refused).append(f"{type(e).__name__}: {e}")
-                    await asyncio.sleep(0.05)
-                    continue
-                answered.append((time.monotonic(), r.status_code, r.headers.get("Connection", "")))
-
-    clients = [asyncio.create_task(client(n)) for n in range(10)]
+    load = KeepAliveLoad(server.url, users, until=time.monotonic() + 3.0)
+    clients = [asyncio.create_task(load.client(n)) for n in range(10)]
     await asyncio.sleep(1.5)
     term_at = time.monotonic()
     server.signal(signal.SIGTERM)
     await asyncio.gather(*clients)
     code = await asyncio.to_thread(server.wait, grace + 5)
     exited_after = time.monotonic() - term_at
-    assert unanswered == [], unanswered[:5]
-    assert {status for _, status, _ in answered} == {200}
-    after = [conn for when, _, conn in answered if when > term_at]
+    refused = load.refused
+    assert load.unanswered == [], load.unanswered[:5]
+    assert {status for _, status, _ in load.answered} == {200}
+    after = [conn for when, _, conn in load.answered if when > term_at]
     assert any(conn.lower() == "close" for conn in after), "no answer during the drain said Connection: close"
     assert refused, "the server went on accepting after SIGTERM"
     assert any("ConnectError" in e for e in refused), refused[:5]  # nothing listens any more

@@ -222,6 +222,25 @@ async def test_startup_waits_for_the_database(servers, tmp_path):
         db.stop()
 
 
+async def read_load(
+    http: httpx.AsyncClient, tokens: list[str], results: list[tuple[str, int, float, str]], stop: asyncio.Event
+) -> None:
+    """Authenticated reads and readiness probes until `stop`: (path, status, seconds, code)."""
+    while not stop.is_set():
+        path, kw = random.choice(
+            [
+                ("/auth/me", {"headers": {"Authorization": random.choice(tokens)}}),
+                ("/readyz", {}),
+                ("/auth/sessions", {"headers": {"Authorization": random.choice(tokens)}}),
+            ]
+        )
+        started = time.monotonic()
+        r = await http.get(path, **kw)
+        code = r.json().get("code", r.json().get("status", "")) if r.content else ""
+        results.append((path, r.status_code, time.monotonic() - started, str(code)))
+        await asyncio.sleep(0.02)
+
+
 async def test_database_outage_under_load(servers, tmp_path):
     """Stop MongoDB under load and bring it back: every request answers (2xx, or 503
     while it is down) within the timeout, /readyz follows, service resumes by itself,
@@ -237,23 +256,7 @@ async def test_database_outage_under_load(servers, tmp_path):
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             users = [await new_user(http) for _ in range(5)]
             tokens = [t for _, t in users]
-
-            async def load() -> None:
-                while not stop.is_set():
-                    path, kw = random.choice(
-                        [
-                            ("/auth/me", {"headers": {"Authorization": random.choice(tokens)}}),
-                            ("/readyz", {}),
-                            ("/auth/sessions", {"headers": {"Authorization": random.choice(tokens)}}),
-                        ]
-                    )
-                    started = time.monotonic()
-                    r = await http.get(path, **kw)
-                    code = r.json().get("code", r.json().get("status", "")) if r.content else ""
-                    results.append((path, r.status_code, time.monotonic() - started, str(code)))
-                    await asyncio.sleep(0.02)
-
-            workers = [asyncio.create_task(load()) for _ in range(4)]
+            workers = [asyncio.create_task(read_load(http, tokens, results, stop)) for _ in range(4)]
             await asyncio.sleep(1.5)
             db.stop()
             outage_started = len(results)
