@@ -25,7 +25,7 @@ from config import CodeSettings
 
 from .common import DAY, HOUR, Clock, seconds
 from .errors import CodeInvalid, InvalidRequest, NoPendingCode, RateLimited
-from .ratelimit import Limit, RateLimits
+from .ratelimit import Limit, RateLimits, Slot
 from .validation import is_premium_or_unsendable, number_block, region_of
 
 PURPOSES = ("login", "verify_phone", "verify_email", "reset")
@@ -209,7 +209,9 @@ class Codes:
         await self.limits.release_cooldown(f"code:{purpose}:{limit_key or subject}")
         return spent
 
-    async def _before_spend(self, record: dict, before_spend: Callable[[dict], Awaitable[None]], slots: list[Slot]) -> None:
+    async def _before_spend(
+        self, record: dict, before_spend: Callable[[dict], Awaitable[None]], slots: list[Slot]
+    ) -> None:
         """Run `before_spend` for a code known right. If it raises, that was no wrong
         guess: the attempt and the slots go back (when the database lets us: with it
         failing, they stay spent, the strict side), and the code stays."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from devdb import free_port
+from devdb import free_port, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,13 +86,7 @@ class ServerProcess:
         return [int(p) for p in path.read_text().split()]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 30)
 
 
 def rss_kib(pid: int) -> int:
