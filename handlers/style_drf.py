@@ -85,7 +85,6 @@ class LoginHandler(DrfHandler):
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         login = await self.gh.auth.login_jwt(f["username"], f["password"], self.context())
-        assert login.pair is not None
         self.reply({"refresh": login.pair.refresh, "access": login.pair.access, "nickname": login.account.nickname})
 
 
