@@ -2,7 +2,8 @@
 `/auth/reset`). Access tokens only (the document has no refresh). Errors, where the
 document is silent: `{"error": "<code>", "message": "…"}` with a fitting status.
 
-`POST /auth/reset` is also document 003's; a body with `new_password` is this one.
+`POST /auth/reset` is also document 003's; a body with `new_password` is this one
+(`SharedResetHandler`, routed in place of both when both styles are enabled).
 """
 
 from __future__ import annotations
@@ -91,9 +92,16 @@ class ResetHandler(SimpleHandler):
 
 class SharedResetHandler(NativeResetHandler):
     """Both 002 and 003 define POST /auth/reset: `new_password` selects 002's operation
-    and its envelope; anything else is 003's."""
+    and its envelope; anything else is 003's. The body decides once, in `prepare`,
+    before any work: style, envelope and the context the request acts in are fixed
+    from then on. (An answer before the body is read, a 413 say, is 003's.)"""
 
     simple = False
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if "new_password" in self.json_body():
+            self.simple, self.style = True, SimpleHandler.style
 
     @classmethod
     def ok_schema(cls, data: Schema) -> Schema:
@@ -119,10 +127,8 @@ class SharedResetHandler(NativeResetHandler):
         errors=(401, 429),
     )
     async def post(self) -> None:
-        body = self.json_body()
-        if "new_password" in body:
-            self.simple, self.style = True, "simple"
-            await change_password(self, body)
+        if self.simple:
+            await change_password(self, self.json_body())
         else:
             await super().post()
 
@@ -134,3 +140,9 @@ def routes() -> list[Route]:
         Route("/auth/disable", DisableHandler),
         Route("/auth/reset", ResetHandler),
     ]
+
+
+def shared_routes() -> list[Route]:
+    """The routes document 002 shares with document 003 (native): served in place of
+    both styles' own when both are enabled."""
+    return [Route("/auth/reset", SharedResetHandler)]
