@@ -146,14 +146,14 @@ class AccountHandler(AdminAPIHandler):
         errors=(403, 404),
     )
     async def get(self, account_id: str) -> None:
-        account = await self.account(account_id)
-        sessions = await self.sessions.list_for_account(account)
-        events = await self.events.find(account_id=account.id, limit=20)
+        """The console's account page as JSON (`Admin.account_overview`): kicked sessions
+        are listed, marked `revoked`, until they expire."""
+        overview = await self.admin.account_overview(int(account_id))
         self.reply(
             {
-                "account": account_view(account),
-                "sessions": [session_view(s) for s in sessions],
-                "events": [event_view(e) for e in events],
+                "account": account_view(overview.account),
+                "sessions": [session_view(s) for s in overview.sessions],
+                "events": [event_view(e) for e in overview.events],
             }
         )
 

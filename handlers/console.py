@@ -313,14 +313,12 @@ class AccountsHandler(ConsoleHandler):
 
 class AccountHandler(ConsoleHandler):
     async def get(self, account_id: str) -> None:
-        account = await self.accounts.get(int(account_id))
-        sessions = await self.admin.sessions(account=account, limit=100)
-        events = await self.admin.events(account=account, limit=30)
+        overview = await self.admin.account_overview(int(account_id))
         self.page(
             "account.html",
-            account=account_view(account),
-            sessions=sessions.items,
-            events=events.items,
+            account=account_view(overview.account),
+            sessions=overview.sessions,
+            events=overview.events,
             now=self.clock(),
         )
 
