@@ -125,7 +125,8 @@ class Gatehouse:
             self.followups,
             notify=notifier.notify,
         )
-        self.admin = Admin(db, self.accounts, self.sessions, clock)
+        # The outbox is delivery's collection: the domain reads it through this method.
+        self.admin = Admin(self.accounts, self.sessions, self.events, clock, outbox=self.delivery.outbox_messages)
         self.flows = CodeFlows(config.codes, self.accounts, self.codes, self.auth, self.events, messages, self.queue)
 
     async def setup(self, *, background: bool = True) -> None:

@@ -87,7 +87,7 @@ class DrainingHTTPServer(HTTPServer):
         self.stop()
         self.draining = True
         # Requests read from now on: Tornado answers with `Connection: close` and closes.
-        # Requests already read: `CommonMixin.flush` adds the header, `start_request` closes.
+        # Requests already read: `GatehouseHandler.flush` adds the header, `start_request` closes.
         self.conn_params.no_keep_alive = True
         app.settings["draining"] = True
         inflight: set = app.settings.setdefault("inflight", set())

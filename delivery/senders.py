@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
@@ -108,6 +109,10 @@ class Delivery:
             }
         )
         log.info("DEV OUTBOX %s to %s: %s", message.channel, message.to, message.text)
+
+    async def outbox_messages(self, limit: int = 100) -> list[dict]:
+        """The development outbox, newest first: what would have been sent."""
+        return await self.outbox.find().sort("at", DESCENDING).limit(limit).to_list(length=limit)
 
     async def _send_sms(self, message: Message) -> None:
         headers = {"Content-Type": "application/json"}

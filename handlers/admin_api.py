@@ -7,7 +7,6 @@ errors are `{"error": "<CODE>", "message": "…"}`.
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -21,12 +20,9 @@ from models.validation import Field, parse_fields
 from models.values import Account
 
 from .base import APIHandler
+from .fields import ACCOUNT_REF, ACTIVE, CURSOR, EVENT_TYPE, LIMIT, PAGE, SESSION_KIND, TIME
 from .openapi import SESSION
 from .spec import BOOL, EPOCH, INT, STR, Route, Schema, array, doc, nullable, obj, ref
-
-LIMIT = Field(int, lo=1, hi=200)
-CURSOR = Field(str, max_len=200)
-ACCOUNT_REF = Field(str, max_len=320)
 
 ADMIN_SESSION = obj(
     {
@@ -69,21 +65,19 @@ class AdminAPIHandler(APIHandler):
         return 401 if code == "NOT_AUTHENTICATED" else status
 
     async def authenticate(self) -> None:
-        token = self.bearer_token()
-        if not token:
+        if not self.bearer_token():
             raise NotAuthenticated("send an administrator's session token or a service key in Authorization")
-        if any(hmac.compare_digest(token.encode(), key.encode()) for key in self.config.server.service_keys):
-            self._authenticated = True
+        if self.presents_secret(self.config.server.service_keys):
             return
         await super().authenticate()
-        self.gh.auth.require_admin(self.current_account)
+        self.auth.require_admin(self.current_account)
         self.actor = f"admin:{self.current_account.id}"
 
     def query(self, spec: dict[str, Field]) -> dict[str, Any]:
         return parse_fields({k: self.get_query_argument(k, None) for k in spec}, spec)
 
     async def account(self, account_id: str) -> Account:
-        return await self.gh.accounts.get(int(account_id))
+        return await self.accounts.get(int(account_id))
 
 
 def parse_time(name: str, value: str | None) -> datetime | None:
@@ -99,8 +93,7 @@ def parse_time(name: str, value: str | None) -> datetime | None:
 
 
 class SessionsHandler(AdminAPIHandler):
-    QUERY = {"account": ACCOUNT_REF, "kind": Field(str, max_len=16), "active": Field(str, max_len=5)}
-    QUERY = {**QUERY, "limit": LIMIT, "cursor": CURSOR}
+    QUERY = {"account": ACCOUNT_REF, "kind": SESSION_KIND, "active": ACTIVE, "limit": LIMIT, "cursor": CURSOR}
 
     @doc(
         "Sessions across accounts, newest activity first (kicked ones stay listed until they expire)",
@@ -112,8 +105,8 @@ class SessionsHandler(AdminAPIHandler):
         q = self.query(self.QUERY)
         if q.get("active") not in (None, "true", "false", "1", "0"):
             raise InvalidRequest("'active' must be true or false", field="active")
-        page = await self.gh.admin.sessions(
-            account=await self.gh.admin.account_ref(q.get("account")),
+        page = await self.admin.sessions(
+            account=await self.admin.account_ref(q.get("account")),
             kind=q.get("kind"),
             active=q.get("active") in ("true", "1"),
             limit=q.get("limit", 50),
@@ -125,12 +118,12 @@ class SessionsHandler(AdminAPIHandler):
 class SessionHandler(AdminAPIHandler):
     @doc("Kick one session: its token is refused from now on", ok=obj({"kicked": STR}), errors=(403, 404))
     async def delete(self, session_id: str) -> None:
-        await self.gh.auth.kick(session_id, self.context(), by=self.actor)
+        await self.auth.kick(session_id, self.context(), by=self.actor)
         self.reply({"kicked": session_id})
 
 
 class AccountsHandler(AdminAPIHandler):
-    QUERY = {"q": Field(str, max_len=320), "page": Field(int, lo=1, hi=1_000_000), "limit": LIMIT}
+    QUERY = {"q": ACCOUNT_REF, "page": PAGE, "limit": LIMIT}
 
     @doc(
         "Search accounts by username prefix, e-mail, phone, id or uid",
@@ -141,8 +134,8 @@ class AccountsHandler(AdminAPIHandler):
     async def get(self) -> None:
         q = self.query(self.QUERY)
         page = q.get("page", 1)
-        found = await self.gh.accounts.page(page=page, limit=q.get("limit", 50), q=q.get("q"))
-        count = await self.gh.accounts.count(q=q.get("q"))
+        found = await self.accounts.page(page=page, limit=q.get("limit", 50), q=q.get("q"))
+        count = await self.accounts.count(q=q.get("q"))
         self.reply({"accounts": [account_view(a) for a in found], "count": count, "page": page})
 
 
@@ -153,14 +146,14 @@ class AccountHandler(AdminAPIHandler):
         errors=(403, 404),
     )
     async def get(self, account_id: str) -> None:
-        account = await self.account(account_id)
-        sessions = await self.gh.sessions.list_for_account(account)
-        events = await self.gh.events.find(account_id=account.id, limit=20)
+        """The console's account page as JSON (`Admin.account_overview`): kicked sessions
+        are listed, marked `revoked`, until they expire."""
+        overview = await self.admin.account_overview(int(account_id))
         self.reply(
             {
-                "account": account_view(account),
-                "sessions": [session_view(s) for s in sessions],
-                "events": [event_view(e) for e in events],
+                "account": account_view(overview.account),
+                "sessions": [session_view(s) for s in overview.sessions],
+                "events": [event_view(e) for e in overview.events],
             }
         )
 
@@ -169,7 +162,7 @@ class KickAllHandler(AdminAPIHandler):
     @doc("Kick every session of the account", ok=obj({"kicked": INT}), errors=(403, 404))
     async def post(self, account_id: str) -> None:
         account = await self.account(account_id)
-        self.reply({"kicked": await self.gh.auth.kick_all(account.id, self.context(), by=self.actor)})
+        self.reply({"kicked": await self.auth.kick_all(account.id, self.context(), by=self.actor)})
 
 
 class DisableHandler(AdminAPIHandler):
@@ -179,7 +172,7 @@ class DisableHandler(AdminAPIHandler):
     async def post(self, account_id: str) -> None:
         account = await self.account(account_id)
         actor_id = self._caller.account.id if self._caller else None
-        ended = await self.gh.auth.set_disabled(account, self.disable, self.context(), by=self.actor, actor_id=actor_id)
+        ended = await self.auth.set_disabled(account, self.disable, self.context(), by=self.actor, actor_id=actor_id)
         self.reply({"account": account_view(replace(account, disabled=self.disable)), "sessionsEnded": ended})
 
 
@@ -195,16 +188,16 @@ class ResetCodeHandler(AdminAPIHandler):
     )
     async def post(self, account_id: str) -> None:
         account = await self.account(account_id)
-        channel = await self.gh.flows.send_reset(account, self.context())
+        channel = await self.flows.send_reset(account, self.context())
         self.reply({"sent": channel is not None, "channel": channel})
 
 
 class EventsHandler(AdminAPIHandler):
     QUERY = {
         "account": ACCOUNT_REF,
-        "type": Field(str, max_len=32),
-        "since": Field(str, max_len=40),
-        "until": Field(str, max_len=40),
+        "type": EVENT_TYPE,
+        "since": TIME,
+        "until": TIME,
         "limit": LIMIT,
         "cursor": CURSOR,
     }
@@ -217,8 +210,8 @@ class EventsHandler(AdminAPIHandler):
     )
     async def get(self) -> None:
         q = self.query(self.QUERY)
-        page = await self.gh.admin.events(
-            account=await self.gh.admin.account_ref(q.get("account")),
+        page = await self.admin.events(
+            account=await self.admin.account_ref(q.get("account")),
             type=q.get("type"),
             since=parse_time("since", q.get("since")),
             until=parse_time("until", q.get("until")),
@@ -244,7 +237,7 @@ class StatsHandler(AdminAPIHandler):
         errors=(403,),
     )
     async def get(self) -> None:
-        self.reply(await self.gh.admin.dashboard())
+        self.reply(await self.admin.dashboard())
 
 
 def routes() -> list[Route]:

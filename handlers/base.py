@@ -1,20 +1,25 @@
-"""Base handlers: what every API response has in common, whatever its style.
+"""Base handlers: what every response has in common, whatever it is.
 
-`APIHandler` reads JSON, identifies the caller once in `prepare()`, and turns domain
-exceptions into a status and an error code in `write_error`. An API style subclasses
-it only to say how a result and an error are wrapped (`envelope`, `error_envelope`)
-and, where its document says so, which status an error gets.
+`GatehouseHandler` is the base of every handler of ours (API, console, static files):
+the services by name (`self.auth`, `self.sessions`, …, as JupyterHub's BaseHandler
+has `self.users`), headers, client identity, the request's deadline, load shedding
+and the shutdown's bookkeeping. `APIHandler` reads JSON, identifies the caller once in
+`prepare()`, and turns domain exceptions into a status and an error code in
+`write_error`. An API style subclasses it only to say how a result and an error are
+wrapped (`envelope`, `error_envelope`) and, where its document says so, which status
+an error gets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pymongo
@@ -47,7 +52,18 @@ from models.values import Account, Caller, Session
 from .spec import PARAMS, STR, Schema, obj
 
 if TYPE_CHECKING:
+    from pymongo.asynchronous.database import AsyncDatabase
+
     from app import Gatehouse  # the composition root, which imports this module
+    from models.accounts import Accounts
+    from models.admin import Admin
+    from models.auth import AuthService
+    from models.common import Clock
+    from models.events import EventLog
+    from models.otp import CodeFlows
+    from models.resolver import Resolver
+    from models.sessions import Sessions
+    from models.tokens import Tokens
 
 access_log = logging.getLogger("gatehouse.access")
 app_log = logging.getLogger("gatehouse")
@@ -153,12 +169,12 @@ def translate(exc: BaseException | None, status_code: int) -> tuple[int, str, st
     return status_code, HTTP_CODES.get(status_code, "ERROR"), HTTP_MESSAGES.get(status_code, "request failed")
 
 
-class CommonMixin:
-    """Headers, client identity and logging shared by the API and console handlers."""
+class GatehouseHandler(RequestHandler):
+    """The base of every handler: the services by name, headers, client identity and
+    logging, the request's deadline, load shedding and the shutdown's bookkeeping."""
 
-    request: Any
-    settings: dict
-
+    # The API style a request is made in, as sessions and the audit log record it.
+    style = "native"
     answered_late = False
     # Whether requests to this handler run under GATEHOUSE_REQUEST_DEADLINE_MS, and whether
     # they are refused when too many are in flight (never the probes an operator needs
@@ -171,33 +187,33 @@ class CommonMixin:
         # Requests in flight: a graceful shutdown waits for them to finish (and answers
         # the ones still running at its deadline), and an overload is refused early
         # (`shed_if_overloaded`).
-        self.application.settings.setdefault("inflight", set()).add(self)  # type: ignore[attr-defined]
-        super().initialize(**kwargs)  # type: ignore[misc]
+        self.application.settings.setdefault("inflight", set()).add(self)
+        super().initialize(**kwargs)
 
     def on_finish(self) -> None:
-        self.application.settings["inflight"].discard(self)  # type: ignore[attr-defined]
+        self.application.settings["inflight"].discard(self)
 
     def flush(self, include_footers: bool = False) -> Any:
-        if self.application.settings.get("draining"):  # type: ignore[attr-defined]
+        if self.application.settings.get("draining"):
             # Shutting down: the client must not send another request on this connection
             # (the server reads none; see lifecycle.DrainingHTTPServer). Once the headers
             # are out this changes nothing.
-            self.set_header("Connection", "close")  # type: ignore[attr-defined]
-        return super().flush(include_footers)  # type: ignore[misc]
+            self.set_header("Connection", "close")
+        return super().flush(include_footers)
 
     def answer_late(self) -> None:
         """The shutdown's deadline came first: a 503 now rather than no answer at all.
         Whatever the request was still doing is abandoned, and its errors unlogged."""
         self.answered_late = True
         error = Unavailable("the server is shutting down; try again")
-        self.send_error(503, exc_info=(Unavailable, error, None))  # type: ignore[attr-defined]
+        self.send_error(503, exc_info=(Unavailable, error, None))
 
     def shed_if_overloaded(self) -> None:
         """Refuse (503, Retry-After) a request that arrives while more than
         GATEHOUSE_MAX_IN_FLIGHT are in flight, before it does any work: against a slow
         database, requests would otherwise pile up in memory, each waiting its deadline."""
         bound = self.config.server.max_in_flight
-        if bound and self.sheddable and len(self.application.settings["inflight"]) > bound:  # type: ignore[attr-defined]
+        if bound and self.sheddable and len(self.application.settings["inflight"]) > bound:
             SHED.inc()
             raise Overloaded(retry_after=SHED_RETRY_AFTER)
 
@@ -212,19 +228,19 @@ class CommonMixin:
         `DeadlineExceeded`: one whole 503 in the style's envelope, never half an answer."""
         budget = self.config.server.request_deadline_ms / 1000 if self.has_deadline else 0
         if not budget:
-            await super()._execute(transforms, *args, **kwargs)  # type: ignore[misc]
+            await super()._execute(transforms, *args, **kwargs)
             return
         started = time.monotonic()
         with pymongo.timeout(min(budget, self.config.database.db_timeout_ms / 1000)):
             try:
                 async with asyncio.timeout(budget + BACKSTOP_GRACE) as self._deadline:
-                    await super()._execute(transforms, *args, **kwargs)  # type: ignore[misc]
+                    await super()._execute(transforms, *args, **kwargs)
             except TimeoutError:
                 pass  # answered already (Tornado's cancellation path); logged below
         elapsed = time.monotonic() - started
         # The driver may give up a round trip before the deadline rather than send a
         # command it cannot finish: a 503 that close to the deadline is the deadline's.
-        if elapsed >= budget - BACKSTOP_GRACE and self.get_status() == 503:  # type: ignore[attr-defined]
+        if elapsed >= budget - BACKSTOP_GRACE and self.get_status() == 503:
             DEADLINES.inc()
             app_log.warning(
                 "request deadline (%d ms) passed: answered 503 after %d ms; rid=%s",
@@ -252,15 +268,64 @@ class CommonMixin:
             what = "unavailable" if is_db_outage(value) else f"error (code {getattr(value, 'code', None)})"
             app_log.warning("database %s: %s; rid=%s", what, type(value).__name__, self.request_id)
             return
-        super().log_exception(typ, value, tb)  # type: ignore[misc]
+        super().log_exception(typ, value, tb)
+
+    # ---- the services, by name ---------------------------------------------------------
 
     @property
-    def gh(self) -> Gatehouse:
-        return self.application.settings["gatehouse"]  # type: ignore[attr-defined]
+    def gatehouse(self) -> Gatehouse:
+        """The composition root (app.py), as the application's settings carry it."""
+        return self.application.settings["gatehouse"]
 
     @property
     def config(self) -> Config:
-        return self.application.settings["config"]  # type: ignore[attr-defined]
+        return self.application.settings["config"]
+
+    @property
+    def db(self) -> AsyncDatabase:
+        return self.gatehouse.db
+
+    @property
+    def clock(self) -> Clock:
+        """The database's clock: `self.clock()` is now."""
+        return self.gatehouse.clock
+
+    @property
+    def auth(self) -> AuthService:
+        return self.gatehouse.auth
+
+    @property
+    def flows(self) -> CodeFlows:
+        """The one-time-code flows: sign-up by phone, code logins, resets, proofs."""
+        return self.gatehouse.flows
+
+    @property
+    def accounts(self) -> Accounts:
+        return self.gatehouse.accounts
+
+    @property
+    def sessions(self) -> Sessions:
+        return self.gatehouse.sessions
+
+    @property
+    def tokens(self) -> Tokens:
+        return self.gatehouse.tokens
+
+    @property
+    def resolver(self) -> Resolver:
+        """Token → caller, through the per-process session cache."""
+        return self.gatehouse.resolver
+
+    @property
+    def admin(self) -> Admin:
+        """What administrators read: session lists, the audit log, the dashboard."""
+        return self.gatehouse.admin
+
+    @property
+    def events(self) -> EventLog:
+        return self.gatehouse.events
+
+    # ---- the request ---------------------------------------------------------------------
 
     @property
     def request_id(self) -> str:
@@ -299,23 +364,22 @@ class CommonMixin:
         return Context(
             ip=self.client_ip,
             user_agent=self.request.headers.get("User-Agent", "")[:512],
-            style=getattr(self, "style", "native"),
+            style=self.style,
             request_id=self.request_id,
         )
 
     def common_headers(self) -> None:
-        self.clear_header("Server")  # type: ignore[attr-defined]
-        self.set_header("X-Content-Type-Options", "nosniff")  # type: ignore[attr-defined]
-        self.set_header("X-Request-ID", self.request_id)  # type: ignore[attr-defined]
-        self.set_header("Referrer-Policy", "no-referrer")  # type: ignore[attr-defined]
+        self.clear_header("Server")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("X-Request-ID", self.request_id)
+        self.set_header("Referrer-Policy", "no-referrer")
         if self.is_https:
-            self.set_header("Strict-Transport-Security", "max-age=31536000; includeSubDomains")  # type: ignore[attr-defined]
+            self.set_header("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 
-class APIHandler(CommonMixin, RequestHandler):
+class APIHandler(GatehouseHandler):
     """JSON in, JSON out, token auth (no cookies, hence no XSRF)."""
 
-    style = "native"
     SUPPORTED_METHODS = ("GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS")
 
     def set_default_headers(self) -> None:
@@ -362,6 +426,16 @@ class APIHandler(CommonMixin, RequestHandler):
             header = rest.strip()
         return header if 0 < len(header) <= 4096 else None
 
+    def presents_secret(self, keys: Iterable[str]) -> bool:
+        """Whether the request's token is one of `keys` (a service key, the metrics
+        token). Every key is compared, each in constant time, so the answer's timing
+        says nothing about which key came close; an empty key never matches."""
+        presented = (self.bearer_token() or "").encode()
+        matched = False
+        for key in keys:
+            matched |= bool(key) and hmac.compare_digest(presented, key.encode())
+        return matched
+
     async def authenticate(self) -> None:
         """Identify the caller once per request; `NotAuthenticated` when there is none."""
         token = self.bearer_token()
@@ -385,7 +459,7 @@ class APIHandler(CommonMixin, RequestHandler):
         return self._caller
 
     async def resolve_token(self, token: str) -> Caller:
-        return await self.gh.resolver.resolve(token)
+        return await self.resolver.resolve(token)
 
     async def prepare(self) -> None:
         self.shed_if_overloaded()
@@ -409,10 +483,18 @@ class APIHandler(CommonMixin, RequestHandler):
         ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         return ctype == "application/json" or ctype.endswith("+json")
 
+    _json: dict[str, Any] | None = None
+
     def json_body(self) -> dict[str, Any]:
         """The body as a JSON object. No body at all is an empty object; a body that is
         not JSON, or JSON that is not an object, is a 400/415. Every style reads its body
-        here, so hostile but well-formed JSON (see `check_json`) ends here too."""
+        here, so hostile but well-formed JSON (see `check_json`) ends here too. Parsed
+        once per request."""
+        if self._json is None:
+            self._json = self.parse_json_body()
+        return self._json
+
+    def parse_json_body(self) -> dict[str, Any]:
         body = self.request.body or b""
         ctype = self.request.headers.get("Content-Type", "")
         if not body.strip():
@@ -481,7 +563,7 @@ class APIHandler(CommonMixin, RequestHandler):
         return getattr(type(self), name, None) not in (None, getattr(RequestHandler, name, None))
 
 
-class StaticHandler(CommonMixin, StaticFileHandler):
+class StaticHandler(GatehouseHandler, StaticFileHandler):
     """The console's CSS and JS, with the same baseline headers as everything else.
     No deadline (a large file is streamed in chunks: a 503 cannot follow its headers),
     and never shed (no database, and the console must still render)."""

@@ -9,17 +9,15 @@ other. Every POST needs Tornado's XSRF token; pages forbid framing and inline sc
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
-from tornado.web import HTTPError, RequestHandler
+from tornado.web import HTTPError
 
 from models.accounts import account_view
-from models.common import Context
 from models.errors import InvalidCredentials, NotAuthenticated, Overloaded
 from models.events import EVENT_TYPES
 from models.sessions import KINDS
@@ -28,7 +26,8 @@ from models.validation import Field, parse_fields
 from models.values import Account, Session
 
 from .admin_api import parse_time
-from .base import CommonMixin, translate
+from .base import GatehouseHandler, translate
+from .fields import ACCOUNT_REF, ACTIVE, CURSOR, EVENT_TYPE, LOGIN_NAME, PAGE, PASSWORD, SESSION_KIND, TIME
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -84,9 +83,12 @@ def console_templates(settings: dict) -> Environment:
     return env
 
 
-class ConsoleHandler(CommonMixin, RequestHandler):
+class ConsoleHandler(GatehouseHandler):
+    style = "console"
     login_required = True
-    admin: Account | None = None
+    # Who is logged in to the console (an administrator, checked in `prepare`), and with
+    # which session. `self.admin` is the admin service, as on every handler.
+    operator: Account | None = None
     console_session: Session | None = None
 
     def set_default_headers(self) -> None:
@@ -103,7 +105,7 @@ class ConsoleHandler(CommonMixin, RequestHandler):
         return "__Host-gh_console" if self.is_https else "gh_console"
 
     @property
-    def settings(self) -> dict[str, Any]:  # type: ignore[override]
+    def settings(self) -> dict[str, Any]:
         # Tornado reads the XSRF cookie's name from the settings.
         shared = self.application.settings
         return {**shared, "xsrf_cookie_name": "__Host-gh_xsrf" if self.is_https else "gh_xsrf"}
@@ -148,34 +150,29 @@ class ConsoleHandler(CommonMixin, RequestHandler):
         token = self.get_signed_cookie(self.cookie, max_age_days=31)
         if token:
             try:
-                caller = await self.gh.resolver.resolve(
-                    token.decode(), kinds=("console",), touch=not self.is_self_refresh
-                )
-                self.admin, self.console_session = caller.account, caller.session
+                caller = await self.resolver.resolve(token.decode(), kinds=("console",), touch=not self.is_self_refresh)
+                self.operator, self.console_session = caller.account, caller.session
             except NotAuthenticated:
                 self.clear_console_cookie()
         if not self.login_required:
             return
-        if self.admin is None:
+        if self.operator is None:
             if self.request.method in ("GET", "HEAD"):
                 self.redirect("/console/login?" + urlencode({"next": self.request.uri}))
                 return
             raise HTTPError(403, "log in to the console first")
-        if not self.admin.is_admin:
+        if not self.operator.is_admin:
             raise HTTPError(403, "this page is for administrators")
 
     @property
     def actor(self) -> str:
-        assert self.admin is not None
-        return f"admin:{self.admin.id}"
-
-    def context(self) -> Context:
-        return replace(super().context(), style="console")
+        assert self.operator is not None
+        return f"admin:{self.operator.id}"
 
     def page(self, template: str, status: int = 200, **values: Any) -> None:
         env = console_templates(self.application.settings)
         html = env.get_template(f"console/{template}").render(
-            admin=self.admin,
+            admin=self.operator,
             console_session=self.console_session,
             xsrf=Markup(self.xsrf_form_html()),
             static=self.static_url,
@@ -218,7 +215,7 @@ class LoginHandler(ConsoleHandler):
         return console_target(self.get_argument("next", None), "/console/")
 
     async def get(self) -> None:
-        if self.admin is not None and self.admin.is_admin:
+        if self.operator is not None and self.operator.is_admin:
             self.redirect(self.next_url())
             return
         self.page("login.html", next=self.next_url(), error=None)
@@ -226,14 +223,14 @@ class LoginHandler(ConsoleHandler):
     async def post(self) -> None:
         f = parse_fields(
             {k: self.get_body_argument(k, None) for k in ("username", "password")},
-            {"username": Field(str, required=True, max_len=320), "password": Field(str, required=True, max_len=4096)},
+            {"username": LOGIN_NAME, "password": PASSWORD},
         )
         ctx = self.context()
         try:
             # A non-admin's right password is a failed console login like any other (it
             # counts, and answers as a wrong password): the console is no oracle for
             # testing stolen credentials unseen.
-            login = await self.gh.auth.login_password(
+            login = await self.auth.login_password(
                 f["username"], f["password"], ctx, kind="console", admit=lambda account: account.is_admin
             )
         except InvalidCredentials as e:
@@ -246,7 +243,7 @@ class LoginHandler(ConsoleHandler):
 class LogoutHandler(ConsoleHandler):
     async def post(self) -> None:
         assert self.console_session is not None
-        await self.gh.auth.logout(self.console_session, self.context())
+        await self.auth.logout(self.console_session, self.context())
         self.clear_console_cookie()
         self.set_header("Clear-Site-Data", '"cache", "cookies", "storage"')
         self.redirect("/console/login", status=303)
@@ -254,18 +251,14 @@ class LogoutHandler(ConsoleHandler):
 
 class DashboardHandler(ConsoleHandler):
     async def get(self) -> None:
-        stats = await self.gh.admin.dashboard()
-        recent = await self.gh.admin.events(limit=15)
+        stats = await self.admin.dashboard()
+        recent = await self.admin.events(limit=15)
         peak = max([1] + [h["login_ok"] + h["login_failed"] for h in stats["by_hour"]])
         self.page("dashboard.html", stats=stats, events=recent.items, peak=peak)
 
 
-SESSION_FILTERS = {
-    "account": Field(str, max_len=320),
-    "kind": Field(str, max_len=16),
-    "active": Field(str, max_len=5),
-    "cursor": Field(str, max_len=200),
-}
+SESSION_FILTERS = {"account": ACCOUNT_REF, "kind": SESSION_KIND, "active": ACTIVE, "cursor": CURSOR}
+EVENT_FILTERS = {"account": ACCOUNT_REF, "type": EVENT_TYPE, "since": TIME, "cursor": CURSOR}
 
 
 class SessionsHandler(ConsoleHandler):
@@ -273,8 +266,8 @@ class SessionsHandler(ConsoleHandler):
 
     async def get(self) -> None:
         f = self.args(SESSION_FILTERS)
-        account = await self.gh.admin.account_ref(f.get("account"))
-        page = await self.gh.admin.sessions(
+        account = await self.admin.account_ref(f.get("account"))
+        page = await self.admin.sessions(
             account=account, kind=f.get("kind"), active=f.get("active") == "1", limit=50, cursor=f.get("cursor")
         )
         query = {k: v for k, v in f.items() if v and k != "cursor"}
@@ -286,7 +279,7 @@ class SessionsHandler(ConsoleHandler):
             kinds=KINDS,
             next_url=("/console/sessions?" + urlencode({**query, "cursor": page.next})) if page.next else None,
             first_url=("/console/sessions?" + urlencode(query)) if f.get("cursor") else None,
-            now=self.gh.clock(),
+            now=self.clock(),
         )
 
 
@@ -298,16 +291,16 @@ class SessionRowsHandler(SessionsHandler):
 
 class KickHandler(ConsoleHandler):
     async def post(self, session_id: str) -> None:
-        await self.gh.auth.kick(session_id, self.context(), by=self.actor)
+        await self.auth.kick(session_id, self.context(), by=self.actor)
         self.back("/console/sessions", "kicked")
 
 
 class AccountsHandler(ConsoleHandler):
     async def get(self) -> None:
-        f = self.args({"q": Field(str, max_len=320), "page": Field(int, lo=1, hi=1_000_000)})
+        f = self.args({"q": ACCOUNT_REF, "page": PAGE})
         page = f.get("page", 1)
-        found = await self.gh.accounts.page(page=page, limit=50, q=f.get("q"))
-        total = await self.gh.accounts.count(q=f.get("q"))
+        found = await self.accounts.page(page=page, limit=50, q=f.get("q"))
+        total = await self.accounts.count(q=f.get("q"))
         self.page(
             "accounts.html",
             accounts=[account_view(a) for a in found],
@@ -320,49 +313,40 @@ class AccountsHandler(ConsoleHandler):
 
 class AccountHandler(ConsoleHandler):
     async def get(self, account_id: str) -> None:
-        account = await self.gh.accounts.get(int(account_id))
-        sessions = await self.gh.admin.sessions(account=account, limit=100)
-        events = await self.gh.admin.events(account=account, limit=30)
+        overview = await self.admin.account_overview(int(account_id))
         self.page(
             "account.html",
-            account=account_view(account),
-            sessions=sessions.items,
-            events=events.items,
-            now=self.gh.clock(),
+            account=account_view(overview.account),
+            sessions=overview.sessions,
+            events=overview.events,
+            now=self.clock(),
         )
 
 
 class AccountActionHandler(ConsoleHandler):
     async def post(self, account_id: str, action: str) -> None:
-        account = await self.gh.accounts.get(int(account_id))
+        account = await self.accounts.get(int(account_id))
         ctx = self.context()
         if action == "kick":
-            await self.gh.auth.kick_all(account.id, ctx, by=self.actor)
+            await self.auth.kick_all(account.id, ctx, by=self.actor)
             done = "kicked_all"
         elif action in ("disable", "enable"):
-            assert self.admin is not None
-            await self.gh.auth.set_disabled(account, action == "disable", ctx, by=self.actor, actor_id=self.admin.id)
+            assert self.operator is not None
+            await self.auth.set_disabled(account, action == "disable", ctx, by=self.actor, actor_id=self.operator.id)
             done = action + "d"
         else:  # reset
-            done = "reset_sent" if await self.gh.flows.send_reset(account, ctx) else "reset_nowhere"
+            done = "reset_sent" if await self.flows.send_reset(account, ctx) else "reset_nowhere"
         self.back(f"/console/accounts/{account.id}", done)
 
 
 class EventsHandler(ConsoleHandler):
     async def get(self) -> None:
-        f = self.args(
-            {
-                "account": Field(str, max_len=320),
-                "type": Field(str, max_len=32),
-                "since": Field(str, max_len=40),
-                "cursor": Field(str, max_len=200),
-            }
-        )
+        f = self.args(EVENT_FILTERS)
         since = f.get("since")
         if since and len(since) == 16:  # <input type="datetime-local"> has no zone: UTC
             since += ":00+00:00"
-        account = await self.gh.admin.account_ref(f.get("account"))
-        page = await self.gh.admin.events(
+        account = await self.admin.account_ref(f.get("account"))
+        page = await self.admin.events(
             account=account,
             type=f.get("type"),
             since=parse_time("since", since),
@@ -376,7 +360,7 @@ class EventsHandler(ConsoleHandler):
             filters=query,
             types=EVENT_TYPES,
             next_url=("/console/events?" + urlencode({**query, "cursor": page.next})) if page.next else None,
-            now=self.gh.clock(),
+            now=self.clock(),
         )
 
 
@@ -384,7 +368,7 @@ class OutboxHandler(ConsoleHandler):
     async def get(self) -> None:
         if self.config.production:
             raise HTTPError(404, "the outbox exists only in development")
-        self.page("outbox.html", messages=await self.gh.admin.outbox(), now=self.gh.clock())
+        self.page("outbox.html", messages=await self.admin.outbox(), now=self.clock())
 
 
 def routes() -> list[tuple[str, type]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -44,8 +43,8 @@ class ReadyHandler(APIHandler):
     )
     async def get(self) -> None:
         try:
-            await self.gh.db.command("ping")
-            database = await indexes_ready(self.gh.db)
+            await self.db.command("ping")
+            database = await indexes_ready(self.db)
         except Exception as e:  # noqa: BLE001 - any failure here means "not ready"
             if not is_db_outage(e):
                 raise
@@ -79,9 +78,9 @@ class MetricsHandler(APIHandler):
     @allow_anonymous
     async def get(self) -> None:
         wanted = self.config.server.metrics_token
-        if wanted and not hmac.compare_digest((self.bearer_token() or "").encode(), wanted.encode()):
+        if wanted and not self.presents_secret((wanted,)):
             raise NotAuthenticated("/metrics needs the GATEHOUSE_METRICS_TOKEN bearer token")
-        ACTIVE.set(await self.gh.sessions.count_live())
+        ACTIVE.set(await self.sessions.count_live())
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(generate_latest(registry()))
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 from typing import Any
@@ -19,19 +18,11 @@ from models.validation import Field
 from models.values import Account, OpaqueLogin
 
 from .base import APIHandler, allow_anonymous
+from .fields import CODE, EMAIL, LOGIN_NAME, NEW_PASSWORD, NICKNAME, PASSWORD, PHONE, TOKEN, USERNAME, optional
 from .spec import BOOL, EPOCH, INT, NULL, STR, Route, Schema, array, const, doc, obj, ref
 
-LOGIN_FIELDS = {
-    "username": Field(str, required=True, max_len=320),
-    "password": Field(str, required=True, max_len=4096),
-}
-REGISTER_FIELDS = {
-    "username": Field(str, max_len=64),
-    "password": Field(str, required=True, max_len=4096),
-    "nickname": Field(str, max_len=100, allow_empty=True),
-    "phone": Field(str, max_len=32),
-    "email": Field(str, max_len=254),
-}
+LOGIN_FIELDS = {"username": LOGIN_NAME, "password": PASSWORD}
+REGISTER_FIELDS = {"username": USERNAME, "password": PASSWORD, "nickname": NICKNAME, "phone": PHONE, "email": EMAIL}
 
 
 class NativeHandler(APIHandler):
@@ -85,7 +76,7 @@ class RegisterHandler(NativeHandler):
         f = self.fields(REGISTER_FIELDS)
         if not f.get("username"):
             raise InvalidRequest("'username' is required", field="username")
-        account = await self.gh.auth.register(
+        account = await self.auth.register(
             self.context(),
             username=f["username"],
             password=f["password"],
@@ -106,7 +97,7 @@ class LoginHandler(NativeHandler):
     )
     async def post(self) -> None:
         f = self.fields(LOGIN_FIELDS)
-        login = await self.gh.auth.login_password(f["username"], f["password"], self.context())
+        login = await self.auth.login_password(f["username"], f["password"], self.context())
         self.reply(self.login_view(login))
 
 
@@ -120,14 +111,14 @@ class MeHandler(NativeHandler):
 class LogoutHandler(NativeHandler):
     @doc("End this session", ok=const("Logged out"))
     async def post(self) -> None:
-        await self.gh.auth.logout(self.current_session, self.context())
+        await self.auth.logout(self.current_session, self.context())
         self.reply("Logged out")
 
 
 class SessionsHandler(NativeHandler):
     @doc("This account's live sessions", ok=obj({"sessions": array(ref("Session"))}))
     async def get(self) -> None:
-        sessions = await self.gh.sessions.list_for_account(self.current_account)
+        sessions = await self.sessions.list_for_account(self.current_account)
         current = self.current_session.id
         self.reply({"sessions": [session_view(s, current) for s in sessions]})
 
@@ -136,12 +127,12 @@ class SessionHandler(NativeHandler):
     @doc("End one of this account's sessions", ok=obj({"revoked": STR}), errors=(404,))
     async def delete(self, session_id: str) -> None:
         account = self.current_account
-        await self.gh.auth.kick(session_id, self.context(), by=f"account:{account.id}", account_id=account.id)
+        await self.auth.kick(session_id, self.context(), by=f"account:{account.id}", account_id=account.id)
         self.reply({"revoked": session_id})
 
 
 class RevokeOthersHandler(NativeHandler):
-    FIELDS = {"password": Field(str, max_len=4096)}
+    FIELDS = {"password": optional(PASSWORD)}
 
     @doc(
         "End every other session of this account (a login older than 15 minutes must send `password`)",
@@ -151,7 +142,7 @@ class RevokeOthersHandler(NativeHandler):
     )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        count = await self.gh.auth.end_other_sessions(self.caller, f.get("password"), self.context())
+        count = await self.auth.end_other_sessions(self.caller, f.get("password"), self.context())
         self.reply({"revoked": count})
 
 
@@ -159,20 +150,17 @@ class RevokeHandler(NativeHandler):
     """RFC 7009-style revocation of one of the caller's own tokens (opaque, access or
     refresh): its session ends. Any other token is answered the same and left alone."""
 
-    FIELDS = {"token": Field(str, required=True, max_len=4096), "token_type_hint": Field(str, max_len=32)}
+    FIELDS = {"token": TOKEN, "token_type_hint": Field(str, max_len=32)}
 
     @doc("Revoke one of your tokens; its session ends (always the same answer)", body=FIELDS, ok=NULL)
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        await self.gh.auth.revoke_token(f["token"], self.current_account, self.context())
+        await self.auth.revoke_token(f["token"], self.current_account, self.context())
         self.reply(None)
 
 
 class PasswordHandler(NativeHandler):
-    FIELDS = {
-        "password": Field(str, required=True, max_len=4096),
-        "new_password": Field(str, required=True, max_len=4096),
-    }
+    FIELDS = {"password": PASSWORD, "new_password": NEW_PASSWORD}
 
     @doc(
         "Change the password; every other session ends",
@@ -182,11 +170,8 @@ class PasswordHandler(NativeHandler):
     )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        ended = await self.gh.auth.change_password(self.caller, f["password"], f["new_password"], self.context())
+        ended = await self.auth.change_password(self.caller, f["password"], f["new_password"], self.context())
         self.reply({"sessionsEnded": ended})
-
-
-CODE_FIELD = Field(str, max_len=16, digits_as_int_ok=True)
 
 
 class ResetHandler(NativeHandler):
@@ -194,9 +179,9 @@ class ResetHandler(NativeHandler):
     unknown account); with `code` and `password`, set the password and end every session."""
 
     FIELDS = {
-        "username": Field(str, required=True, max_len=320),
-        "password": Field(str, max_len=4096, allow_empty=True),
-        "code": CODE_FIELD,
+        "username": LOGIN_NAME,
+        "password": Field(str, max_len=4096, allow_empty=True),  # checked with `code`, below
+        "code": optional(CODE),
     }
 
     @allow_anonymous
@@ -209,12 +194,12 @@ class ResetHandler(NativeHandler):
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         if not f.get("code"):
-            await self.gh.flows.request_reset(f["username"], self.context())
+            await self.flows.request_reset(f["username"], self.context())
             self.reply("Email Sent")
             return
         if not f.get("password"):
             raise InvalidRequest("'password' is required with 'code'", field="password")
-        await self.gh.flows.reset_with_code(f["username"], f["code"], f["password"], self.context())
+        await self.flows.reset_with_code(f["username"], f["code"], f["password"], self.context())
         self.reply("Success")
 
 
@@ -222,11 +207,7 @@ class OtpHandler(NativeHandler):
     """Send a one-time code: purpose "login" (passwordless, to a verified destination)
     or "verify" (proves the phone or e-mail). Unknown destinations get the same answer."""
 
-    FIELDS = {
-        "phone": Field(str, max_len=32),
-        "email": Field(str, max_len=254),
-        "purpose": Field(str, required=True, max_len=16),
-    }
+    FIELDS = {"phone": PHONE, "email": EMAIL, "purpose": Field(str, required=True, max_len=16)}
 
     def purpose(self, f: dict) -> str:
         if f["purpose"] not in ("login", "verify"):
@@ -242,12 +223,12 @@ class OtpHandler(NativeHandler):
     )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        channel = await self.gh.flows.request_code(self.purpose(f), f.get("phone"), f.get("email"), self.context())
+        channel = await self.flows.request_code(self.purpose(f), f.get("phone"), f.get("email"), self.context())
         self.reply({"sent": True, "channel": channel, "expiresIn": self.config.codes.code_ttl})
 
 
 class OtpVerifyHandler(OtpHandler):
-    FIELDS = {**OtpHandler.FIELDS, "code": Field(str, required=True, max_len=16, digits_as_int_ok=True)}
+    FIELDS = {**OtpHandler.FIELDS, "code": CODE}
 
     @allow_anonymous
     @doc(
@@ -263,9 +244,9 @@ class OtpVerifyHandler(OtpHandler):
         caller = await self.optional_caller()
         phone, email, code = f.get("phone"), f.get("email"), f["code"]
         if self.purpose(f) == "login":
-            self.reply(self.login_view(await self.gh.flows.login_by_code(phone, email, code, self.context())))
+            self.reply(self.login_view(await self.flows.login_by_code(phone, email, code, self.context())))
         else:
-            channel = await self.gh.flows.prove_contact(phone, email, code, self.context(), caller=caller)
+            channel = await self.flows.prove_contact(phone, email, code, self.context(), caller=caller)
             self.reply({"verified": channel})
 
 
@@ -286,12 +267,12 @@ class TokenHandler(NativeHandler):
     @doc("Log in for a JWT pair", body=LOGIN_FIELDS, ok=ref("TokenPair"), errors=(401, 403, 429))
     async def post(self) -> None:
         f = self.fields(LOGIN_FIELDS)
-        login = await self.gh.auth.login_jwt(f["username"], f["password"], self.context())
+        login = await self.auth.login_jwt(f["username"], f["password"], self.context())
         self.reply(pair_view(login.pair))
 
 
 class TokenRefreshHandler(NativeHandler):
-    FIELDS = {"refresh_token": Field(str, required=True, max_len=4096)}
+    FIELDS = {"refresh_token": TOKEN}
 
     @allow_anonymous
     @doc(
@@ -299,19 +280,17 @@ class TokenRefreshHandler(NativeHandler):
     )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        self.reply(pair_view(await self.gh.auth.refresh(f["refresh_token"], self.context())))
+        self.reply(pair_view(await self.auth.refresh(f["refresh_token"], self.context())))
 
 
 class IntrospectHandler(NativeHandler):
     """RFC 7662-like introspection for resource servers holding a service key."""
 
     async def authenticate(self) -> None:
-        presented = (self.bearer_token() or "").encode()
-        if not any(hmac.compare_digest(presented, key.encode()) for key in self.config.server.service_keys):
+        if not self.presents_secret(self.config.server.service_keys):
             raise NotAuthenticated("introspection needs a service key (GATEHOUSE_SERVICE_KEYS) as a Bearer token")
-        self._authenticated = True
 
-    FIELDS = {"token": Field(str, required=True, max_len=4096)}
+    FIELDS = {"token": TOKEN}
 
     @doc(
         "Is this token active? (service key required)",
@@ -320,7 +299,7 @@ class IntrospectHandler(NativeHandler):
     )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        self.reply(await self.gh.auth.introspect(f["token"]))
+        self.reply(await self.auth.introspect(f["token"]))
 
 
 class JwksHandler(NativeHandler):
@@ -328,22 +307,22 @@ class JwksHandler(NativeHandler):
     @doc("Public keys of the JWT signers", ok=obj({"keys": array({"type": "object"})}), raw=True)
     async def get(self) -> None:
         self.set_header("Cache-Control", "public, max-age=300")
-        self.finish(json.dumps(self.gh.tokens.keys.jwks()))
+        self.finish(json.dumps(self.tokens.keys.jwks()))
 
 
 class TestDeleteHandler(NativeHandler):
     """Testing only (GATEHOUSE_TEST_ENDPOINTS=1): delete an account by username."""
 
-    FIELDS = {"username": Field(str, required=True, max_len=320)}
+    FIELDS = {"username": LOGIN_NAME}
 
     @allow_anonymous
     @doc("TESTING ONLY: delete an account", body=FIELDS, ok=const("Deleted"), errors=(404,))
     async def delete(self) -> None:
         f = self.fields(self.FIELDS)
-        account = await self.gh.accounts.find_by_login(f["username"])
+        account = await self.accounts.find_by_login(f["username"])
         if account is None:
             raise AccountNotFound()
-        await self.gh.auth.delete_account(account, self.context(), by="test_delete")
+        await self.auth.delete_account(account, self.context(), by="test_delete")
         self.reply("Deleted")
 
 

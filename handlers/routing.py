@@ -35,9 +35,10 @@ def routes(config: Config) -> list[Route]:
         if style in enabled:
             table += style_routes()
     if {"native", "simple"} <= enabled:
-        # Documents 002 and 003 share POST /auth/reset; one handler serves both.
-        table = [r for r in table if r.path != "/auth/reset"]
-        table.insert(0, Route("/auth/reset", style_simple.SharedResetHandler))
+        # Documents 002 and 003 share POST /auth/reset: one handler serves both.
+        shared = style_simple.shared_routes()
+        paths = {r.path for r in shared}
+        table = shared + [r for r in table if r.path not in paths]
     return table
 
 

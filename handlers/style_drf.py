@@ -15,6 +15,7 @@ from models.validation import Field, parse_fields
 from models.values import Account, Caller
 
 from .base import APIHandler, allow_anonymous
+from .fields import LIMIT, LOGIN_NAME, NICKNAME, PAGE, PASSWORD, PHONE, TOKEN, required
 from .spec import INT, STR, Route, Schema, array, doc, nullable, obj, ref
 
 DETAIL = {
@@ -47,22 +48,22 @@ class DrfHandler(APIHandler):
         return {"detail": DETAIL.get(code, message)}
 
     async def resolve_token(self, token: str) -> Caller:
-        return await self.gh.resolver.resolve(token, kinds=("jwt", "opaque"))
+        return await self.resolver.resolve(token, kinds=("jwt", "opaque"))
 
 
 class SignUpHandler(DrfHandler):
     FIELDS = {
-        "phone": Field(str, required=True, max_len=32),
-        "password": Field(str, required=True, max_len=4096),
+        "phone": required(PHONE),
+        "password": PASSWORD,
         "identity": Field(int, lo=0, hi=2),
-        "nickname": Field(str, max_len=100, allow_empty=True),
+        "nickname": NICKNAME,
     }
 
     @allow_anonymous
     @doc("Sign up with a phone number", body=FIELDS, ok=obj({"data": STR}), errors=(409, 429))
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        await self.gh.auth.register(
+        await self.auth.register(
             self.context(),
             phone=f["phone"],
             password=f["password"],
@@ -73,7 +74,7 @@ class SignUpHandler(DrfHandler):
 
 
 class LoginHandler(DrfHandler):
-    FIELDS = {"username": Field(str, required=True, max_len=320), "password": Field(str, required=True, max_len=4096)}
+    FIELDS = {"username": LOGIN_NAME, "password": PASSWORD}
 
     @allow_anonymous
     @doc(
@@ -84,18 +85,18 @@ class LoginHandler(DrfHandler):
     )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        login = await self.gh.auth.login_jwt(f["username"], f["password"], self.context())
+        login = await self.auth.login_jwt(f["username"], f["password"], self.context())
         self.reply({"refresh": login.pair.refresh, "access": login.pair.access, "nickname": login.account.nickname})
 
 
 class RefreshHandler(DrfHandler):
-    FIELDS = {"refresh": Field(str, required=True, max_len=4096)}
+    FIELDS = {"refresh": TOKEN}
 
     @allow_anonymous
     @doc("A new access token for a refresh token", body=FIELDS, ok=obj({"access": STR}), errors=(401,))
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        pair = await self.gh.auth.refresh(f["refresh"], self.context(), rotate=False)
+        pair = await self.auth.refresh(f["refresh"], self.context(), rotate=False)
         self.reply({"access": pair.access})
 
 
@@ -108,7 +109,7 @@ def user_view(account: Account) -> dict:
 class AdminHandler(DrfHandler):
     async def prepare(self) -> None:
         await super().prepare()
-        self.gh.auth.require_admin(self.current_account)
+        self.auth.require_admin(self.current_account)
 
     def param(self, name: str, body: dict) -> Any:
         """A filter or paging value from the query string or the JSON body."""
@@ -121,9 +122,9 @@ class UsersHandler(AdminHandler):
     filtered by `phone`, `username` or a search `q`."""
 
     FIELDS = {
-        "page": Field(int, lo=1, hi=1_000_000),
-        "limit": Field(int, lo=1, hi=200),
-        "phone": Field(str, max_len=32),
+        "page": PAGE,
+        "limit": LIMIT,
+        "phone": PHONE,
         "username": Field(str, max_len=64),
         "q": Field(str, max_len=100),
     }
@@ -135,8 +136,8 @@ class UsersHandler(AdminHandler):
         args = parse_fields({k: self.param(k, body) for k in self.FIELDS}, self.FIELDS)
         page, limit = args.get("page", 1), args.get("limit", 50)
         filters = {k: args.get(k) for k in ("phone", "username", "q")}
-        accounts = await self.gh.accounts.page(page=page, limit=limit, **filters)
-        total = await self.gh.accounts.count(**filters)
+        accounts = await self.accounts.page(page=page, limit=limit, **filters)
+        total = await self.accounts.count(**filters)
         base = self.request.protocol + "://" + self.request.host + self.request.path
 
         def link(p: int) -> str | None:
@@ -161,7 +162,7 @@ class UsersHandler(AdminHandler):
 class UserHandler(AdminHandler):
     @doc("Admin only: one account", ok=ref("User"), errors=(403, 404))
     async def get(self, user_id: str) -> None:
-        self.reply(user_view(await self.gh.accounts.get(int(user_id))))
+        self.reply(user_view(await self.accounts.get(int(user_id))))
 
     @doc("Admin only: one account", ok=ref("User"), errors=(403, 404))
     async def post(self, user_id: str) -> None:

@@ -13,6 +13,7 @@ from models.errors import CodeInvalid, InvalidRequest, NoPendingCode
 from models.validation import Field, normalize_phone
 
 from .base import APIHandler, allow_anonymous
+from .fields import CODE, PHONE, required
 from .spec import STR, Route, Schema, doc, obj
 
 ONLY_JSON = "Only JSON requests are accepted"
@@ -45,7 +46,7 @@ class PhoneHandler(APIHandler):
 
 
 class RegisterHandler(PhoneHandler):
-    FIELDS = {"phonenumber": Field(str, required=True, max_len=32)}
+    FIELDS = {"phonenumber": required(PHONE)}
 
     @allow_anonymous
     @doc(
@@ -57,15 +58,15 @@ class RegisterHandler(PhoneHandler):
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         phone = self.phone(f["phonenumber"])
-        token = await self.gh.flows.register_phone(phone, self.context())
+        token = await self.flows.register_phone(phone, self.context())
         self.reply({"message": "User Created Successfully", "phone": phone, "token": token})
 
 
 class VerifyHandler(PhoneHandler):
     FIELDS = {
-        "code": Field(str, required=True, max_len=16, digits_as_int_ok=True),
-        "token": Field(str, required=True, max_len=64),
-        "phone": Field(str, required=True, max_len=32),
+        "code": CODE,
+        "token": Field(str, required=True, max_len=64),  # the sign-up token, not a session's
+        "phone": required(PHONE),
     }
 
     @allow_anonymous
@@ -73,14 +74,14 @@ class VerifyHandler(PhoneHandler):
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         try:
-            await self.gh.flows.verify_signup(self.phone(f["phone"]), f["code"], f["token"], self.context())
+            await self.flows.verify_signup(self.phone(f["phone"]), f["code"], f["token"], self.context())
         except CodeInvalid:
             raise CodeInvalid("Invalid code or token") from None
         self.reply({"message": "User verify Successfully!"})
 
 
 class LoginHandler(PhoneHandler):
-    FIELDS = {"phone": Field(str, required=True, max_len=32)}
+    FIELDS = {"phone": required(PHONE)}
 
     @allow_anonymous
     @doc(
@@ -91,7 +92,7 @@ class LoginHandler(PhoneHandler):
     )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        account, ttl = await self.gh.flows.request_phone_login(self.phone(f["phone"]), self.context())
+        account, ttl = await self.flows.request_phone_login(self.phone(f["phone"]), self.context())
         self.reply({"expire_time": str(ttl), "message": "Code Send to user", "user_id": account.uid})
 
     def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
@@ -102,7 +103,7 @@ class LoginHandler(PhoneHandler):
 
 class LoginVerifyHandler(PhoneHandler):
     FIELDS = {
-        "code": Field(str, required=True, max_len=16, digits_as_int_ok=True),
+        "code": CODE,
         "user_id": Field(str, required=True, max_len=64),
     }
 
@@ -116,7 +117,7 @@ class LoginVerifyHandler(PhoneHandler):
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         try:
-            login = await self.gh.flows.phone_login(f["user_id"], f["code"], self.context())
+            login = await self.flows.phone_login(f["user_id"], f["code"], self.context())
         except NoPendingCode:
             raise NoPendingCode("login first") from None
         except CodeInvalid:

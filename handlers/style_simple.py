@@ -2,23 +2,29 @@
 `/auth/reset`). Access tokens only (the document has no refresh). Errors, where the
 document is silent: `{"error": "<code>", "message": "…"}` with a fitting status.
 
-`POST /auth/reset` is also document 003's; a body with `new_password` is this one.
+`POST /auth/reset` is also document 003's; a body with `new_password` is this one
+(`SharedResetHandler`, routed in place of both when both styles are enabled).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from models.validation import Field, parse_fields
+from models.validation import parse_fields
 
 from .base import APIHandler, allow_anonymous
+from .fields import EMAIL, LOGIN_NAME, NEW_PASSWORD, PASSWORD, optional, required
 from .native import ResetHandler as NativeResetHandler
 from .spec import INT, STR, Route, Schema, doc, obj
 
-CREDENTIALS = {"username": Field(str, required=True, max_len=320), "password": Field(str, required=True, max_len=4096)}
-CREATE_FIELDS = {**CREDENTIALS, "email": Field(str, required=True, max_len=254)}
-RESET_FIELDS = {**CREDENTIALS, "new_password": Field(str, required=True, max_len=4096)}
+CREDENTIALS = {"username": LOGIN_NAME, "password": PASSWORD}
+CREATE_FIELDS = {**CREDENTIALS, "email": required(EMAIL)}
+RESET_FIELDS = {**CREDENTIALS, "new_password": NEW_PASSWORD}
 EMPTY = obj({})
+
+
+def simple_error(code: str, message: str) -> dict:
+    return {"error": code.lower(), "message": message}
 
 
 class SimpleHandler(APIHandler):
@@ -29,7 +35,7 @@ class SimpleHandler(APIHandler):
         return obj({"error": STR, "message": STR})
 
     def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
-        return {"error": code.lower(), "message": message}
+        return simple_error(code, message)
 
 
 class LoginHandler(SimpleHandler):
@@ -37,7 +43,7 @@ class LoginHandler(SimpleHandler):
     @doc("Log in for an access token", body=CREDENTIALS, ok=obj({"access_token": STR}), errors=(401, 403, 429))
     async def post(self) -> None:
         f = self.fields(CREDENTIALS)
-        login = await self.gh.auth.login_jwt(f["username"], f["password"], self.context(), refresh=False)
+        login = await self.auth.login_jwt(f["username"], f["password"], self.context(), refresh=False)
         self.reply({"access_token": login.pair.access})
 
 
@@ -46,7 +52,7 @@ class CreateHandler(SimpleHandler):
     @doc("Create an account", body=CREATE_FIELDS, ok=obj({"id": INT}), errors=(409, 429))
     async def post(self) -> None:
         f = self.fields(CREATE_FIELDS)
-        account = await self.gh.auth.register(
+        account = await self.auth.register(
             self.context(), username=f["username"], password=f["password"], email=f["email"]
         )
         self.reply({"id": account.id})
@@ -59,7 +65,7 @@ class DisableHandler(SimpleHandler):
     @doc("Disable this account (token and password) and end its sessions", body=CREDENTIALS, ok=EMPTY, errors=(429,))
     async def post(self) -> None:
         f = self.fields(CREDENTIALS)
-        await self.gh.auth.disable_own_account(self.caller, f["username"], f["password"], self.context())
+        await self.auth.disable_own_account(self.caller, f["username"], f["password"], self.context())
         self.reply({})
 
 
@@ -69,7 +75,7 @@ async def change_password(handler: APIHandler, body: dict) -> None:
     account)."""
     f = parse_fields(body, RESET_FIELDS)
     caller = await handler.optional_caller(strict=False)  # a stale token just keeps nothing
-    await handler.gh.auth.change_password_at_login(
+    await handler.auth.change_password_at_login(
         f["username"], f["password"], f["new_password"], handler.context(), caller=caller
     )
     handler.reply({})
@@ -86,9 +92,16 @@ class ResetHandler(SimpleHandler):
 
 class SharedResetHandler(NativeResetHandler):
     """Both 002 and 003 define POST /auth/reset: `new_password` selects 002's operation
-    and its envelope; anything else is 003's."""
+    and its envelope; anything else is 003's. The body decides once, in `prepare`,
+    before any work: style, envelope and the context the request acts in are fixed
+    from then on. (An answer before the body is read, a 413 say, is 003's.)"""
 
     simple = False
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if "new_password" in self.json_body():
+            self.simple, self.style = True, SimpleHandler.style
 
     @classmethod
     def ok_schema(cls, data: Schema) -> Schema:
@@ -103,21 +116,19 @@ class SharedResetHandler(NativeResetHandler):
 
     def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
         if self.simple:
-            return SimpleHandler.error_envelope(self, status, code, message, exc)  # type: ignore[arg-type]
+            return simple_error(code, message)
         return super().error_envelope(status, code, message, exc)
 
     @allow_anonymous
     @doc(
         "Document 003's reset (send a code / reset with it), or document 002's when the body has `new_password`",
-        body={**NativeResetHandler.FIELDS, "new_password": Field(str, max_len=4096)},
+        body={**NativeResetHandler.FIELDS, "new_password": optional(NEW_PASSWORD)},
         ok={"enum": ["Email Sent", "Success"]},
         errors=(401, 429),
     )
     async def post(self) -> None:
-        body = self.json_body()
-        if "new_password" in body:
-            self.simple, self.style = True, "simple"
-            await change_password(self, body)
+        if self.simple:
+            await change_password(self, self.json_body())
         else:
             await super().post()
 
@@ -129,3 +140,9 @@ def routes() -> list[Route]:
         Route("/auth/disable", DisableHandler),
         Route("/auth/reset", ResetHandler),
     ]
+
+
+def shared_routes() -> list[Route]:
+    """The routes document 002 shares with document 003 (native): served in place of
+    both styles' own when both are enabled."""
+    return [Route("/auth/reset", SharedResetHandler)]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.validation import Field
 from models.values import Pair
 
 from .base import APIHandler, allow_anonymous
+from .fields import LOGIN_NAME, PASSWORD, TOKEN
 from .spec import INT, STR, Route, Schema, const, doc, obj
 
 ERROR_NUMBERS = {
@@ -72,18 +72,18 @@ def tokens_result(pair: Pair) -> dict:
 
 
 class LoginHandler(V1Handler):
-    FIELDS = {"user": Field(str, required=True, max_len=320), "password": Field(str, required=True, max_len=4096)}
+    FIELDS = {"user": LOGIN_NAME, "password": PASSWORD}
 
     @allow_anonymous
     @doc("Log in for a JWT pair", body=FIELDS, ok=obj(TOKENS), errors=(401, 403, 429))
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        login = await self.gh.auth.login_jwt(f["user"], f["password"], self.context())
+        login = await self.auth.login_jwt(f["user"], f["password"], self.context())
         self.reply(tokens_result(login.pair))
 
 
 class RefreshHandler(V1Handler):
-    FIELDS = {"refresh_token": Field(str, required=True, max_len=4096)}
+    FIELDS = {"refresh_token": TOKEN}
 
     @allow_anonymous
     @doc(
@@ -95,7 +95,7 @@ class RefreshHandler(V1Handler):
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
         # An expired access token is fine here; a forged one, or one of another session, is not.
-        pair = await self.gh.auth.refresh(f["refresh_token"], self.context(), access=self.bearer_token())
+        pair = await self.auth.refresh(f["refresh_token"], self.context(), access=self.bearer_token())
         self.reply({"code": 0, "desc": "Ok", **tokens_result(pair)})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
@@ -24,7 +25,7 @@ from .validation import (
     normalize_username,
     username_key,
 )
-from .values import Account
+from .values import Account, AccountRef
 
 IDENTITY_TIERS = (0, 1, 2)  # normal, VIP, VVIP
 
@@ -282,6 +283,17 @@ class Accounts:
 
     async def count(self, *, phone: str | None = None, username: str | None = None, q: str | None = None) -> int:
         return await self.coll.count_documents(self._filter(phone, username, q))
+
+    async def estimated_count(self) -> int:
+        """How many accounts there are, from the collection's metadata (no scan)."""
+        return await self.coll.estimated_document_count()
+
+    async def refs(self, ids: Iterable[int]) -> dict[int, AccountRef]:
+        """The accounts with these ids, by id, as names for lists (ids of deleted
+        accounts are simply absent)."""
+        wanted = list(set(ids))
+        found = self.coll.find({"id": {"$in": wanted}}, {"id": 1, "uid": 1, "username": 1, "phone": 1})
+        return {doc["id"]: AccountRef.from_doc(doc) for doc in await found.to_list(length=None)}
 
 
 def _contact_fields(field: str) -> dict[str, str]:

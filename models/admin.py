@@ -1,6 +1,7 @@
 """What administrators see and do: session lists across accounts, account search, the
-audit log, and the dashboard's numbers. The console and the admin API both call this;
-neither queries MongoDB itself.
+audit log, one account's overview and the dashboard's numbers. The console and the
+admin API both call this; it composes the stores' queries (each store owns its
+collection) and queries nothing itself.
 
 Lists page with opaque cursors over an indexed sort key (`last_active, _id` for sessions,
 `_id` for events), so the thousandth page costs what the first does.
@@ -11,27 +12,54 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo import DESCENDING
-from pymongo.asynchronous.database import AsyncDatabase
 
 from .accounts import Accounts
 from .common import Clock, epoch
 from .errors import AccountNotFound, InvalidRequest
-from .events import EVENT_TYPES
+from .events import EVENT_TYPES, EventLog
 from .sessions import KINDS, Sessions, session_view
-from .values import Account, Session
+from .values import Account, AccountRef, Session
+
+T = TypeVar("T")
+# The development outbox's newest messages (delivery's, handed in by app.py).
+OutboxReader = Callable[[int], Awaitable[list[dict]]]
+# An account's overview: how many of its sessions and events it shows.
+OVERVIEW_SESSIONS = 100
+OVERVIEW_EVENTS = 30
+BAD_CURSOR = "'cursor' is not one this server handed out"
 
 
-@dataclass
-class Page:
-    items: list[dict]
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
     next: str | None
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """A session in a list across accounts, with whose it is (None: a deleted account)."""
+
+    session: Session
+    owner: AccountRef | None
+
+
+@dataclass(frozen=True)
+class AccountOverview:
+    """One account as administrators see it, the console and the admin API alike: its
+    sessions that are live by its current credentials and those revoked but not yet
+    expired (marked by `revoked_at`), newest activity first, at most
+    `OVERVIEW_SESSIONS`; and its last `OVERVIEW_EVENTS` events, newest first."""
+
+    account: Account
+    sessions: list[Session]
+    events: list[dict]
 
 
 def encode_cursor(*parts: Any) -> str:
@@ -42,10 +70,31 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     try:
         parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error):
-        raise InvalidRequest("'cursor' is not one this server handed out", field="cursor") from None
+        raise InvalidRequest(BAD_CURSOR, field="cursor") from None
     if not isinstance(parts, list) or len(parts) != arity:
-        raise InvalidRequest("'cursor' is not one this server handed out", field="cursor")
+        raise InvalidRequest(BAD_CURSOR, field="cursor")
     return parts
+
+
+def session_cursor(session: Session) -> str:
+    return encode_cursor(int(session.last_active.timestamp() * 1000), session.id)
+
+
+def after_session(cursor: str) -> tuple[datetime, str]:
+    """The (lastActive, id) a session cursor resumes after."""
+    last_ms, last_id = decode_cursor(cursor, 2)
+    if not isinstance(last_ms, int) or not isinstance(last_id, str):
+        raise InvalidRequest(BAD_CURSOR, field="cursor")
+    return datetime.fromtimestamp(last_ms / 1000, tz=UTC), last_id
+
+
+def before_event(cursor: str) -> ObjectId:
+    """The event an events cursor resumes before."""
+    (last,) = decode_cursor(cursor, 1)
+    try:
+        return ObjectId(last)
+    except (InvalidId, TypeError):
+        raise InvalidRequest(BAD_CURSOR, field="cursor") from None
 
 
 def one_of(field: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -55,11 +104,14 @@ def one_of(field: str, value: str, allowed: tuple[str, ...]) -> str:
 
 
 class Admin:
-    def __init__(self, db: AsyncDatabase, accounts: Accounts, sessions: Sessions, clock: Clock) -> None:
-        self.db = db
+    def __init__(
+        self, accounts: Accounts, sessions: Sessions, events: EventLog, clock: Clock, outbox: OutboxReader
+    ) -> None:
         self.accounts = accounts
         self.session_store = sessions
+        self.event_log = events
         self.clock = clock
+        self.read_outbox = outbox
 
     async def account_ref(self, ref: str | None) -> Account | None:
         """The account an admin named by id, uid, username, e-mail or phone. An unknown
@@ -71,6 +123,13 @@ class Admin:
             raise AccountNotFound("no account matches " + repr(ref[:80]))
         return account
 
+    async def account_overview(self, account_id: int) -> AccountOverview:
+        """The account (404 when there is none), its sessions and its recent events."""
+        account = await self.accounts.get(account_id)
+        sessions = await self.session_store.recent_for_account(account, limit=OVERVIEW_SESSIONS)
+        events = await self.event_log.page(account_id=account.id, limit=OVERVIEW_EVENTS)
+        return AccountOverview(account, sessions, events)
+
     async def sessions(
         self,
         *,
@@ -79,40 +138,20 @@ class Admin:
         active: bool = False,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> Page:
+    ) -> Page[SessionRow]:
         """Sessions by lastActive, newest first. Without `active`, revoked sessions that
         have not expired yet are listed too (marked), so a kick stays visible."""
-        query: dict[str, Any] = {"expires_at": {"$gt": self.clock()}}
-        if account is not None:
-            query["account_id"] = account.id
-        if kind:
-            query["kind"] = one_of("kind", kind, KINDS)
-        if active:
-            query["revoked_at"] = None
-        if cursor:
-            last_ms, last_id = decode_cursor(cursor, 2)
-            if not isinstance(last_ms, int) or not isinstance(last_id, str):
-                raise InvalidRequest("'cursor' is not one this server handed out", field="cursor")
-            last = datetime.fromtimestamp(last_ms / 1000, tz=UTC)
-            query["$or"] = [{"last_active": {"$lt": last}}, {"last_active": last, "_id": {"$lt": last_id}}]
-        found = (
-            await self.db.sessions.find(query, {"token_hash": 0})
-            .sort([("last_active", DESCENDING), ("_id", DESCENDING)])
-            .limit(limit + 1)
-            .to_list(length=limit + 1)
+        found = await self.session_store.listing(
+            account_id=account.id if account is not None else None,
+            kind=one_of("kind", kind, KINDS) if kind else None,
+            live_only=active,
+            after=after_session(cursor) if cursor else None,
+            limit=limit + 1,
         )
-        nxt = None
-        if len(found) > limit:
-            found = found[:limit]
-            tail = found[-1]
-            nxt = encode_cursor(int(tail["last_active"].timestamp() * 1000), tail["_id"])
-        owners = await self.accounts.coll.find(
-            {"id": {"$in": list({s["account_id"] for s in found})}}, {"id": 1, "uid": 1, "username": 1, "phone": 1}
-        ).to_list(length=None)
-        by_id = {a["id"]: a for a in owners}
-        for s in found:
-            s["account"] = by_id.get(s["account_id"])
-        return Page(found, nxt)
+        nxt = session_cursor(found[limit - 1]) if len(found) > limit else None
+        found = found[:limit]
+        owners = await self.accounts.refs(s.account_id for s in found)
+        return Page([SessionRow(s, owners.get(s.account_id)) for s in found], nxt)
 
     async def events(
         self,
@@ -123,21 +162,16 @@ class Admin:
         until: datetime | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> Page:
-        query: dict[str, Any] = {}
-        if account is not None:
-            query["account_id"] = account.id
-        if type:
-            query["type"] = one_of("type", type, EVENT_TYPES)
-        if since or until:
-            query["at"] = {**({"$gte": since} if since else {}), **({"$lt": until} if until else {})}
-        if cursor:
-            (last,) = decode_cursor(cursor, 1)
-            try:
-                query["_id"] = {"$lt": ObjectId(last)}
-            except (InvalidId, TypeError):
-                raise InvalidRequest("'cursor' is not one this server handed out", field="cursor") from None
-        found = await self.db.events.find(query).sort("_id", DESCENDING).limit(limit + 1).to_list(length=limit + 1)
+    ) -> Page[dict]:
+        """The audit log, newest first."""
+        found = await self.event_log.page(
+            account_id=account.id if account is not None else None,
+            type=one_of("type", type, EVENT_TYPES) if type else None,
+            since=since,
+            until=until,
+            before=before_event(cursor) if cursor else None,
+            limit=limit + 1,
+        )
         nxt = encode_cursor(str(found[limit - 1]["_id"])) if len(found) > limit else None
         return Page(found[:limit], nxt)
 
@@ -145,48 +179,37 @@ class Admin:
         """The console's front page numbers, all over the last 24 hours."""
         now = self.clock()
         day_ago = now - timedelta(hours=24)
-        active_accounts = await self.db.sessions.aggregate(
-            [{"$match": {"last_active": {"$gte": day_ago}}}, {"$group": {"_id": "$account_id"}}, {"$count": "n"}]
-        )
-        counted = await active_accounts.to_list(length=1)
-        by_hour = await self.db.events.aggregate(
-            [
-                {"$match": {"type": {"$in": ["login_ok", "login_failed"]}, "at": {"$gte": day_ago}}},
-                {
-                    "$group": {
-                        "_id": {"type": "$type", "hour": {"$dateTrunc": {"date": "$at", "unit": "hour"}}},
-                        "n": {"$sum": 1},
-                    }
-                },
-            ]
-        )
         hours = [(now - timedelta(hours=h)).replace(minute=0, second=0, microsecond=0) for h in range(23, -1, -1)]
         chart = {epoch(h): {"hour": epoch(h), "login_ok": 0, "login_failed": 0} for h in hours}
         totals = {"login_ok": 0, "login_failed": 0}
-        for row in await by_hour.to_list(length=None):
-            totals[row["_id"]["type"]] += row["n"]
-            bucket = chart.get(epoch(row["_id"]["hour"]))
+        for kind, hour, n in await self.event_log.count_by_hour(("login_ok", "login_failed"), since=day_ago):
+            totals[kind] += n
+            bucket = chart.get(epoch(hour))
             if bucket is not None:
-                bucket[row["_id"]["type"]] += row["n"]
+                bucket[kind] += n
         return {
             "active_sessions": await self.session_store.count_live(),
-            "active_accounts_24h": counted[0]["n"] if counted else 0,
+            "active_accounts_24h": await self.session_store.count_accounts_active_since(day_ago),
             "logins_24h": totals["login_ok"],
             "failed_logins_24h": totals["login_failed"],
-            "accounts": await self.db.accounts.estimated_document_count(),
+            "accounts": await self.accounts.estimated_count(),
             "by_hour": list(chart.values()),
         }
 
     async def outbox(self, limit: int = 100) -> list[dict]:
-        return await self.db.outbox.find().sort("at", DESCENDING).limit(limit).to_list(length=limit)
+        return await self.read_outbox(limit)
 
 
-def admin_session_view(session: dict) -> dict:
+def admin_session_view(row: SessionRow) -> dict:
     """A session as the admin API lists it: whose it is, and how it ended if it did."""
-    owner = session.get("account") or {}
+    session, owner = row.session, row.owner
     return {
-        **session_view(Session.from_doc(session)),
-        "account": {"id": session["account_id"], "uid": owner.get("uid"), "username": owner.get("username")},
-        "revokedReason": session.get("revoked_reason"),
-        "revokedBy": session.get("revoked_by"),
+        **session_view(session),
+        "account": {
+            "id": session.account_id,
+            "uid": owner.uid if owner else None,
+            "username": owner.username if owner else None,
+        },
+        "revokedReason": session.revoked_reason,
+        "revokedBy": session.revoked_by,
     }

@@ -6,7 +6,8 @@ free text from clients (user agents) is stored as data, never interpolated into 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
@@ -104,6 +105,46 @@ class EventLog:
             query["type"] = type
         cursor = self.coll.find(query).sort("at", DESCENDING).limit(limit)
         return await cursor.to_list(length=limit)
+
+    async def page(
+        self,
+        *,
+        account_id: int | None = None,
+        type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before: ObjectId | None = None,
+        limit: int = 50,
+    ) -> list[dict]:
+        """Events newest first by `_id` (the order they were written in, and an index),
+        in [since, until) when given, and older than the event `before` (the last one
+        already seen) when given."""
+        query: dict[str, Any] = {}
+        if account_id is not None:
+            query["account_id"] = account_id
+        if type:
+            query["type"] = type
+        if since or until:
+            query["at"] = {**({"$gte": since} if since else {}), **({"$lt": until} if until else {})}
+        if before is not None:
+            query["_id"] = {"$lt": before}
+        return await self.coll.find(query).sort("_id", DESCENDING).limit(limit).to_list(length=limit)
+
+    async def count_by_hour(self, types: Iterable[str], since: datetime) -> list[tuple[str, datetime, int]]:
+        """(type, hour, how many) for the events of these types since `since`, by the
+        hour they happened in (truncated to the hour, UTC)."""
+        rows = await self.coll.aggregate(
+            [
+                {"$match": {"type": {"$in": list(types)}, "at": {"$gte": since}}},
+                {
+                    "$group": {
+                        "_id": {"type": "$type", "hour": {"$dateTrunc": {"date": "$at", "unit": "hour"}}},
+                        "n": {"$sum": 1},
+                    }
+                },
+            ]
+        )
+        return [(row["_id"]["type"], row["_id"]["hour"], row["n"]) for row in await rows.to_list(length=None)]
 
 
 def event_view(event: dict) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
+from datetime import datetime
 from typing import Any
 
 from pymongo import DESCENDING
@@ -160,17 +161,69 @@ class Sessions:
     async def count_live(self) -> int:
         return await self.coll.count_documents({"revoked_at": None, "expires_at": {"$gt": self.clock()}})
 
-    async def list_for_account(self, account: Account, limit: int = 100) -> list[Session]:
-        """The account's live sessions (those made with its current credentials)."""
-        now = self.clock()
-        live: dict[str, Any] = {"account_id": account.id, "revoked_at": None, "expires_at": {"$gt": now}}
+    async def count_accounts_active_since(self, since: datetime) -> int:
+        """How many accounts had a session active at or after `since`."""
+        counted = await self.coll.aggregate(
+            [{"$match": {"last_active": {"$gte": since}}}, {"$group": {"_id": "$account_id"}}, {"$count": "n"}]
+        )
+        found = await counted.to_list(length=1)
+        return found[0]["n"] if found else 0
+
+    @staticmethod
+    def _held_by(account: Account) -> list[dict[str, Any]]:
+        """Filters (any one) for the sessions made with the account's current
+        credentials: its epoch, or the session carried over its last change
+        (`Account.holds_session`, as a query)."""
         made_with: list[dict[str, Any]] = [{"cred_epoch": epoch_query(account.cred_epoch)}]
         carry = account.cred_carry
         if carry is not None and carry.epoch + 1 == account.cred_epoch:
             made_with.append({"_id": carry.session, "cred_epoch": carry.epoch})
-        live["$or"] = made_with
+        return made_with
+
+    async def list_for_account(self, account: Account, limit: int = 100) -> list[Session]:
+        """The account's live sessions (those made with its current credentials)."""
+        now = self.clock()
+        live: dict[str, Any] = {"account_id": account.id, "revoked_at": None, "expires_at": {"$gt": now}}
+        live["$or"] = self._held_by(account)
         cursor = self.coll.find(live).sort("last_active", DESCENDING).limit(limit)
         return [Session.from_doc(doc) for doc in await cursor.to_list(length=limit)]
+
+    async def recent_for_account(self, account: Account, limit: int = 100) -> list[Session]:
+        """The account's sessions as administrators see them: the live ones (as
+        `list_for_account`) and the revoked ones that have not expired yet, so a kick
+        stays visible; newest activity first. A session voided by a credential change
+        without being revoked is neither live nor marked: it is left out."""
+        now = self.clock()
+        live = [{"revoked_at": None, **made_with} for made_with in self._held_by(account)]
+        query = {"account_id": account.id, "expires_at": {"$gt": now}, "$or": [{"revoked_at": {"$ne": None}}, *live]}
+        cursor = self.coll.find(query, {"token_hash": 0}).sort([("last_active", DESCENDING), ("_id", DESCENDING)])
+        return [Session.from_doc(doc) for doc in await cursor.limit(limit).to_list(length=limit)]
+
+    async def listing(
+        self,
+        *,
+        account_id: int | None = None,
+        kind: str | None = None,
+        live_only: bool = False,
+        after: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> list[Session]:
+        """Unexpired sessions across accounts by lastActive then id, newest first (the
+        admin lists' order, which an index keeps cheap at any depth), starting after
+        `after`, the (lastActive, id) of the last one already seen. Revoked sessions are
+        listed too unless `live_only`."""
+        query: dict[str, Any] = {"expires_at": {"$gt": self.clock()}}
+        if account_id is not None:
+            query["account_id"] = account_id
+        if kind:
+            query["kind"] = kind
+        if live_only:
+            query["revoked_at"] = None
+        if after is not None:
+            last, last_id = after
+            query["$or"] = [{"last_active": {"$lt": last}}, {"last_active": last, "_id": {"$lt": last_id}}]
+        cursor = self.coll.find(query, {"token_hash": 0}).sort([("last_active", DESCENDING), ("_id", DESCENDING)])
+        return [Session.from_doc(doc) for doc in await cursor.limit(limit).to_list(length=limit)]
 
 
 def session_view(session: Session, current_id: str | None = None) -> dict:

@@ -100,6 +100,21 @@ class Account:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountRef:
+    """Enough of an account to name it beside something of its own (a session in a list
+    across accounts): never its credentials or contacts beyond the phone."""
+
+    id: int
+    uid: str | None = None
+    username: str | None = None
+    phone: str | None = None
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> AccountRef:
+        return cls(id=doc["id"], uid=doc.get("uid"), username=doc.get("username"), phone=doc.get("phone"))
+
+
+@dataclass(frozen=True, slots=True)
 class Session:
     id: str
     account_id: int

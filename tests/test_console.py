@@ -229,6 +229,34 @@ async def test_account_actions(admin_console, api, gatehouse):
     assert "admin:" in events.text
 
 
+async def test_the_console_and_the_admin_api_show_an_account_alike(admin_console, api, admin, gatehouse, clock):
+    """One read model (`Admin.account_overview`) for both: the live sessions and the
+    kicked ones (marked, until they expire), newest activity first; never a session a
+    credential change voided without revoking it; and the same recent events."""
+    user = await register(api)
+    voided = await login(api, user)
+    clock.advance(1)
+    kicked = await login(api, user)
+    kicked_id = (await api.get("/auth/me", token=kicked)).data["data"]["session"]
+    assert (await api.delete(f"/admin/api/sessions/{kicked_id}", token=admin["token"])).status == 200
+    # A credential change whose revocations never ran: the first session is void, not revoked.
+    voided_id = (await api.get("/auth/me", token=voided)).data["data"]["session"]
+    await gatehouse.db.accounts.update_one({"id": user["id"]}, {"$inc": {"cred_epoch": 1}})
+    clock.advance(1)
+    live_id = (await api.get("/auth/me", token=await login(api, user))).data["data"]["session"]
+
+    r = await api.get(f"/admin/api/accounts/{user['id']}", token=admin["token"])
+    assert [(s["id"], s["revoked"]) for s in r.data["sessions"]] == [(live_id, False), (kicked_id, True)]
+    events = [e["id"] for e in r.data["events"]]
+    overview = await gatehouse.admin.account_overview(user["id"])
+    assert [s.id for s in overview.sessions] == [live_id, kicked_id]
+    assert [str(e["_id"]) for e in overview.events] == events and r.data["events"][0]["type"] == "login_ok"
+
+    page = (await admin_console.get(f"/console/accounts/{user['id']}")).text
+    assert f"/console/sessions/{live_id}/kick" in page and voided_id not in page
+    assert page.count('<tr class="revoked">') == 1 and page.count('<tr class="">') == 1
+
+
 async def test_bad_input_gets_a_clear_error_page(admin_console):
     for path, status in (
         ("/console/sessions?kind=bogus", 400),

@@ -189,7 +189,7 @@ async def test_simple_cycle_create_login_reset_disable(api, gatehouse):
     assert r.status == 401 and r.data["error"] == "invalid_credentials"
 
 
-async def test_simple_errors(api):
+async def test_simple_errors(api, gatehouse):
     a, b = await register(api), await register(api)
     token_b = (await api.post("/auth/", {"username": b["username"], "password": PASSWORD})).data["access_token"]
     r = await api.post("/auth/disable", {"username": a["username"], "password": PASSWORD}, token="Bearer " + token_b)
@@ -200,6 +200,9 @@ async def test_simple_errors(api):
         "/auth/reset", {"username": a["username"], "password": "Wrong-horse-00", "new_password": "Whatever-1234"}
     )
     assert r.status == 401 and r.data["error"] == "invalid_credentials"
+    # The shared /auth/reset chose 002 before any work: the failure is recorded in its style.
+    [failed] = await gatehouse.events.find(account_id=a["id"], type="login_failed")
+    assert failed["style"] == "simple"
     await login(api, a)
 
 

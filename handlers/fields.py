@@ -1,0 +1,54 @@
+"""The request fields every style asks for, declared once.
+
+A value has one shape wherever it is asked for (a password is at most 4096 characters
+in every document), so it is declared here, not per handler; /openapi.json is derived
+from these same objects (`spec.fields_schema`). A constant carries the requiredness
+most routes want; `optional(F)` / `required(F)` give the other. A field whose shape
+differs between documents (document 001's sign-up `token`, DRF's `username` filter)
+stays beside its handler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from models.validation import Field
+
+
+def optional(field: Field) -> Field:
+    return replace(field, required=False)
+
+
+def required(field: Field) -> Field:
+    return replace(field, required=True)
+
+
+# ---- credentials ----------------------------------------------------------------------
+
+# Whatever names an account at login: a username, an e-mail address or a phone number.
+LOGIN_NAME = Field(str, required=True, max_len=320)
+PASSWORD = Field(str, required=True, max_len=4096)
+NEW_PASSWORD = PASSWORD
+
+# ---- an account's details ---------------------------------------------------------------
+
+USERNAME = Field(str, max_len=64)  # a new account's username (see normalize_username)
+EMAIL = Field(str, max_len=254)
+PHONE = Field(str, max_len=32)
+NICKNAME = Field(str, max_len=100, allow_empty=True)
+
+# ---- codes and tokens -------------------------------------------------------------------
+
+CODE = Field(str, required=True, max_len=16, digits_as_int_ok=True)  # 123456 or "123456"
+TOKEN = Field(str, required=True, max_len=4096)  # an opaque token, a JWT or a refresh token
+
+# ---- lists (admin) ----------------------------------------------------------------------
+
+ACCOUNT_REF = Field(str, max_len=320)  # an account by id, uid, username, e-mail or phone
+PAGE = Field(int, lo=1, hi=1_000_000)
+LIMIT = Field(int, lo=1, hi=200)
+CURSOR = Field(str, max_len=200)
+SESSION_KIND = Field(str, max_len=16)
+ACTIVE = Field(str, max_len=5)  # "true" / "1" (API) or "1" (console)
+EVENT_TYPE = Field(str, max_len=32)
+TIME = Field(str, max_len=40)  # ISO 8601
