@@ -141,7 +141,7 @@ class AccountsHandler(AdminAPIHandler):
 
 class AccountHandler(AdminAPIHandler):
     @doc(
-        "One account with its live sessions and recent events",
+        "One account with its sessions (kicked ones marked until they expire) and recent events",
         ok=obj({"account": ref("Account"), "sessions": array(ref("Session")), "events": array(EVENT)}),
         errors=(403, 404),
     )
