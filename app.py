@@ -36,7 +36,7 @@ from models.changes import Changes
 from models.clock import DatabaseClock
 from models.codes import Codes
 from models.common import Clock, Context
-from models.db import connect, db_name_from_uri, ensure_indexes, wait_for_database
+from models.db import connect, db_name_from_uri, ensure_indexes, indexes_ready, wait_for_database
 from models.errors import AccountExists, DeliveryFailed
 from models.events import EventLog
 from models.followups import Followups
@@ -145,6 +145,11 @@ class Gatehouse:
         admin = self.config.admin
         if admin.admin_username and admin.admin_password:
             await self.ensure_admin(admin.admin_username, admin.admin_password)
+
+    async def ready(self) -> bool:
+        """MongoDB answers and every index exists (for /readyz)."""
+        await self.db.command("ping")
+        return await indexes_ready(self.db)
 
     async def ensure_admin(self, username: str, password: str) -> bool:
         """Create the admin account unless that username exists; True when created.

@@ -171,7 +171,8 @@ class DisableHandler(AdminAPIHandler):
     @doc("Disable (and kick every session) or enable the account", ok=ACCOUNT_STATE, errors=(403, 404))
     async def post(self, account_id: str) -> None:
         account = await self.account(account_id)
-        actor_id = self._caller.account.id if self._caller else None
+        caller = self.caller_or_none
+        actor_id = caller.account.id if caller else None
         ended = await self.auth.set_disabled(account, self.disable, self.context(), by=self.actor, actor_id=actor_id)
         self.reply({"account": account_view(replace(account, disabled=self.disable)), "sessionsEnded": ended})
 

@@ -52,8 +52,6 @@ from models.values import Account, Caller, Session
 from .spec import PARAMS, STR, Schema, obj
 
 if TYPE_CHECKING:
-    from pymongo.asynchronous.database import AsyncDatabase
-
     from app import Gatehouse  # the composition root, which imports this module
     from models.accounts import Accounts
     from models.admin import Admin
@@ -282,10 +280,6 @@ class GatehouseHandler(RequestHandler):
         return self.application.settings["config"]
 
     @property
-    def db(self) -> AsyncDatabase:
-        return self.gatehouse.db
-
-    @property
     def clock(self) -> Clock:
         """The database's clock: `self.clock()` is now."""
         return self.gatehouse.clock
@@ -405,7 +399,12 @@ class APIHandler(GatehouseHandler):
     def caller(self) -> Caller:
         """The caller behind the request's token (authenticated routes only)."""
         if self._caller is None:
-            raise RuntimeError("caller read before authenticate()")
+            raise RuntimeError("no caller: the route is anonymous, or a service key authenticated it")
+        return self._caller
+
+    @property
+    def caller_or_none(self) -> Caller | None:
+        """The caller, or None where a service key (or nothing) authenticated the request."""
         return self._caller
 
     @property

@@ -7,7 +7,6 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from metrics import ACTIVE, registry
-from models.db import indexes_ready
 from models.errors import NotAuthenticated
 
 from .base import APIHandler, allow_anonymous, is_db_outage
@@ -43,8 +42,7 @@ class ReadyHandler(APIHandler):
     )
     async def get(self) -> None:
         try:
-            await self.db.command("ping")
-            database = await indexes_ready(self.db)
+            database = await self.gatehouse.ready()
         except Exception as e:  # noqa: BLE001 - any failure here means "not ready"
             if not is_db_outage(e):
                 raise

@@ -15,7 +15,7 @@ from models.common import epoch
 from models.errors import AccountNotFound, InvalidRequest, NotAuthenticated
 from models.sessions import session_view
 from models.validation import Field
-from models.values import Account, OpaqueLogin
+from models.values import Account, Caller, OpaqueLogin
 
 from .base import APIHandler, allow_anonymous
 from .fields import CODE, EMAIL, LOGIN_NAME, NEW_PASSWORD, NICKNAME, PASSWORD, PHONE, TOKEN, USERNAME, optional
@@ -49,10 +49,11 @@ class NativeHandler(APIHandler):
             body["field"] = field
         return body
 
-    def login_view(self, login: OpaqueLogin) -> dict:
-        """The /auth/auth and /auth/me answer: identical by the document."""
+    def login_view(self, login: OpaqueLogin | Caller, token: str) -> dict:
+        """The /auth/auth and /auth/me answer: identical by the document (/auth/me
+        answers with whichever token it was sent, an opaque one or a JWT)."""
         return {
-            "token": login.token,
+            "token": token,
             "account": public_account(login.account),
             "session": login.session.id,
             "lastActive": epoch(login.session.last_active),
@@ -98,14 +99,14 @@ class LoginHandler(NativeHandler):
     async def post(self) -> None:
         f = self.fields(LOGIN_FIELDS)
         login = await self.auth.login_password(f["username"], f["password"], self.context())
-        self.reply(self.login_view(login))
+        self.reply(self.login_view(login, login.token))
 
 
 class MeHandler(NativeHandler):
     @doc("Who is logged in (the same answer as /auth/auth)", ok=LOGIN_VIEW)
     async def get(self) -> None:
         caller = self.caller
-        self.reply(self.login_view(OpaqueLogin(caller.account, caller.session, self._token or "")))
+        self.reply(self.login_view(caller, self._token or ""))
 
 
 class LogoutHandler(NativeHandler):
@@ -244,7 +245,8 @@ class OtpVerifyHandler(OtpHandler):
         caller = await self.optional_caller()
         phone, email, code = f.get("phone"), f.get("email"), f["code"]
         if self.purpose(f) == "login":
-            self.reply(self.login_view(await self.flows.login_by_code(phone, email, code, self.context())))
+            login = await self.flows.login_by_code(phone, email, code, self.context())
+            self.reply(self.login_view(login, login.token))
         else:
             channel = await self.flows.prove_contact(phone, email, code, self.context(), caller=caller)
             self.reply({"verified": channel})

@@ -274,7 +274,13 @@ class AuthService:
         await self.limits.lock(f"login:{key}", min(window * 2 ** min(strikes - 1, 16), self.throttle.login_lock_max))
 
     async def login_password(
-        self, identifier: str, password: str, ctx: Context, *, kind: str = "opaque", admit=None
+        self,
+        identifier: str,
+        password: str,
+        ctx: Context,
+        *,
+        kind: str = "opaque",
+        admit: Callable[[Account], bool] | None = None,
     ) -> OpaqueLogin:
         """A password login answered with an opaque token (`kind` console for the console,
         which admits administrators only)."""

@@ -1,13 +1,14 @@
 """Flows built on one-time codes: password reset, passwordless login, verification.
 
-Nothing here reveals whether an account exists. A request for an unknown account,
-destination or login name does the same work as any other — the caps are reserved, the
-cooldown claimed, a code written (one that is never sent) — and gets the same answer;
-only the delivery differs, and delivery happens off the request path, through the
-durable queue (`delivery.queue`). A wrong code, no code and no such account are one
-answer. The new password of a reset is checked against the policy only after the code
-has been proven, so the "must not be your phone or e-mail" rule cannot be used to test
-whether a string is someone's phone or e-mail.
+Nothing here reveals whether an account exists (one exception, which document 001
+prescribes: `request_phone_login` answers an unknown or unproven number 404 / 403). A
+request for an unknown account, destination or login name does the same work as any
+other — the caps are reserved, the cooldown claimed, a code written (one that is never
+sent) — and gets the same answer; only the delivery differs, and delivery happens off
+the request path, through the durable queue (`delivery.queue`). A wrong code, no code
+and no such account are one answer. The new password of a reset is checked against the
+policy only after the code has been proven, so the "must not be your phone or e-mail"
+rule cannot be used to test whether a string is someone's phone or e-mail.
 """
 
 from __future__ import annotations

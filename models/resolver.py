@@ -78,8 +78,8 @@ class Resolver:
             if touched is not None:
                 # Kept before the write, so requests sharing this entry meanwhile do not
                 # send the same update again.
-                caller = Caller(caller.account, touched)
-                self.cache.update(key, caller)
+                was, caller = caller, Caller(caller.account, touched)
+                self.cache.update(key, was, caller)
                 await self.sessions.record_activity(touched)
         return caller
 

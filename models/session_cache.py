@@ -117,10 +117,11 @@ class SessionCache:
         while len(self.entries) > self.size:
             self.entries.popitem(last=False)
 
-    def update(self, key: str, caller: Caller) -> None:
-        """Keep a newer value of an entry's caller (its session touched), as old as before."""
+    def update(self, key: str, was: Caller, caller: Caller) -> None:
+        """Keep a newer value of an entry's caller (its session touched), as old as before;
+        only while the entry still holds `was` (a forget and a fresh read meanwhile win)."""
         entry = self.entries.get(key)
-        if entry is not None and entry[1].session.id == caller.session.id:
+        if entry is not None and entry[1] is was:
             self.entries[key] = (entry[0], caller)
 
     def drop(self, key: str) -> None:
