@@ -88,10 +88,9 @@ class Gatehouse:
         admin_db: AsyncDatabase | None = None,
         feed_db: AsyncDatabase | None = None,
     ) -> None:
-        """`clock`: the database's (the default: see `models/clock.py`); tests pass one
-        they can move. `admin_db` and `feed_db`: the same database through the
-        administrator reads' client and the change feed's (`Clients`); without them
-        everything shares `db`'s pool."""
+        """`clock`: the database's (the default: see `models/clock.py`); tests pass one they
+        can move. `admin_db`, `feed_db`: the same database through the administrator reads'
+        and the change feed's own clients (`Clients`); without them all share `db`'s pool."""
         self.config = config
         self.db = db
         self.db_clock = DatabaseClock(db) if clock is None else None
@@ -124,7 +123,6 @@ class Gatehouse:
             db, clock, self.delivery, record, config.delivery, config.secret_key, gate=self.codes.may_send
         )
         messages = Messages(self.delivery)
-        notifier = Notifier(messages, self.queue)
         self.auth = AuthService(
             config.sessions,
             config.console,
@@ -137,7 +135,7 @@ class Gatehouse:
             self.tokens,
             self.resolver,
             self.followups,
-            notify=notifier.notify,
+            notify=Notifier(messages, self.queue).notify,
         )
         self.admin = self.build_admin(admin_db if admin_db is not None else db)
         self.flows = CodeFlows(config.codes, self.accounts, self.codes, self.auth, self.events, messages, self.queue)

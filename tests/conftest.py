@@ -100,11 +100,17 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def gatehouse(mongo_uri: str, config, clock: Clock):
+def admin_client_options() -> dict[str, Any]:
+    """More options for the administrator reads' client (a test may listen to it)."""
+    return {}
+
+
+@pytest.fixture
+async def gatehouse(mongo_uri: str, config, clock: Clock, admin_client_options: dict[str, Any]):
     """Built as the server builds it: a client each for authentication, administrator
     reads and the change feed (`Clients`)."""
     name = "gh_test_" + uuid.uuid4().hex[:12]
-    clients = Clients.connect(mongo_uri, config)
+    clients = Clients.connect(mongo_uri, config, **admin_client_options)
     gh = clients.gatehouse(config, name, clock)
     await gh.setup()
     yield gh
