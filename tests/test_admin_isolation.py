@@ -42,11 +42,13 @@ class InFlight(CommandListener):
         self.now = 0
         self.peak = 0
         self.started_names: list[str] = []
+        self.max_time_ms: list[Any] = []  # what each command asked the database for
 
     def started(self, event: CommandStartedEvent) -> None:
         self.now += 1
         self.peak = max(self.peak, self.now)
         self.started_names.append(event.command_name)
+        self.max_time_ms.append(event.command.get("maxTimeMS"))
 
     def succeeded(self, event: CommandSucceededEvent) -> None:
         self.now -= 1
@@ -163,13 +165,15 @@ async def test_at_most_the_configured_number_of_admin_reads_run_at_once(
     base_url, admin, gatehouse, mongo_uri, in_flight
 ):
     """Eight lists at once with two slots: the administrator client never has more than
-    two commands on the wire, the others wait for a slot only within their own limit
-    (then 503, saying the console is busy), and nobody waits past it."""
+    two commands on the wire, each carrying `maxTimeMS` within the limit (so the database
+    stops too), the others wait for a slot only within their own limit (then 503, saying
+    the console is busy), and nobody waits past it."""
     async with stuck(mongo_uri), admin_api(base_url) as http:
         headers = {"Authorization": admin["token"]}
         answers = await asyncio.gather(*(timed(http.get("/admin/api/sessions", headers=headers)) for _ in range(8)))
     assert in_flight.started_names and in_flight.peak <= SLOTS, (in_flight.peak, in_flight.started_names)
     assert gatehouse.admin_limit.peak <= SLOTS
+    assert all(isinstance(ms, int) and 0 < ms <= LIMIT_MS for ms in in_flight.max_time_ms), in_flight.max_time_ms
     for r, elapsed in answers:
         assert r.status_code == 503 and r.json()["error"] == "QUERY_TIMEOUT", r.text
         assert elapsed <= LIMIT_MS / 1000 + MARGIN, elapsed
