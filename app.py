@@ -14,9 +14,12 @@ Metrics listen to the domain's events because this module says so.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -32,6 +35,7 @@ from metrics import observe_event
 from models.accounts import Accounts
 from models.admin import Admin
 from models.auth import AuthService
+from models.bounded import AdminLimit, bounded
 from models.changes import Changes
 from models.clock import DatabaseClock
 from models.codes import Codes
@@ -75,9 +79,18 @@ class Messages:
 
 
 class Gatehouse:
-    def __init__(self, config: Config, db: AsyncDatabase, clock: Clock | None = None) -> None:
-        """`clock`: the database's (the default: see `models/clock.py`); tests pass one
-        they can move."""
+    def __init__(
+        self,
+        config: Config,
+        db: AsyncDatabase,
+        clock: Clock | None = None,
+        *,
+        admin_db: AsyncDatabase | None = None,
+        feed_db: AsyncDatabase | None = None,
+    ) -> None:
+        """`clock`: the database's (the default: see `models/clock.py`); tests pass one they
+        can move. `admin_db`, `feed_db`: the same database through the administrator reads'
+        and the change feed's own clients (`Clients`); without them all share `db`'s pool."""
         self.config = config
         self.db = db
         self.db_clock = DatabaseClock(db) if clock is None else None
@@ -94,7 +107,7 @@ class Gatehouse:
         self.sessions = Sessions(db, clock, config.sessions.last_active_resolution, changes)
         self.tokens = Tokens(config.jwt, config.secret_key, db, clock, self.sessions, self.events)
         self.resolver = Resolver(
-            db,
+            feed_db if feed_db is not None else db,
             clock,
             self.accounts,
             self.sessions,
@@ -110,7 +123,6 @@ class Gatehouse:
             db, clock, self.delivery, record, config.delivery, config.secret_key, gate=self.codes.may_send
         )
         messages = Messages(self.delivery)
-        notifier = Notifier(messages, self.queue)
         self.auth = AuthService(
             config.sessions,
             config.console,
@@ -123,11 +135,25 @@ class Gatehouse:
             self.tokens,
             self.resolver,
             self.followups,
-            notify=notifier.notify,
+            notify=Notifier(messages, self.queue).notify,
         )
-        # The outbox is delivery's collection: the domain reads it through this method.
-        self.admin = Admin(self.accounts, self.sessions, self.events, clock, outbox=self.delivery.outbox_messages)
+        self.admin = self.build_admin(admin_db if admin_db is not None else db)
         self.flows = CodeFlows(config.codes, self.accounts, self.codes, self.auth, self.events, messages, self.queue)
+
+    def build_admin(self, db: AsyncDatabase) -> Admin:
+        """What administrators read, on stores of its own bound to `db` (the admin
+        client's: read-only use, nothing announced), every call under `AdminLimit`."""
+        config, clock = self.config, self.clock
+        self.admin_limit = AdminLimit(config.database.admin_query_timeout_ms, config.database.admin_query_concurrency)
+        admin = Admin(
+            Accounts(db, self.hasher, clock, config.phone_region),
+            Sessions(db, clock, config.sessions.last_active_resolution),
+            EventLog(db, clock, config.events.event_retention_days),
+            clock,
+            # The outbox is delivery's collection: the domain reads it through this method.
+            outbox=self.delivery.outbox_messages,
+        )
+        return bounded(admin, self.admin_limit)
 
     async def setup(self, *, background: bool = True) -> None:
         """Indexes, the session cache's change feed and the delivery worker, then the
@@ -207,10 +233,55 @@ def make_server(app: Application, config: Config) -> DrainingHTTPServer:
     )
 
 
-async def open_gatehouse(config: Config, uri: str, *, background: bool = True) -> tuple[AsyncMongoClient, Gatehouse]:
+# The change feed's pool: its looks run one after another, so one connection; a second
+# lets a look start while the connection of one that gave up is being closed.
+FEED_POOL = 2
+
+
+@dataclass(frozen=True)
+class Clients:
+    """A process's MongoDB clients, each with its own connection pool, so that neither
+    administrator work nor the session cache's change feed can queue behind the other
+    or behind authentication:
+
+    - `main` ("gatehouse"): logins, token checks, every write; the driver's default pool;
+    - `admin` ("gatehouse-admin"): the console's and the admin API's reads, a pool of
+      `GATEHOUSE_ADMIN_QUERY_CONCURRENCY` connections (`models/bounded.py`);
+    - `feed` ("gatehouse-feed"): the change feed's looks, `FEED_POOL` connections.
+
+    Each has its own monitor (one `hello` a second per member, three per process)."""
+
+    main: AsyncMongoClient
+    admin: AsyncMongoClient
+    feed: AsyncMongoClient
+
+    @classmethod
+    def connect(cls, uri: str, config: Config, **admin_options: Any) -> Clients:
+        """`admin_options`: more client options for the admin client (tests listen to it)."""
+        timeout = config.database.db_timeout_ms
+        return cls(
+            connect(uri, timeout),
+            connect(
+                uri,
+                timeout,
+                appname="gatehouse-admin",
+                maxPoolSize=config.database.admin_query_concurrency,
+                **admin_options,
+            ),
+            connect(uri, timeout, appname="gatehouse-feed", maxPoolSize=FEED_POOL),
+        )
+
+    def gatehouse(self, config: Config, name: str, clock: Clock | None = None) -> Gatehouse:
+        return Gatehouse(config, self.main[name], clock, admin_db=self.admin[name], feed_db=self.feed[name])
+
+    async def close(self) -> None:
+        await asyncio.gather(self.main.close(), self.admin.close(), self.feed.close())
+
+
+async def open_gatehouse(config: Config, uri: str, *, background: bool = True) -> tuple[Clients, Gatehouse]:
     """Connect (waiting for MongoDB, within a bound) and build a Gatehouse on it."""
-    client = connect(uri, config.database.db_timeout_ms)
-    await wait_for_database(client, deadline_seconds=60)
-    gatehouse = Gatehouse(config, client[db_name_from_uri(uri, config.database.db_name)])
+    clients = Clients.connect(uri, config)
+    await wait_for_database(clients.main, deadline_seconds=60)
+    gatehouse = clients.gatehouse(config, db_name_from_uri(uri, config.database.db_name))
     await gatehouse.setup(background=background)
-    return client, gatehouse
+    return clients, gatehouse

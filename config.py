@@ -312,6 +312,22 @@ class DatabaseSettings:
     db_timeout_ms: int = setting(
         "GATEHOUSE_DB_TIMEOUT_MS", 5000, "every database operation gives up after this (→ 503)", lo=100, hi=60000
     )
+    admin_query_timeout_ms: int = setting(
+        "GATEHOUSE_ADMIN_QUERY_TIMEOUT_MS",
+        2000,
+        "each console, admin API and drf `users/` read gives up after this (the database too:"
+        " `maxTimeMS`) with a 503 that says so; keep it well under `GATEHOUSE_REQUEST_DEADLINE_MS`",
+        lo=100,
+        hi=60000,
+    )
+    admin_query_concurrency: int = setting(
+        "GATEHOUSE_ADMIN_QUERY_CONCURRENCY",
+        3,
+        "administrator reads one process runs at once, through a pool of as many connections"
+        " of their own (more wait, within their time limit)",
+        lo=1,
+        hi=32,
+    )
     data_dir: Path = setting(
         "GATEHOUSE_DATA_DIR", Path("var"), "embedded database and the development secret key (relative: to the cwd)"
     )

@@ -74,7 +74,7 @@ CLIENT_CLOSE_SECONDS = 1.0
 
 async def shut_down(config: Config, app: Application, server: DrainingHTTPServer, client: Any, gatehouse: Any) -> None:
     """Everything within GATEHOUSE_SHUTDOWN_GRACE (at most 28 s, under Heroku's 30 s):
-    requests until a second before it, then a bounded close of the MongoDB client (with
+    requests until a second before it, then a bounded close of the MongoDB clients (with
     the database down, closing waits for it), and a watchdog one second past it."""
     started = time.monotonic()
     grace = config.server.shutdown_grace

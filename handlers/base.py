@@ -31,6 +31,7 @@ from metrics import DEADLINES, SHED, observe_request
 from models.common import Context, canonical_ip, parse_ip
 from models.errors import (
     AccountExists,
+    AdminQueryTimeout,
     CodeInvalid,
     DeadlineExceeded,
     DeliveryFailed,
@@ -81,6 +82,7 @@ ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (CodeInvalid, 400, "INVALID_CODE"),
     (RateLimited, 429, "RATE_LIMITED"),
     (DeliveryFailed, 503, "DELIVERY_FAILED"),
+    (AdminQueryTimeout, 503, "QUERY_TIMEOUT"),
     (Unavailable, 503, "UNAVAILABLE"),
 )
 HTTP_CODES = {

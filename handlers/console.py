@@ -299,8 +299,7 @@ class AccountsHandler(ConsoleHandler):
     async def get(self) -> None:
         f = self.args({"q": ACCOUNT_REF, "page": PAGE})
         page = f.get("page", 1)
-        found = await self.accounts.page(page=page, limit=50, q=f.get("q"))
-        total = await self.accounts.count(q=f.get("q"))
+        found, total = await self.admin.account_page(page=page, limit=50, q=f.get("q"))
         self.page(
             "accounts.html",
             accounts=[account_view(a) for a in found],

@@ -40,7 +40,10 @@ STATUS_TEXT = {
     413: "Request body too large",
     415: "Body is not JSON",
     429: "Too many attempts; see Retry-After",
-    503: "Database or delivery unavailable, the request ran out of time, or too many requests in flight; retry later",
+    503: (
+        "Database or delivery unavailable, the request ran out of time (an administrator read: its own,"
+        " shorter limit), or too many requests in flight; retry later"
+    ),
 }
 
 ACCOUNT: dict[str, Schema] = {

@@ -136,8 +136,7 @@ class UsersHandler(AdminHandler):
         args = parse_fields({k: self.param(k, body) for k in self.FIELDS}, self.FIELDS)
         page, limit = args.get("page", 1), args.get("limit", 50)
         filters = {k: args.get(k) for k in ("phone", "username", "q")}
-        accounts = await self.accounts.page(page=page, limit=limit, **filters)
-        total = await self.accounts.count(**filters)
+        accounts, total = await self.admin.account_page(page=page, limit=limit, **filters)
         base = self.request.protocol + "://" + self.request.host + self.request.path
 
         def link(p: int) -> str | None:

@@ -196,6 +196,12 @@ class Admin:
             "by_hour": list(chart.values()),
         }
 
+    async def account_page(self, *, page: int = 1, limit: int = 50, **filters: str | None) -> tuple[list[Account], int]:
+        """One page of accounts in id order and how many match (`filters`: `Accounts.page`'s
+        phone, username, q): the console's and the admin API's account search and drf's
+        `users/`, so they run as administrator reads (app.py), not on authentication's pool."""
+        return await self.accounts.page(page=page, limit=limit, **filters), await self.accounts.count(**filters)
+
     async def outbox(self, limit: int = 100) -> list[dict]:
         return await self.read_outbox(limit)
 

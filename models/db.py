@@ -130,12 +130,14 @@ def uri_options_overridden(uri: str) -> dict[str, tuple[str, str]]:
     return found
 
 
-def connect(uri: str, timeout_ms: int) -> AsyncMongoClient:
+def connect(uri: str, timeout_ms: int, *, appname: str = "gatehouse", **options: Any) -> AsyncMongoClient:
     """A client whose every operation (server selection included) gives up after
     `timeout_ms`, so a database outage turns into a prompt 503, never a hang; with
-    DURABILITY and MONITORING above, which override the URI's options (one warning)."""
+    DURABILITY and MONITORING above, which override the URI's options (one warning).
+    `appname` names the client to the database (its logs, `failCommand`'s `appName`);
+    `options`: more client options (`maxPoolSize`). The warning is for the main client."""
     overridden = uri_options_overridden(uri)
-    if overridden:
+    if overridden and appname == "gatehouse":
         log.warning(
             "MONGODB_URI sets %s; Gatehouse uses %s instead, so that acknowledged writes survive a crash or failover",
             "&".join(f"{k}={theirs}" for k, (theirs, _) in overridden.items()),
@@ -147,9 +149,10 @@ def connect(uri: str, timeout_ms: int) -> AsyncMongoClient:
         timeoutMS=timeout_ms,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=min(timeout_ms, 5000),
-        appname="gatehouse",
+        appname=appname,
         **DURABILITY,
         **MONITORING,
+        **options,
     )
 
 

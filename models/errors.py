@@ -111,3 +111,11 @@ class DeadlineExceeded(Unavailable):
     """The request's time budget ran out, whatever it was waiting on."""
 
     default_message = "the request took too long; try again shortly"
+
+
+class AdminQueryTimeout(Unavailable):
+    """An administrator's read (a console page, an admin API list) gave up at its own
+    time limit, or found no free slot within it: the page says so, and authentication,
+    which never waits on administrator work, is unaffected."""
+
+    default_message = "this list took too long and was stopped; narrow the filter (an account, a kind) and try again"

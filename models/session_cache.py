@@ -34,7 +34,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pymongo
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 
 from .values import Caller
 
@@ -163,6 +165,11 @@ class ChangeFeed:
     """
 
     MARGIN = timedelta(seconds=2)
+    # A look gives up after this share of `ttl` (its commands carry `maxTimeMS`): a look
+    # that ended later would confirm nothing still servable, and a slow database then
+    # gets one bounded look at a time from this process, never a queue of them.
+    LOOK_SHARE = 0.75
+    LOOK_MIN_SECONDS = 0.05
 
     def __init__(self, cache: SessionCache, db: AsyncDatabase) -> None:
         self.cache = cache
@@ -170,7 +177,11 @@ class ChangeFeed:
         self.since: datetime | None = None
         self.seen: dict[tuple[str, Any], datetime] = {}
         self.task: asyncio.Task[None] | None = None
-        self.failing = False
+        self.failing_since: float | None = None  # when the looks started failing (monotonic)
+
+    @property
+    def failing(self) -> bool:
+        return self.failing_since is not None
 
     async def poll(self) -> int:
         """One look; returns how many changes were new to this process."""
@@ -201,14 +212,21 @@ class ChangeFeed:
         while True:
             started = asyncio.get_running_loop().time()
             try:
-                await self.poll()
-                if self.failing:
-                    log.info("session cache change feed: reading again")
-                self.failing = False
+                with pymongo.timeout(max(self.LOOK_SHARE * self.cache.ttl, self.LOOK_MIN_SECONDS)):
+                    await self.poll()
+                if self.failing_since is not None:
+                    log.info(
+                        "session cache change feed: reading again after %.1f s; cached sessions are served again",
+                        time.monotonic() - self.failing_since,
+                    )
+                self.failing_since = None
             except Exception as e:  # noqa: BLE001 - entries stop being served until it recovers
-                if not self.failing:
-                    log.warning("session cache change feed failed (%s); cached sessions are read again", e)
-                self.failing = True
+                if self.failing_since is None:
+                    log.warning(
+                        "session cache change feed failed (%s); cached sessions are read again until it recovers",
+                        type(e).__name__ if isinstance(e, PyMongoError) and e.timeout else e,
+                    )
+                    self.failing_since = time.monotonic()
             await asyncio.sleep(max(0.0, started + interval - asyncio.get_running_loop().time()))
 
     def start(self) -> None:

@@ -31,11 +31,10 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import Gatehouse, make_app, make_server  # noqa: E402
+from app import Clients, make_app, make_server  # noqa: E402
 from config import load_config  # noqa: E402
 from devdb import EmbeddedMongo, free_port  # noqa: E402
 from models.common import utcnow  # noqa: E402
-from models.db import connect  # noqa: E402
 from tests.openapi_check import SpecChecker  # noqa: E402
 
 PASSWORD = "Correct-horse-42"
@@ -101,15 +100,23 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def gatehouse(mongo_uri: str, config, clock: Clock):
+def admin_client_options() -> dict[str, Any]:
+    """More options for the administrator reads' client (a test may listen to it)."""
+    return {}
+
+
+@pytest.fixture
+async def gatehouse(mongo_uri: str, config, clock: Clock, admin_client_options: dict[str, Any]):
+    """Built as the server builds it: a client each for authentication, administrator
+    reads and the change feed (`Clients`)."""
     name = "gh_test_" + uuid.uuid4().hex[:12]
-    client = connect(mongo_uri, config.database.db_timeout_ms)
-    gh = Gatehouse(config, client[name], clock)
+    clients = Clients.connect(mongo_uri, config, **admin_client_options)
+    gh = clients.gatehouse(config, name, clock)
     await gh.setup()
     yield gh
     gh.close()
-    await client.drop_database(name)
-    await client.close()
+    await clients.main.drop_database(name)
+    await clients.close()
 
 
 @dataclass
@@ -231,10 +238,14 @@ def servers():
 # ---- MongoDB's fault injection (configureFailPoint / failCommand) --------------------------
 
 
-async def set_failpoint(mongo_uri: str, commands: list[str], *, mode: Any = "alwaysOn", **data: Any) -> None:
+async def set_failpoint(
+    mongo_uri: str, commands: list[str], *, mode: Any = "alwaysOn", app: str = "gatehouse", **data: Any
+) -> None:
     """Make the app's commands named in `commands` fail as `data` says (`errorCode`,
-    `blockConnection`, …), scoped to the app's connections (appName "gatehouse"), so the
-    test's own client keeps working. Skips when the database refuses test commands."""
+    `blockConnection`, …), scoped to one of the app's clients (appName "gatehouse":
+    authentication and writes; "gatehouse-admin": administrator reads; "gatehouse-feed":
+    the change feed), so the test's own client keeps working. Skips when the database
+    refuses test commands."""
     from pymongo import AsyncMongoClient
     from pymongo.errors import OperationFailure
 
@@ -244,7 +255,7 @@ async def set_failpoint(mongo_uri: str, commands: list[str], *, mode: Any = "alw
             "configureFailPoint",
             "failCommand",
             mode=mode,
-            data={"failCommands": commands, "appName": "gatehouse", **data},
+            data={"failCommands": commands, "appName": app, **data},
         )
     except OperationFailure as e:
         pytest.skip(f"this database does not allow fault injection (start mongod with enableTestCommands): {e}")
@@ -263,9 +274,11 @@ async def failpoint_off(mongo_uri: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def failpoint(mongo_uri: str, commands: list[str], *, mode: Any = "alwaysOn", **data: Any):
+async def failpoint(
+    mongo_uri: str, commands: list[str], *, mode: Any = "alwaysOn", app: str = "gatehouse", **data: Any
+):
     """`set_failpoint` while the block runs."""
-    await set_failpoint(mongo_uri, commands, mode=mode, **data)
+    await set_failpoint(mongo_uri, commands, mode=mode, app=app, **data)
     try:
         yield
     finally:
