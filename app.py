@@ -15,6 +15,7 @@ Metrics listen to the domain's events because this module says so.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from models.passwords import PasswordHasher
 from models.ratelimit import RateLimits
 from models.resolver import Resolver
 from models.sessions import Sessions
+from models.stats import Stats
 from models.tokens import Tokens
 
 log = logging.getLogger("gatehouse")
@@ -86,12 +88,17 @@ class Gatehouse:
         self.clock = clock
         self.followups = Followups()
         self.hasher = PasswordHasher(config.passwords.bcrypt_rounds, config.passwords.bcrypt_threads)
-        self.events = EventLog(db, clock, config.events.event_retention_days, self.followups)
+        # The longest any session lives: how far back the session lists and counters reach.
+        lifetime = timedelta(seconds=max(config.sessions.session_max_seconds, config.console.console_max_seconds))
+        self.stats = Stats(db, lifetime)
+        self.events = EventLog(db, clock, config.events.event_retention_days, self.followups, self.stats)
         self.events.listeners.append(observe_event)
         self.limits = RateLimits(db, clock)
         changes = Changes()
         self.accounts = Accounts(db, self.hasher, clock, config.phone_region, changes)
-        self.sessions = Sessions(db, clock, config.sessions.last_active_resolution, changes)
+        self.sessions = Sessions(
+            db, clock, config.sessions.last_active_resolution, changes, max_lifetime=lifetime, stats=self.stats
+        )
         self.tokens = Tokens(config.jwt, config.secret_key, db, clock, self.sessions, self.events)
         self.resolver = Resolver(
             db,

@@ -6,17 +6,21 @@ free text from clients (user agents) is stored as data, never interpolated into 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from .common import Clock, Context, seconds
+from .common import Clock, Context, newest_first, seconds
 from .db import insert_once
 from .followups import Followups
+from .stats import Stats
+
+# Events counted by the hour for the dashboard (models/stats.py, series `logins`).
+COUNTED = ("login_ok", "login_failed")
 
 EVENT_TYPES = (
     "signup",
@@ -49,12 +53,18 @@ class EventLog:
     (`Followups`), and each event carries its own `_id`, so a retry never doubles it."""
 
     def __init__(
-        self, db: AsyncDatabase, clock: Clock, retention_days: int, followups: Followups | None = None
+        self,
+        db: AsyncDatabase,
+        clock: Clock,
+        retention_days: int,
+        followups: Followups | None = None,
+        stats: Stats | None = None,
     ) -> None:
         self.coll = db.events
         self.clock = clock
         self.retention = seconds(retention_days * 86400)
         self.followups = followups or Followups()
+        self.stats = stats or Stats(db, timedelta(days=1))
         # Called with (type, outcome) for every event recorded: the metrics hook.
         self.listeners: list[Callable[[str, str], None]] = []
 
@@ -72,7 +82,7 @@ class EventLog:
     ) -> None:
         now = self.clock()
         doc = {
-            "_id": ObjectId(),
+            "_id": event_id(now),
             "type": type,
             "at": now,
             "expires_at": now + self.retention,
@@ -88,23 +98,13 @@ class EventLog:
         }
         doc.update(extra)
         await self.followups.run(f"audit event {type}", lambda: insert_once(self.coll, doc), None)
+        if type in COUNTED:
+            await self.stats.apply(self.stats.add("logins", now, **{type: 1}))
         for listener in self.listeners:
             listener(type, outcome)
 
-    async def find(
-        self,
-        *,
-        account_id: int | None = None,
-        type: str | None = None,
-        limit: int = 50,
-    ) -> list[dict]:
-        query: dict[str, Any] = {}
-        if account_id is not None:
-            query["account_id"] = account_id
-        if type:
-            query["type"] = type
-        cursor = self.coll.find(query).sort("at", DESCENDING).limit(limit)
-        return await cursor.to_list(length=limit)
+    async def find(self, *, account_id: int | None = None, type: str | None = None, limit: int = 50) -> list[dict]:
+        return await self.page(account_id=account_id, type=type, limit=limit)
 
     async def page(
         self,
@@ -118,33 +118,38 @@ class EventLog:
     ) -> list[dict]:
         """Events newest first by `_id` (the order they were written in, and an index),
         in [since, until) when given, and older than the event `before` (the last one
-        already seen) when given."""
-        query: dict[str, Any] = {}
-        if account_id is not None:
-            query["account_id"] = account_id
-        if type:
-            query["type"] = type
-        if since or until:
-            query["at"] = {**({"$gte": since} if since else {}), **({"$lt": until} if until else {})}
-        if before is not None:
-            query["_id"] = {"$lt": before}
-        return await self.coll.find(query).sort("_id", DESCENDING).limit(limit).to_list(length=limit)
+        already seen) when given.
 
-    async def count_by_hour(self, types: Iterable[str], since: datetime) -> list[tuple[str, datetime, int]]:
-        """(type, hour, how many) for the events of these types since `since`, by the
-        hour they happened in (truncated to the hour, UTC)."""
-        rows = await self.coll.aggregate(
-            [
-                {"$match": {"type": {"$in": list(types)}, "at": {"$gte": since}}},
-                {
-                    "$group": {
-                        "_id": {"type": "$type", "hour": {"$dateTrunc": {"date": "$at", "unit": "hour"}}},
-                        "n": {"$sum": 1},
-                    }
-                },
-            ]
-        )
-        return [(row["_id"]["type"], row["_id"]["hour"], row["n"]) for row in await rows.to_list(length=None)]
+        Read in bounded slices of `_id` (`newest_first`: the ids' own time), on the
+        `account_id` index with an account, else on `type_id` with a type, else on
+        `_id`'s: the filter is that one equality, then the `_id` range (the key order
+        the embedded planner needs). The other conditions are checked here."""
+        now = self.clock()
+        lead: dict[str, Any] = {"account_id": account_id} if account_id is not None else {"type": type} if type else {}
+
+        def keep(event: dict) -> bool:
+            at = event["at"]
+            return (not type or event["type"] == type) and (not since or at >= since) and (not until or at < until)
+
+        async def fetch(lo: datetime, hi: datetime, first: bool) -> list[dict]:
+            # Whole seconds (an id's time): a slice may hold a little more than [lo, hi).
+            ids: dict[str, Any] = {"$gte": ObjectId.from_datetime(lo), "$lt": ObjectId.from_datetime(hi)}
+            if first and before is not None:
+                ids["$lt"] = before
+            docs = await self.coll.find({**lead, "_id": ids}).sort("_id", DESCENDING).to_list(length=None)
+            return [e for e in docs if keep(e)]
+
+        top = min(until or now, before.generation_time if before else now) + seconds(1)
+        floor = max(since or now - self.retention, now - self.retention) - seconds(1)
+        return await newest_first(fetch, top=top, floor=floor, need=limit)
+
+
+def event_id(at: datetime) -> ObjectId:
+    """A new ObjectId whose time is `at` (the domain's clock: the database's, or a
+    test's), so that `_id` ranges are time ranges; the rest of it is a fresh
+    ObjectId's, unique and increasing within this process."""
+    fresh = ObjectId().binary
+    return ObjectId(int(at.timestamp()).to_bytes(4, "big") + fresh[4:])
 
 
 def event_view(event: dict) -> dict:
