@@ -4,7 +4,8 @@ admin API both call this; it composes the stores' queries (each store owns its
 collection) and queries nothing itself.
 
 Lists page with opaque cursors over an indexed sort key (`last_active, _id` for sessions,
-`_id` for events), so the thousandth page costs what the first does.
+`at, _id` for events), so the thousandth page costs what the first does, and every read
+is a bounded index range (see `newest_first`).
 """
 
 from __future__ import annotations
@@ -88,12 +89,16 @@ def after_session(cursor: str) -> tuple[datetime, str]:
     return datetime.fromtimestamp(last_ms / 1000, tz=UTC), last_id
 
 
-def before_event(cursor: str) -> ObjectId:
-    """The event an events cursor resumes before."""
-    (last,) = decode_cursor(cursor, 1)
+def event_cursor(event: dict) -> str:
+    return encode_cursor(int(event["at"].timestamp() * 1000), str(event["_id"]))
+
+
+def after_event(cursor: str) -> tuple[datetime, ObjectId]:
+    """The (at, _id) an events cursor resumes after."""
+    at_ms, last_id = decode_cursor(cursor, 2)
     try:
-        return ObjectId(last)
-    except (InvalidId, TypeError):
+        return datetime.fromtimestamp(int(at_ms) / 1000, tz=UTC), ObjectId(last_id)
+    except (InvalidId, TypeError, ValueError):
         raise InvalidRequest(BAD_CURSOR, field="cursor") from None
 
 
@@ -169,10 +174,10 @@ class Admin:
             type=one_of("type", type, EVENT_TYPES) if type else None,
             since=since,
             until=until,
-            before=before_event(cursor) if cursor else None,
+            after=after_event(cursor) if cursor else None,
             limit=limit + 1,
         )
-        nxt = encode_cursor(str(found[limit - 1]["_id"])) if len(found) > limit else None
+        nxt = event_cursor(found[limit - 1]) if len(found) > limit else None
         return Page(found[:limit], nxt)
 
     async def dashboard(self) -> dict[str, Any]:

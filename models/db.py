@@ -66,10 +66,11 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],
     "events": [
-        # The audit log's pages, newest first by `_id` (whose time is the event's), in
-        # bounded `_id` ranges: one account's, one type's, or all (the `_id` index).
-        IndexModel([("account_id", ASCENDING), ("_id", DESCENDING)], name="account_id"),
-        IndexModel([("type", ASCENDING), ("_id", DESCENDING)], name="type_id"),
+        # The audit log's pages, newest first by (at, _id), in bounded ranges of `at`:
+        # one account's, one type's, or all. The equality key leads (see sessions).
+        IndexModel([("at", DESCENDING), ("_id", DESCENDING)], name="at"),
+        IndexModel([("account_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)], name="account_at"),
+        IndexModel([("type", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)], name="type_at"),
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],
     "stats": [
@@ -89,10 +90,6 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],
 }
-
-
-# Indexes of earlier releases that no query uses any more: dropped at start-up.
-OBSOLETE: dict[str, list[str]] = {"events": ["at", "account_at", "type_at"]}
 
 
 # What every Gatehouse client gets, whatever MONGODB_URI says (keyword options override
@@ -213,11 +210,6 @@ async def ensure_indexes(db: AsyncDatabase) -> None:
                 except OperationFailure:
                     pass  # another process starting at the same time dropped it first
         await db[name].create_indexes(models)
-        for obsolete in set(OBSOLETE.get(name, ())) & set(have):
-            try:
-                await db[name].drop_index(obsolete)
-            except OperationFailure:
-                pass  # another process starting at the same time dropped it first
 
 
 async def indexes_ready(db: AsyncDatabase) -> bool:

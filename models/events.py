@@ -19,6 +19,8 @@ from .db import insert_once
 from .followups import Followups
 from .stats import Stats
 
+NEWEST = [("at", DESCENDING), ("_id", DESCENDING)]
+MS = timedelta(milliseconds=1)  # the stored times' resolution
 # Events counted by the hour for the dashboard (models/stats.py, series `logins`).
 COUNTED = ("login_ok", "login_failed")
 
@@ -82,7 +84,7 @@ class EventLog:
     ) -> None:
         now = self.clock()
         doc = {
-            "_id": event_id(now),
+            "_id": ObjectId(),
             "type": type,
             "at": now,
             "expires_at": now + self.retention,
@@ -113,43 +115,30 @@ class EventLog:
         type: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-        before: ObjectId | None = None,
+        after: tuple[datetime, ObjectId] | None = None,
         limit: int = 50,
     ) -> list[dict]:
-        """Events newest first by `_id` (the order they were written in, and an index),
-        in [since, until) when given, and older than the event `before` (the last one
-        already seen) when given.
+        """Events newest first by (at, _id), in [since, until) when given, and after
+        `after`, the (at, _id) of the last one already seen, when given.
 
-        Read in bounded slices of `_id` (`newest_first`: the ids' own time), on the
-        `account_id` index with an account, else on `type_id` with a type, else on
-        `_id`'s: the filter is that one equality, then the `_id` range (the key order
-        the embedded planner needs). The other conditions are checked here."""
+        Read in bounded slices of `at` (`newest_first`), on `account_at` with an
+        account, else on `type_at` with a type, else on `at`: the filter is that one
+        equality, then the `at` range (the key order the embedded planner needs:
+        equalities, then one range on the next key). The rest is checked here."""
         now = self.clock()
         lead: dict[str, Any] = {"account_id": account_id} if account_id is not None else {"type": type} if type else {}
 
         def keep(event: dict) -> bool:
-            at = event["at"]
-            return (not type or event["type"] == type) and (not since or at >= since) and (not until or at < until)
+            return (not type or event["type"] == type) and (after is None or (event["at"], event["_id"]) < after)
 
         async def fetch(lo: datetime, hi: datetime, first: bool) -> list[dict]:
-            # Whole seconds (an id's time): a slice may hold a little more than [lo, hi).
-            ids: dict[str, Any] = {"$gte": ObjectId.from_datetime(lo), "$lt": ObjectId.from_datetime(hi)}
-            if first and before is not None:
-                ids["$lt"] = before
-            docs = await self.coll.find({**lead, "_id": ids}).sort("_id", DESCENDING).to_list(length=None)
+            query = {**lead, "at": {"$gte": lo, ("$lte" if first else "$lt"): hi}}
+            docs = await self.coll.find(query).sort(NEWEST).to_list(length=None)
             return [e for e in docs if keep(e)]
 
-        top = min(until or now, before.generation_time if before else now) + seconds(1)
-        floor = max(since or now - self.retention, now - self.retention) - seconds(1)
+        top = min(t for t in (now, after[0] if after else None, until - MS if until else None) if t is not None)
+        floor = max(since or now - self.retention, now - self.retention)
         return await newest_first(fetch, top=top, floor=floor, need=limit)
-
-
-def event_id(at: datetime) -> ObjectId:
-    """A new ObjectId whose time is `at` (the domain's clock: the database's, or a
-    test's), so that `_id` ranges are time ranges; the rest of it is a fresh
-    ObjectId's, unique and increasing within this process."""
-    fresh = ObjectId().binary
-    return ObjectId(int(at.timestamp()).to_bytes(4, "big") + fresh[4:])
 
 
 def event_view(event: dict) -> dict:
