@@ -215,9 +215,12 @@ class Sessions:
         this hour's expiries read from the TTL index (a range of an hour's sessions)."""
         now = self.clock()
         later = hour_of(now) + HOUR
-        counted = await self.stats.total("expiring", "n", since=later)
-        this_hour = self.coll.find({"expires_at": {"$gt": now, "$lt": later}}, {"revoked_at": 1})
-        return counted + sum(1 for doc in await this_hour.to_list(length=None) if doc.get("revoked_at") is None)
+        # The range alone first (the TTL index: the embedded planner would not pick it
+        # for a filter that also names `revoked_at`), then the unrevoked, counted there.
+        this_hour = [{"$match": {"expires_at": {"$gt": now, "$lt": later}}}, {"$match": {"revoked_at": None}}]
+        counted = await self.coll.aggregate([*this_hour, {"$count": "n"}])
+        found = await counted.to_list(length=1)
+        return await self.stats.total("expiring", "n", since=later) + (found[0]["n"] if found else 0)
 
     async def count_accounts_active_since(self, since: datetime) -> int:
         """About how many accounts started a session or were active since `since`'s

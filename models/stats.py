@@ -113,7 +113,15 @@ class Stats:
         return await found.to_list(length=None)
 
     async def total(self, series: str, field: str, since: datetime) -> int:
-        return sum(int(b.get(field, 0)) for b in await self.buckets(series, since))
+        """The sum of a field over the buckets since `since`, added up by the database."""
+        summed = await self.coll.aggregate(
+            [
+                {"$match": {"series": series, "hour": {"$gte": since}}},
+                {"$group": {"_id": None, "n": {"$sum": f"${field}"}}},
+            ]
+        )
+        found = await summed.to_list(length=1)
+        return int(found[0]["n"]) if found else 0
 
     async def distinct(self, series: str, since: datetime) -> int:
         """The estimated number of distinct values seen in the buckets since `since`."""
