@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from models.passwords import PasswordHasher
 from models.ratelimit import RateLimits
 from models.resolver import Resolver
 from models.sessions import Sessions
+from models.stats import Stats
 from models.tokens import Tokens
 
 log = logging.getLogger("gatehouse")
@@ -78,6 +80,11 @@ class Messages:
             raise DeliveryFailed(e.message) from None
 
 
+def longest_session(config: Config) -> timedelta:
+    """The longest any session lives: how far back the session lists and counters reach."""
+    return timedelta(seconds=max(config.sessions.session_max_seconds, config.console.console_max_seconds))
+
+
 class Gatehouse:
     def __init__(
         self,
@@ -99,30 +106,20 @@ class Gatehouse:
         self.clock = clock
         self.followups = Followups()
         self.hasher = PasswordHasher(config.passwords.bcrypt_rounds, config.passwords.bcrypt_threads)
-        self.events = EventLog(db, clock, config.events.event_retention_days, self.followups)
+        self.lifetime = lifetime = longest_session(config)
+        self.stats = Stats(db, lifetime)
+        self.events = EventLog(db, clock, config.events.event_retention_days, self.followups, self.stats)
         self.events.listeners.append(observe_event)
         self.limits = RateLimits(db, clock)
         changes = Changes()
         self.accounts = Accounts(db, self.hasher, clock, config.phone_region, changes)
-        self.sessions = Sessions(db, clock, config.sessions.last_active_resolution, changes)
+        self.sessions = Sessions(
+            db, clock, config.sessions.last_active_resolution, changes, max_lifetime=lifetime, stats=self.stats
+        )
         self.tokens = Tokens(config.jwt, config.secret_key, db, clock, self.sessions, self.events)
-        self.resolver = Resolver(
-            feed_db if feed_db is not None else db,
-            clock,
-            self.accounts,
-            self.sessions,
-            self.tokens,
-            changes,
-            cache_ms=config.sessions.session_cache_ms,
-            cache_size=config.sessions.session_cache_size,
-        )
+        self.resolver = self.build_resolver(feed_db if feed_db is not None else db, changes)
         self.codes = Codes(db, clock, config.codes, config.secret_key, self.limits)
-        self.delivery = Delivery(config.delivery, config.production, db, clock)
-        record = partial(self.events.record, ctx=QUEUE_CONTEXT)
-        self.queue = DeliveryQueue(
-            db, clock, self.delivery, record, config.delivery, config.secret_key, gate=self.codes.may_send
-        )
-        messages = Messages(self.delivery)
+        messages = self.build_delivery(db)
         self.auth = AuthService(
             config.sessions,
             config.console,
@@ -140,15 +137,40 @@ class Gatehouse:
         self.admin = self.build_admin(admin_db if admin_db is not None else db)
         self.flows = CodeFlows(config.codes, self.accounts, self.codes, self.auth, self.events, messages, self.queue)
 
+    def build_resolver(self, feed_db: AsyncDatabase, changes: Changes) -> Resolver:
+        """The hot path's owner; its change feed reads through `feed_db` (its own pool)."""
+        sessions = self.config.sessions
+        return Resolver(
+            feed_db,
+            self.clock,
+            self.accounts,
+            self.sessions,
+            self.tokens,
+            changes,
+            cache_ms=sessions.session_cache_ms,
+            cache_size=sessions.session_cache_size,
+        )
+
+    def build_delivery(self, db: AsyncDatabase) -> Messages:
+        """Delivery and its durable queue, beside the domain; the domain gets `Messages`."""
+        config = self.config
+        self.delivery = Delivery(config.delivery, config.production, db, self.clock)
+        record = partial(self.events.record, ctx=QUEUE_CONTEXT)
+        self.queue = DeliveryQueue(
+            db, self.clock, self.delivery, record, config.delivery, config.secret_key, gate=self.codes.may_send
+        )
+        return Messages(self.delivery)
+
     def build_admin(self, db: AsyncDatabase) -> Admin:
         """What administrators read, on stores of its own bound to `db` (the admin
         client's: read-only use, nothing announced), every call under `AdminLimit`."""
-        config, clock = self.config, self.clock
+        config, clock, lifetime = self.config, self.clock, self.lifetime
         self.admin_limit = AdminLimit(config.database.admin_query_timeout_ms, config.database.admin_query_concurrency)
+        stats = Stats(db, lifetime)  # the counters, read through the admin client too
         admin = Admin(
             Accounts(db, self.hasher, clock, config.phone_region),
-            Sessions(db, clock, config.sessions.last_active_resolution),
-            EventLog(db, clock, config.events.event_retention_days),
+            Sessions(db, clock, config.sessions.last_active_resolution, max_lifetime=lifetime, stats=stats),
+            EventLog(db, clock, config.events.event_retention_days, stats=stats),
             clock,
             # The outbox is delivery's collection: the domain reads it through this method.
             outbox=self.delivery.outbox_messages,

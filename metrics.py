@@ -51,7 +51,7 @@ def _create() -> dict[str, Any]:
         ),
         ACTIVE=Gauge(
             "gatehouse_active_sessions",
-            "Live sessions in the database, read at scrape",
+            "Live sessions (unrevoked, unexpired), from counters at scrape",
             multiprocess_mode="livemostrecent",
         ),
     )

@@ -134,8 +134,8 @@ class AccountsHandler(AdminAPIHandler):
     async def get(self) -> None:
         q = self.query(self.QUERY)
         page = q.get("page", 1)
-        found, count = await self.admin.account_page(page=page, limit=q.get("limit", 50), q=q.get("q"))
-        self.reply({"accounts": [account_view(a) for a in found], "count": count, "page": page})
+        found = await self.admin.account_page(page=page, limit=q.get("limit", 50), q=q.get("q"))
+        self.reply({"accounts": [account_view(a) for a in found.accounts], "count": found.count, "page": page})
 
 
 class AccountHandler(AdminAPIHandler):

@@ -299,14 +299,15 @@ class AccountsHandler(ConsoleHandler):
     async def get(self) -> None:
         f = self.args({"q": ACCOUNT_REF, "page": PAGE})
         page = f.get("page", 1)
-        found, total = await self.admin.account_page(page=page, limit=50, q=f.get("q"))
+        found = await self.admin.account_page(page=page, limit=50, q=f.get("q"))
         self.page(
             "accounts.html",
-            accounts=[account_view(a) for a in found],
+            accounts=[account_view(a) for a in found.accounts],
             q=f.get("q") or "",
-            total=total,
+            total=found.count,
+            capped=found.capped,
             page_no=page,
-            more=page * 50 < total,
+            more=found.more,
         )
 
 

@@ -119,7 +119,10 @@ class AdminHandler(DrfHandler):
 
 class UsersHandler(AdminHandler):
     """Admin only: every account, a page at a time (`page`, `limit` ≤ 200), optionally
-    filtered by `phone`, `username` or a search `q`."""
+    filtered by `phone`, `username` or a search `q`. Unfiltered, page p is the accounts
+    with ids (p-1)·limit+1 … p·limit (one index range at any depth; a page is short by
+    the accounts deleted from it) and `count` the estimated total; a search counts and
+    pages through its first 1,000 matches (`Accounts.search`)."""
 
     FIELDS = {
         "page": PAGE,
@@ -136,20 +139,18 @@ class UsersHandler(AdminHandler):
         args = parse_fields({k: self.param(k, body) for k in self.FIELDS}, self.FIELDS)
         page, limit = args.get("page", 1), args.get("limit", 50)
         filters = {k: args.get(k) for k in ("phone", "username", "q")}
-        accounts, total = await self.admin.account_page(page=page, limit=limit, **filters)
+        found = await self.admin.account_page(page=page, limit=limit, **filters)
         base = self.request.protocol + "://" + self.request.host + self.request.path
 
-        def link(p: int) -> str | None:
-            if p < 1 or (p - 1) * limit >= total:
-                return None
+        def link(p: int) -> str:
             return base + "?" + urlencode({**{k: v for k, v in filters.items() if v}, "page": p, "limit": limit})
 
         self.reply(
             {
-                "count": total,
-                "next": link(page + 1),
-                "previous": link(page - 1),
-                "results": [user_view(a) for a in accounts],
+                "count": found.count,
+                "next": link(page + 1) if found.more else None,
+                "previous": link(page - 1) if page > 1 else None,
+                "results": [user_view(a) for a in found.accounts],
             }
         )
 

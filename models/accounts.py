@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
@@ -28,6 +29,24 @@ from .validation import (
 from .values import Account, AccountRef
 
 IDENTITY_TIERS = (0, 1, 2)  # normal, VIP, VVIP
+# How many matches an account search counts and pages through (see `Accounts.search`).
+SEARCH_CAP = 1000
+# Where a one-character username prefix is cut into ranges (usernames are
+# [a-z][a-z0-9._-]* once lowered): the embedded database walks a whole range even
+# under a limit, and 1/26 of all accounts is too many to walk for one page.
+_SLICE_AT = ("", "0", "a", "e", "i", "m", "q", "u", "\uffff")
+
+
+@dataclass(frozen=True)
+class AccountPage:
+    """A page of accounts; `count` is how many there are (estimated, or counted up to
+    SEARCH_CAP with `capped` set beyond); `more`: a next page has some."""
+
+    accounts: list[Account]
+    count: int
+    capped: bool
+    more: bool
+
 
 _FIELD_BY_INDEX = {"username_key": "username", "email_key": "email", "phone": "phone"}
 
@@ -249,25 +268,7 @@ class Accounts:
         self.changes.account(account_id)
         return result.deleted_count == 1
 
-    def _filter(self, phone: str | None, username: str | None, q: str | None) -> dict[str, Any]:
-        query: dict[str, Any] = {}
-        if phone:
-            query["phone"] = normalize_phone(phone, self.region)
-        if username:
-            query["username_key"] = username_key(username)
-        if q:
-            # Exact match on any identifier, or a username prefix. The text is escaped:
-            # it is never a regular expression of the caller's.
-            kind = classify_login(q, self.region)
-            ors: list[dict] = [{"username_key": {"$regex": "^" + re.escape(q.lower())}}]
-            if kind:
-                ors.append({kind[0]: kind[1]})
-            if q.isdigit() and len(q) < 12:
-                ors.append({"id": int(q)})
-            query["$or"] = ors
-        return query
-
-    async def page(
+    async def search(
         self,
         *,
         page: int = 1,
@@ -275,14 +276,71 @@ class Accounts:
         phone: str | None = None,
         username: str | None = None,
         q: str | None = None,
-    ) -> list[Account]:
-        """Accounts in id order, one page of `limit`."""
-        cursor = self.coll.find(self._filter(phone, username, q)).sort("id", ASCENDING)
-        cursor = cursor.skip((page - 1) * limit).limit(limit)
-        return [Account.from_doc(doc) for doc in await cursor.to_list(length=limit)]
+    ) -> AccountPage:
+        """One page of accounts, every read a bounded index range (the console, the
+        admin API and drf's `users/` alike).
 
-    async def count(self, *, phone: str | None = None, username: str | None = None, q: str | None = None) -> int:
-        return await self.coll.count_documents(self._filter(phone, username, q))
+        Unfiltered: page p is the accounts with ids (p-1)·limit+1 … p·limit, one range
+        of `id_unique` at any depth (ids are handed out in sequence, so a page is short
+        only by the accounts deleted from it); `count` is the collection's estimated
+        count (metadata, no scan). A search: exact matches on `phone` / `username` /
+        `q` as any identifier, then usernames starting with `q` in `username_key` order,
+        counted up to `SEARCH_CAP` (`count` says `SEARCH_CAP` and `capped` is set
+        beyond: "1,000+", as Keycloak's console does for large realms, rather than
+        counting every match), and pages reach no further than that."""
+        if not (phone or username or q):
+            return await self._id_page(page, limit)
+        keys = await self._matching(phone, username, q)
+        shown = keys[:SEARCH_CAP]  # a page past them is empty
+        chosen = shown[(page - 1) * limit : page * limit]
+        found = {a.id: a for a in await self._by_ids(chosen)}
+        accounts = [found[i] for i in chosen if i in found]
+        return AccountPage(accounts, len(shown), len(keys) > SEARCH_CAP, len(shown) > page * limit)
+
+    async def _id_page(self, page: int, limit: int) -> AccountPage:
+        first = (page - 1) * limit
+        found = await self._by_ids(range(first + 1, first + limit + 1))
+        last = await self.counters.find_one({"_id": "accounts"})
+        more = bool(last) and int(last["seq"]) > first + limit
+        return AccountPage(found, await self.estimated_count(), False, more)
+
+    async def _by_ids(self, ids: Iterable[int]) -> list[Account]:
+        """The accounts with these ids, in id order. A range of ids is asked as a range
+        (`id_unique`), not a list of thousands."""
+        wanted = list(ids)
+        if not wanted:
+            return []
+        if wanted == list(range(wanted[0], wanted[-1] + 1)):
+            query: dict[str, Any] = {"id": {"$gte": wanted[0], "$lte": wanted[-1]}}
+        else:
+            query = {"id": {"$in": wanted}}
+        docs = await self.coll.find(query).sort("id", ASCENDING).to_list(length=None)
+        return [Account.from_doc(doc) for doc in docs]
+
+    async def _matching(self, phone: str | None, username: str | None, q: str | None) -> list[int]:
+        """The ids of the accounts a search matches, in order (exact matches first, then
+        username prefixes), at most SEARCH_CAP + 1 of them."""
+        exact: list[Account | None] = []
+        if phone:
+            exact.append(await self.find_by_phone(normalize_phone(phone, self.region)))
+        if username:
+            exact.append(await self._one({"username_key": username_key(username)}))
+        if phone or username:
+            both = [a for a in exact if a is not None]
+            same = len(both) == len(exact) and len({a.id for a in both}) == 1
+            return [both[0].id] if same and (not q or _matches(both[0], q)) else []
+        assert q is not None
+        ids: list[int] = []
+        by_ref = await self.find_any(q)
+        if by_ref is not None:
+            ids.append(by_ref.id)
+        for prefix_range in _prefix_slices(q.lower()):
+            if len(ids) > SEARCH_CAP:
+                break
+            query = {"username_key": prefix_range}
+            docs = self.coll.find(query, {"id": 1}).sort("username_key", ASCENDING).limit(SEARCH_CAP + 1)
+            ids += [d["id"] for d in await docs.to_list(length=None) if d["id"] not in ids[:1]]
+        return ids[: SEARCH_CAP + 1]
 
     async def estimated_count(self) -> int:
         """How many accounts there are, from the collection's metadata (no scan)."""
@@ -294,6 +352,25 @@ class Accounts:
         wanted = list(set(ids))
         found = self.coll.find({"id": {"$in": wanted}}, {"id": 1, "uid": 1, "username": 1, "phone": 1})
         return {doc["id"]: AccountRef.from_doc(doc) for doc in await found.to_list(length=None)}
+
+
+def _prefix_slices(prefix: str) -> list[dict[str, str]]:
+    """`username_key` ranges that together hold exactly the keys starting with
+    `prefix`, in order: one range, or several for a one-character prefix."""
+    if len(prefix) > 1:
+        return [{"$gte": prefix, "$lt": prefix + "\uffff"}]
+    return [{"$gte": prefix + lo, "$lt": prefix + hi} for lo, hi in zip(_SLICE_AT, _SLICE_AT[1:], strict=False)]
+
+
+def _matches(account: Account, q: str) -> bool:
+    """Whether an account found by an exact filter also matches a search text."""
+    key = q.lower()
+    return (account.username or "").lower().startswith(key) or key in (
+        (account.email or "").lower(),
+        account.phone or "",
+        account.uid,
+        str(account.id),
+    )
 
 
 def _contact_fields(field: str) -> dict[str, str]:

@@ -4,7 +4,8 @@ admin API both call this; it composes the stores' queries (each store owns its
 collection) and queries nothing itself.
 
 Lists page with opaque cursors over an indexed sort key (`last_active, _id` for sessions,
-`_id` for events), so the thousandth page costs what the first does.
+`at, _id` for events), so the thousandth page costs what the first does, and every read
+is a bounded index range (see `newest_first`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Generic, TypeVar
 from bson import ObjectId
 from bson.errors import InvalidId
 
-from .accounts import Accounts
+from .accounts import AccountPage, Accounts
 from .common import Clock, epoch
 from .errors import AccountNotFound, InvalidRequest
 from .events import EVENT_TYPES, EventLog
@@ -88,12 +89,16 @@ def after_session(cursor: str) -> tuple[datetime, str]:
     return datetime.fromtimestamp(last_ms / 1000, tz=UTC), last_id
 
 
-def before_event(cursor: str) -> ObjectId:
-    """The event an events cursor resumes before."""
-    (last,) = decode_cursor(cursor, 1)
+def event_cursor(event: dict) -> str:
+    return encode_cursor(int(event["at"].timestamp() * 1000), str(event["_id"]))
+
+
+def after_event(cursor: str) -> tuple[datetime, ObjectId]:
+    """The (at, _id) an events cursor resumes after."""
+    at_ms, last_id = decode_cursor(cursor, 2)
     try:
-        return ObjectId(last)
-    except (InvalidId, TypeError):
+        return datetime.fromtimestamp(int(at_ms) / 1000, tz=UTC), ObjectId(last_id)
+    except (InvalidId, TypeError, ValueError):
         raise InvalidRequest(BAD_CURSOR, field="cursor") from None
 
 
@@ -169,38 +174,38 @@ class Admin:
             type=one_of("type", type, EVENT_TYPES) if type else None,
             since=since,
             until=until,
-            before=before_event(cursor) if cursor else None,
+            after=after_event(cursor) if cursor else None,
             limit=limit + 1,
         )
-        nxt = encode_cursor(str(found[limit - 1]["_id"])) if len(found) > limit else None
+        nxt = event_cursor(found[limit - 1]) if len(found) > limit else None
         return Page(found[:limit], nxt)
 
     async def dashboard(self) -> dict[str, Any]:
-        """The console's front page numbers, all over the last 24 hours."""
+        """The console's front page numbers, all over the last 24 hours, from counters
+        kept as things happen (models/stats.py, which states each one's error): nothing
+        here counts a collection."""
         now = self.clock()
-        day_ago = now - timedelta(hours=24)
         hours = [(now - timedelta(hours=h)).replace(minute=0, second=0, microsecond=0) for h in range(23, -1, -1)]
         chart = {epoch(h): {"hour": epoch(h), "login_ok": 0, "login_failed": 0} for h in hours}
-        totals = {"login_ok": 0, "login_failed": 0}
-        for kind, hour, n in await self.event_log.count_by_hour(("login_ok", "login_failed"), since=day_ago):
-            totals[kind] += n
-            bucket = chart.get(epoch(hour))
-            if bucket is not None:
-                bucket[kind] += n
+        for bucket in await self.event_log.stats.buckets("logins", since=hours[0]):
+            row = chart.get(epoch(bucket["hour"]))
+            if row is not None:
+                row["login_ok"] += int(bucket.get("login_ok", 0))
+                row["login_failed"] += int(bucket.get("login_failed", 0))
         return {
             "active_sessions": await self.session_store.count_live(),
-            "active_accounts_24h": await self.session_store.count_accounts_active_since(day_ago),
-            "logins_24h": totals["login_ok"],
-            "failed_logins_24h": totals["login_failed"],
+            "active_accounts_24h": await self.session_store.count_accounts_active_since(now - timedelta(hours=24)),
+            "logins_24h": sum(row["login_ok"] for row in chart.values()),
+            "failed_logins_24h": sum(row["login_failed"] for row in chart.values()),
             "accounts": await self.accounts.estimated_count(),
             "by_hour": list(chart.values()),
         }
 
-    async def account_page(self, *, page: int = 1, limit: int = 50, **filters: str | None) -> tuple[list[Account], int]:
-        """One page of accounts in id order and how many match (`filters`: `Accounts.page`'s
-        phone, username, q): the console's and the admin API's account search and drf's
-        `users/`, so they run as administrator reads (app.py), not on authentication's pool."""
-        return await self.accounts.page(page=page, limit=limit, **filters), await self.accounts.count(**filters)
+    async def account_page(self, *, page: int = 1, limit: int = 50, **filters: str | None) -> AccountPage:
+        """One page of accounts (`Accounts.search`: bounded index ranges, a capped count):
+        the console's and the admin API's account search and drf's `users/`, so they run
+        as administrator reads (app.py), not on authentication's pool."""
+        return await self.accounts.search(page=page, limit=limit, **filters)
 
     async def outbox(self, limit: int = 100) -> list[dict]:
         return await self.read_outbox(limit)

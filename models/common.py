@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 Clock = Callable[[], datetime]
 HOUR = 3600
 DAY = 86400
+T = TypeVar("T")
+# The first slice of time a newest-first list reads (see `newest_first`).
+FIRST_WINDOW = timedelta(minutes=15)
 
 
 def utcnow() -> datetime:
@@ -82,3 +86,32 @@ class Context:
     def ip_key(self) -> str:
         """The key of this client's per-IP limits (see `ip_limit_key`)."""
         return ip_limit_key(self.ip)
+
+
+async def newest_first(
+    fetch: Callable[[datetime, datetime, bool], Awaitable[list[T]]],
+    *,
+    top: datetime,
+    floor: datetime,
+    need: int,
+    first: timedelta = FIRST_WINDOW,
+) -> list[T]:
+    """Up to `need` items, newest first, read back from `top` in slices of time: the
+    first `first` long, each later one reaching 4 times as far back as the one before,
+    until `need` are found or `floor` is reached. `fetch(lo, hi, first_slice)` answers
+    the items in [lo, hi), newest first (`hi` included in the first slice, where it is
+    the position a cursor resumes from).
+
+    Why slices, not a sort and a limit: the embedded database's index walk does not
+    stop at the limit (page 1 of 500,000 sessions read every key), so the range itself
+    must be bounded. The work is then the slices read: at most 4 times the span that
+    holds the page, and never more than [floor, top]."""
+    found: list[T] = []
+    hi, span, initial = top, first, True
+    while len(found) < need:
+        lo = max(top - span, floor)
+        found += await fetch(lo, hi, initial)
+        if lo <= floor:
+            break
+        hi, span, initial = lo, span * 4, False
+    return found[:need]

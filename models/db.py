@@ -43,8 +43,15 @@ INDEXES: dict[str, list[IndexModel]] = {
     "sessions": [
         IndexModel([("changed_at", ASCENDING)], sparse=True, name="changed_at"),
         _sparse_unique("token_hash"),
-        IndexModel([("account_id", ASCENDING), ("last_active", DESCENDING)], name="account_last_active"),
-        # The admin session list: newest activity first, paged by (last_active, _id).
+        # The session lists, newest activity first, paged by (last_active, _id): one
+        # account's (its own list, the admin overview, `account=`); one kind's
+        # (`kind=`); all (slices of last_active). The equality key leads, so a filter
+        # `{account_id | kind: v, last_active: <range>}` walks only that range in sort
+        # order, on mongod and on the embedded database alike.
+        IndexModel(
+            [("account_id", ASCENDING), ("last_active", DESCENDING), ("_id", DESCENDING)], name="account_last_active"
+        ),
+        IndexModel([("kind", ASCENDING), ("last_active", DESCENDING), ("_id", DESCENDING)], name="kind_last_active"),
         IndexModel([("last_active", DESCENDING), ("_id", DESCENDING)], name="last_active_id"),
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],
@@ -59,9 +66,16 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],
     "events": [
-        IndexModel([("at", DESCENDING)], name="at"),
-        IndexModel([("account_id", ASCENDING), ("at", DESCENDING)], name="account_at"),
-        IndexModel([("type", ASCENDING), ("at", DESCENDING)], name="type_at"),
+        # The audit log's pages, newest first by (at, _id), in bounded ranges of `at`:
+        # one account's, one type's, or all. The equality key leads (see sessions).
+        IndexModel([("at", DESCENDING), ("_id", DESCENDING)], name="at"),
+        IndexModel([("account_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)], name="account_at"),
+        IndexModel([("type", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)], name="type_at"),
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
+    ],
+    "stats": [
+        # The dashboard's hourly counters (models/stats.py): one series' buckets by hour.
+        IndexModel([("series", ASCENDING), ("hour", ASCENDING)], name="series_hour"),
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],
     "outbox": [

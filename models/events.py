@@ -6,17 +6,23 @@ free text from clients (user agents) is stored as data, never interpolated into 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from .common import Clock, Context, seconds
+from .common import Clock, Context, newest_first, seconds
 from .db import insert_once
 from .followups import Followups
+from .stats import Stats
+
+NEWEST = [("at", DESCENDING), ("_id", DESCENDING)]
+MS = timedelta(milliseconds=1)  # the stored times' resolution
+# Events counted by the hour for the dashboard (models/stats.py, series `logins`).
+COUNTED = ("login_ok", "login_failed")
 
 EVENT_TYPES = (
     "signup",
@@ -49,12 +55,18 @@ class EventLog:
     (`Followups`), and each event carries its own `_id`, so a retry never doubles it."""
 
     def __init__(
-        self, db: AsyncDatabase, clock: Clock, retention_days: int, followups: Followups | None = None
+        self,
+        db: AsyncDatabase,
+        clock: Clock,
+        retention_days: int,
+        followups: Followups | None = None,
+        stats: Stats | None = None,
     ) -> None:
         self.coll = db.events
         self.clock = clock
         self.retention = seconds(retention_days * 86400)
         self.followups = followups or Followups()
+        self.stats = stats or Stats(db, timedelta(days=1))
         # Called with (type, outcome) for every event recorded: the metrics hook.
         self.listeners: list[Callable[[str, str], None]] = []
 
@@ -88,23 +100,13 @@ class EventLog:
         }
         doc.update(extra)
         await self.followups.run(f"audit event {type}", lambda: insert_once(self.coll, doc), None)
+        if type in COUNTED:
+            await self.stats.apply(self.stats.add("logins", now, **{type: 1}))
         for listener in self.listeners:
             listener(type, outcome)
 
-    async def find(
-        self,
-        *,
-        account_id: int | None = None,
-        type: str | None = None,
-        limit: int = 50,
-    ) -> list[dict]:
-        query: dict[str, Any] = {}
-        if account_id is not None:
-            query["account_id"] = account_id
-        if type:
-            query["type"] = type
-        cursor = self.coll.find(query).sort("at", DESCENDING).limit(limit)
-        return await cursor.to_list(length=limit)
+    async def find(self, *, account_id: int | None = None, type: str | None = None, limit: int = 50) -> list[dict]:
+        return await self.page(account_id=account_id, type=type, limit=limit)
 
     async def page(
         self,
@@ -113,38 +115,30 @@ class EventLog:
         type: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-        before: ObjectId | None = None,
+        after: tuple[datetime, ObjectId] | None = None,
         limit: int = 50,
     ) -> list[dict]:
-        """Events newest first by `_id` (the order they were written in, and an index),
-        in [since, until) when given, and older than the event `before` (the last one
-        already seen) when given."""
-        query: dict[str, Any] = {}
-        if account_id is not None:
-            query["account_id"] = account_id
-        if type:
-            query["type"] = type
-        if since or until:
-            query["at"] = {**({"$gte": since} if since else {}), **({"$lt": until} if until else {})}
-        if before is not None:
-            query["_id"] = {"$lt": before}
-        return await self.coll.find(query).sort("_id", DESCENDING).limit(limit).to_list(length=limit)
+        """Events newest first by (at, _id), in [since, until) when given, and after
+        `after`, the (at, _id) of the last one already seen, when given.
 
-    async def count_by_hour(self, types: Iterable[str], since: datetime) -> list[tuple[str, datetime, int]]:
-        """(type, hour, how many) for the events of these types since `since`, by the
-        hour they happened in (truncated to the hour, UTC)."""
-        rows = await self.coll.aggregate(
-            [
-                {"$match": {"type": {"$in": list(types)}, "at": {"$gte": since}}},
-                {
-                    "$group": {
-                        "_id": {"type": "$type", "hour": {"$dateTrunc": {"date": "$at", "unit": "hour"}}},
-                        "n": {"$sum": 1},
-                    }
-                },
-            ]
-        )
-        return [(row["_id"]["type"], row["_id"]["hour"], row["n"]) for row in await rows.to_list(length=None)]
+        Read in bounded slices of `at` (`newest_first`), on `account_at` with an
+        account, else on `type_at` with a type, else on `at`: the filter is that one
+        equality, then the `at` range (the key order the embedded planner needs:
+        equalities, then one range on the next key). The rest is checked here."""
+        now = self.clock()
+        lead: dict[str, Any] = {"account_id": account_id} if account_id is not None else {"type": type} if type else {}
+
+        def keep(event: dict) -> bool:
+            return (not type or event["type"] == type) and (after is None or (event["at"], event["_id"]) < after)
+
+        async def fetch(lo: datetime, hi: datetime, first: bool) -> list[dict]:
+            query = {**lead, "at": {"$gte": lo, ("$lte" if first else "$lt"): hi}}
+            docs = await self.coll.find(query).sort(NEWEST).to_list(length=None)
+            return [e for e in docs if keep(e)]
+
+        top = min(t for t in (now, after[0] if after else None, until - MS if until else None) if t is not None)
+        floor = max(since or now - self.retention, now - self.retention)
+        return await newest_first(fetch, top=top, floor=floor, need=limit)
 
 
 def event_view(event: dict) -> dict:

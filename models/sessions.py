@@ -13,20 +13,27 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
-from datetime import datetime
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import DESCENDING
+from pymongo import DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from .accounts import epoch_query
 from .changes import CHANGED, Changes
-from .common import Clock, Context, epoch, seconds, sha256_hex
+from .common import Clock, Context, epoch, newest_first, seconds, sha256_hex
 from .db import insert_once
+from .stats import HOUR, Stats, hour_of
 from .values import Account, Session
 
 KINDS = ("opaque", "jwt", "console")
+# The admin lists' order, which the `last_active_id`, `kind_last_active` and
+# `account_last_active` indexes keep (after their equality key).
+NEWEST = [("last_active", DESCENDING), ("_id", DESCENDING)]
+# The longest a session can live when the store is not told (the settings' ceiling).
+YEAR = timedelta(days=366)
 
 log = logging.getLogger("gatehouse")
 
@@ -36,11 +43,23 @@ def new_token() -> str:
 
 
 class Sessions:
-    def __init__(self, db: AsyncDatabase, clock: Clock, resolution: int, changes: Changes | None = None) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase,
+        clock: Clock,
+        resolution: int,
+        changes: Changes | None = None,
+        *,
+        max_lifetime: timedelta = YEAR,
+        stats: Stats | None = None,
+    ) -> None:
         self.coll = db.sessions
         self.clock = clock
         self.resolution = resolution
         self.changes = changes or Changes()
+        # No unexpired session was active before now - max_lifetime: the lists' floor.
+        self.max_lifetime = max_lifetime
+        self.stats = stats or Stats(db, max_lifetime)
         self.touch_failing = False  # the last lastActive write failed (warned once)
 
     async def create(
@@ -76,6 +95,9 @@ class Sessions:
         if token:
             doc["token_hash"] = sha256_hex(token)
         await insert_once(self.coll, doc)
+        await self.stats.apply(
+            self.stats.add("expiring", doc["expires_at"], n=1), self.stats.seen("active", now, account.id)
+        )
         return Session.from_doc(doc), token
 
     def _alive(self, doc: dict | None) -> Session | None:
@@ -111,10 +133,14 @@ class Sessions:
         filter makes concurrent requests (and processes) write once between them."""
         now = session.last_active
         try:
-            await self.coll.update_one(
+            before = await self.coll.find_one_and_update(
                 {"_id": session.id, "revoked_at": None, "last_active": {"$lte": now - seconds(self.resolution)}},
                 {"$set": {"last_active": now, "expires_at": session.expires_at}},
+                projection={"_id": 0, "last_active": 1, "expires_at": 1},
+                return_document=ReturnDocument.BEFORE,
             )
+            if before is not None:
+                await self.stats.apply(*self._counted_touch(session, before))
         except PyMongoError as e:
             # Bookkeeping, not a check: the request it rides on goes on. Said once per
             # spell of failures, not once per request.
@@ -126,16 +152,36 @@ class Sessions:
             log.info("lastActive is written again")
         self.touch_failing = False
 
+    def _counted_touch(self, session: Session, before: dict) -> list:
+        """The counter updates of a `lastActive` write: the session moves to the hour
+        bucket of its new `expires_at`, and its account is seen active in a new hour."""
+        ops = []
+        if hour_of(before["expires_at"]) != hour_of(session.expires_at):
+            ops += [
+                self.stats.add("expiring", before["expires_at"], n=-1),
+                self.stats.add("expiring", session.expires_at, n=1),
+            ]
+        if hour_of(before["last_active"]) != hour_of(session.last_active):
+            ops.append(self.stats.seen("active", session.last_active, session.account_id))
+        return ops
+
+    async def _uncount(self, expiries: list[datetime]) -> None:
+        """Revoked sessions leave the live count: -1 in each one's expiry hour."""
+        by_hour = Counter(hour_of(e) for e in expiries if e > self.clock())
+        await self.stats.apply(*(self.stats.add("expiring", h, n=-n) for h, n in by_hour.items()))
+
     async def revoke(self, session_id: str, reason: str, by: str | None = None) -> bool:
         """Revoke one live session; False when it was not live. The document stays (for
         the console and audit) until its expiry removes it."""
         revoked = await self.coll.find_one_and_update(
             {"_id": session_id, "revoked_at": None},
             {"$set": {"revoked_at": self.clock(), "revoked_reason": reason, "revoked_by": by}, **CHANGED},
-            projection={"_id": 1},
+            projection={"_id": 1, "expires_at": 1},
         )
         # After the write: a read racing it either sees it or is not stored (the epoch).
         self.changes.session(session_id)
+        if revoked is not None:
+            await self._uncount([revoked["expires_at"]])
         return revoked is not None
 
     async def restamp(self, session_id: str, cred_epoch: int) -> None:
@@ -152,41 +198,54 @@ class Sessions:
         query: dict[str, Any] = {"account_id": account_id, "revoked_at": None}
         if except_id:
             query["_id"] = {"$ne": except_id}
+        revoked_at = self.clock()
         result = await self.coll.update_many(
-            query, {"$set": {"revoked_at": self.clock(), "revoked_reason": reason, "revoked_by": by}, **CHANGED}
+            query, {"$set": {"revoked_at": revoked_at, "revoked_reason": reason, "revoked_by": by}, **CHANGED}
         )
         self.changes.account(account_id)
+        if result.modified_count:
+            # The sessions this write revoked (their `revoked_at` is its own), for the count.
+            mine = await self._of_account(account_id, lambda s: s.revoked_at == revoked_at and s.revoked_by == by)
+            await self._uncount([s.expires_at for s in mine])
         return result.modified_count
 
     async def count_live(self) -> int:
-        return await self.coll.count_documents({"revoked_at": None, "expires_at": {"$gt": self.clock()}})
+        """Unrevoked sessions not yet expired, exactly, without counting them: the
+        `expiring` counters of the hours after this one (see models/stats.py), plus
+        this hour's expiries read from the TTL index (a range of an hour's sessions)."""
+        now = self.clock()
+        later = hour_of(now) + HOUR
+        # The range alone first (the TTL index: the embedded planner would not pick it
+        # for a filter that also names `revoked_at`), then the unrevoked, counted there.
+        this_hour = [{"$match": {"expires_at": {"$gt": now, "$lt": later}}}, {"$match": {"revoked_at": None}}]
+        counted = await self.coll.aggregate([*this_hour, {"$count": "n"}])
+        found = await counted.to_list(length=1)
+        return await self.stats.total("expiring", "n", since=later) + (found[0]["n"] if found else 0)
 
     async def count_accounts_active_since(self, since: datetime) -> int:
-        """How many accounts had a session active at or after `since`."""
-        counted = await self.coll.aggregate(
-            [{"$match": {"last_active": {"$gte": since}}}, {"$group": {"_id": "$account_id"}}, {"$count": "n"}]
-        )
-        found = await counted.to_list(length=1)
-        return found[0]["n"] if found else 0
+        """About how many accounts started a session or were active since `since`'s
+        hour (a sketch: see models/stats.py for the error)."""
+        return await self.stats.distinct("active", hour_of(since))
 
-    @staticmethod
-    def _held_by(account: Account) -> list[dict[str, Any]]:
-        """Filters (any one) for the sessions made with the account's current
-        credentials: its epoch, or the session carried over its last change
-        (`Account.holds_session`, as a query)."""
-        made_with: list[dict[str, Any]] = [{"cred_epoch": epoch_query(account.cred_epoch)}]
-        carry = account.cred_carry
-        if carry is not None and carry.epoch + 1 == account.cred_epoch:
-            made_with.append({"_id": carry.session, "cred_epoch": carry.epoch})
-        return made_with
+    async def _of_account(
+        self, account_id: int, keep: Callable[[Session], bool], limit: int | None = None
+    ) -> list[Session]:
+        """The account's sessions that `keep` keeps, newest activity first, from one
+        bounded range of the `account_last_active` index: its sessions active within
+        the longest lifetime (older ones have all expired). The filter leads with
+        `account_id`, the index's first key: the embedded database's planner picks its
+        index from the equality keys followed by one range (`{account_id, last_active}`
+        is served in milliseconds; a filter led by `expires_at` walked the TTL index)."""
+        now = self.clock()
+        query = {"account_id": account_id, "last_active": {"$gte": now - self.max_lifetime}}
+        docs = await self.coll.find(query, {"token_hash": 0}).sort(NEWEST).to_list(length=None)
+        kept = [s for s in map(Session.from_doc, docs) if keep(s)]
+        return kept[:limit] if limit is not None else kept
 
     async def list_for_account(self, account: Account, limit: int = 100) -> list[Session]:
         """The account's live sessions (those made with its current credentials)."""
         now = self.clock()
-        live: dict[str, Any] = {"account_id": account.id, "revoked_at": None, "expires_at": {"$gt": now}}
-        live["$or"] = self._held_by(account)
-        cursor = self.coll.find(live).sort("last_active", DESCENDING).limit(limit)
-        return [Session.from_doc(doc) for doc in await cursor.to_list(length=limit)]
+        return await self._of_account(account.id, lambda s: s.alive(now) and account.holds_session(s), limit)
 
     async def recent_for_account(self, account: Account, limit: int = 100) -> list[Session]:
         """The account's sessions as administrators see them: the live ones (as
@@ -194,10 +253,11 @@ class Sessions:
         stays visible; newest activity first. A session voided by a credential change
         without being revoked is neither live nor marked: it is left out."""
         now = self.clock()
-        live = [{"revoked_at": None, **made_with} for made_with in self._held_by(account)]
-        query = {"account_id": account.id, "expires_at": {"$gt": now}, "$or": [{"revoked_at": {"$ne": None}}, *live]}
-        cursor = self.coll.find(query, {"token_hash": 0}).sort([("last_active", DESCENDING), ("_id", DESCENDING)])
-        return [Session.from_doc(doc) for doc in await cursor.limit(limit).to_list(length=limit)]
+
+        def shown(s: Session) -> bool:
+            return s.expires_at > now and (s.revoked_at is not None or account.holds_session(s))
+
+        return await self._of_account(account.id, shown, limit)
 
     async def listing(
         self,
@@ -208,22 +268,35 @@ class Sessions:
         after: tuple[datetime, str] | None = None,
         limit: int = 50,
     ) -> list[Session]:
-        """Unexpired sessions across accounts by lastActive then id, newest first (the
-        admin lists' order, which an index keeps cheap at any depth), starting after
-        `after`, the (lastActive, id) of the last one already seen. Revoked sessions are
-        listed too unless `live_only`."""
-        query: dict[str, Any] = {"expires_at": {"$gt": self.clock()}}
+        """Unexpired sessions across accounts by lastActive then id, newest first,
+        starting after `after`, the (lastActive, id) of the last one already seen.
+        Revoked sessions are listed too unless `live_only`.
+
+        Every read is a bounded range of one index: with `account_id` the account's
+        sessions (`_of_account`); else slices of lastActive back from the cursor
+        (`newest_first`: 15 minutes, then 4 times as far back each time, down to the
+        longest session lifetime), on `kind_last_active` with `kind` and on
+        `last_active_id` without. Only the equality that leads the index goes into the
+        filter, before the range (the key order the embedded planner needs: equalities,
+        then one range on the next key); expiry and revocation are checked here."""
+        now = self.clock()
+
+        def keep(s: Session) -> bool:
+            if s.expires_at <= now or (live_only and s.revoked_at is not None) or (kind and s.kind != kind):
+                return False
+            return after is None or (s.last_active, s.id) < after
+
         if account_id is not None:
-            query["account_id"] = account_id
-        if kind:
-            query["kind"] = kind
-        if live_only:
-            query["revoked_at"] = None
-        if after is not None:
-            last, last_id = after
-            query["$or"] = [{"last_active": {"$lt": last}}, {"last_active": last, "_id": {"$lt": last_id}}]
-        cursor = self.coll.find(query, {"token_hash": 0}).sort([("last_active", DESCENDING), ("_id", DESCENDING)])
-        return [Session.from_doc(doc) for doc in await cursor.limit(limit).to_list(length=limit)]
+            return await self._of_account(account_id, keep, limit)
+        lead: dict[str, Any] = {"kind": kind} if kind else {}
+
+        async def fetch(lo: datetime, hi: datetime, first: bool) -> list[Session]:
+            query = {**lead, "last_active": {"$gte": lo, ("$lte" if first else "$lt"): hi}}
+            docs = await self.coll.find(query, {"token_hash": 0}).sort(NEWEST).to_list(length=None)
+            return [s for s in map(Session.from_doc, docs) if keep(s)]
+
+        top = after[0] if after is not None else now
+        return await newest_first(fetch, top=top, floor=now - self.max_lifetime, need=limit)
 
 
 def session_view(session: Session, current_id: str | None = None) -> dict:

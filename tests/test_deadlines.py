@@ -133,7 +133,9 @@ async def test_a_failed_last_active_write_does_not_fail_the_request(api, gatehou
     token = await login(api, user)
     me = await api.get("/auth/me", token=token)
     sid = me.data["data"]["session"]
-    async with failpoint(mongo_uri, ["update"], errorCode=2):
+    # The lastActive write is a findAndModify (its before-image moves the live-session
+    # counters); its counter updates are an `update`.
+    async with failpoint(mongo_uri, ["update", "findAndModify"], errorCode=2):
         for _ in range(3):
             clock.advance(gatehouse.config.sessions.last_active_resolution + 1)  # a lastActive write is due
             r = await api.get("/auth/me", token=token)
