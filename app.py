@@ -102,6 +102,7 @@ class Gatehouse:
             changes,
             cache_ms=config.sessions.session_cache_ms,
             cache_size=config.sessions.session_cache_size,
+            misses_per_minute=config.sessions.invalid_tokens_per_minute,
         )
         self.codes = Codes(db, clock, config.codes, config.secret_key, self.limits)
         self.delivery = Delivery(config.delivery, config.production, db, clock)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -130,10 +130,11 @@ def uri_options_overridden(uri: str) -> dict[str, tuple[str, str]]:
     return found
 
 
-def connect(uri: str, timeout_ms: int) -> AsyncMongoClient:
+def connect(uri: str, timeout_ms: int, *, event_listeners: Sequence[Any] = ()) -> AsyncMongoClient:
     """A client whose every operation (server selection included) gives up after
     `timeout_ms`, so a database outage turns into a prompt 503, never a hang; with
-    DURABILITY and MONITORING above, which override the URI's options (one warning)."""
+    DURABILITY and MONITORING above, which override the URI's options (one warning).
+    `event_listeners`: PyMongo monitoring listeners (the tests count commands with one)."""
     overridden = uri_options_overridden(uri)
     if overridden:
         log.warning(
@@ -150,6 +151,7 @@ def connect(uri: str, timeout_ms: int) -> AsyncMongoClient:
         appname="gatehouse",
         **DURABILITY,
         **MONITORING,
+        event_listeners=list(event_listeners),
     )
 
 

@@ -86,6 +86,11 @@ class Sessions:
         """The live session a raw opaque token belongs to, or None."""
         return self._alive(await self.coll.find_one({"token_hash": sha256_hex(token)}))
 
+    async def find_token(self, token: str) -> Session | None:
+        """The session a raw opaque token belongs to, live or not (one indexed read)."""
+        doc = await self.coll.find_one({"token_hash": sha256_hex(token)})
+        return Session.from_doc(doc) if doc else None
+
     async def find_alive(self, session_id: str) -> Session | None:
         return self._alive(await self.coll.find_one({"_id": session_id}))
 
