@@ -131,15 +131,29 @@ class Resolver:
         return Caller(account, session) if account else None
 
     async def live_account(self, session: Session) -> Account | None:
-        """The session's account while it may act: it exists, is enabled, and its
-        credentials are the ones the session was made with. A login whose bcrypt check
-        was in flight during a password change, reset, disable or takeover wrote its
-        session with the old credential epoch: it is refused here, even when it was
-        written after the change ended every other session."""
-        account = await self.accounts.find_by_id(session.account_id)
-        if account is None or account.disabled:
+        """The session's account while it may act (`usable`)."""
+        return usable(await self.accounts.find_by_id(session.account_id), session)
+
+    async def refreshing(self, sid: str) -> Caller | None:
+        """The live caller of a JWT session about to be refreshed: session and account in
+        one round trip (a refresh comes when the access token has expired, long after
+        its cache entry went)."""
+        session, account = await self.sessions.find_with_account(sid)
+        if session is None or not session.alive(self.clock()):
             return None
-        # Refused, not revoked: the session that changed the password is moved to the new
-        # epoch just after the change, and a request of its own landing in between must
-        # get a passing 403, not lose the session for good.
-        return account if account.holds_session(session) else None
+        account = usable(account, session)
+        return Caller(account, session) if account else None
+
+
+def usable(account: Account | None, session: Session) -> Account | None:
+    """The session's account while it may act: it exists, is enabled, and its
+    credentials are the ones the session was made with. A login whose bcrypt check was
+    in flight during a password change, reset, disable or takeover wrote its session
+    with the old credential epoch: it is refused here, even when it was written after
+    the change ended every other session."""
+    if account is None or account.disabled:
+        return None
+    # Refused, not revoked: the session that changed the password is moved to the new
+    # epoch just after the change, and a request of its own landing in between must get
+    # a passing 403, not lose the session for good.
+    return account if account.holds_session(session) else None
