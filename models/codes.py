@@ -204,9 +204,9 @@ class Codes:
         spent = await self.coll.find_one_and_delete({"_id": record["_id"], "code_hash": record["code_hash"]})
         if spent is None:
             raise CodeInvalid()
-        # A used code ends its cooldown (only the one who received it can do this).
-        await self.limits.release(*slots)
-        await self.limits.release_cooldown(f"code:{purpose}:{limit_key or subject}")
+        # A used code ends its cooldown (only the one who received it can do this): one
+        # command with giving the slots back.
+        await self.limits.release(*slots, cooldowns=[f"code:{purpose}:{limit_key or subject}"])
         return spent
 
     async def _before_spend(
