@@ -253,3 +253,23 @@ async def test_code_login_round_trips(sinks, api, gatehouse):
         ("update", "limits"),  # the slots back, the cooldown ended
     ]
     assert len(seen) == 11, seen
+
+
+async def test_phone_login_verify_round_trips(sinks, api, gatehouse):
+    from tests.test_styles import phone_user
+
+    phone, _ = await phone_user(api, sinks)
+    sinks.messages.clear()
+    uid = (await api.post("/auth/api/login/", {"phone": phone})).data["user_id"]
+    code = await sinks.code_for(phone)
+    await quiet(gatehouse)
+    with gatehouse.commands.counting() as seen:
+        r = await api.post("/auth/api/login/verify/", {"code": code, "user_id": uid})
+    assert r.status == 200, r.data
+    # Was 16: the code was read (`find`) before the attempt that reads it anyway.
+    assert ("find", "codes") not in seen and len(seen) == 15, seen
+    # No pending code: still "log in first", and the wrong-code caps are not charged.
+    r = await api.post("/auth/api/login/verify/", {"code": code, "user_id": uid})
+    assert r.status == 400 and r.data == {"error": "login first"}, r.data
+    ip_slots = await gatehouse.db.limits.find({"_id": {"$regex": "^code_fail_"}}).to_list()
+    assert all(doc["n"] == 0 for doc in ip_slots), ip_slots
