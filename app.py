@@ -149,6 +149,7 @@ class Gatehouse:
             changes,
             cache_ms=sessions.session_cache_ms,
             cache_size=sessions.session_cache_size,
+            misses_per_minute=sessions.invalid_tokens_per_minute,
         )
 
     def build_delivery(self, db: AsyncDatabase) -> Messages:

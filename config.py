@@ -364,7 +364,19 @@ class SessionSettings:
         hi=1000,
     )
     session_cache_size: int = setting(
-        "GATEHOUSE_SESSION_CACHE_SIZE", 10000, "entries in that cache", lo=0, hi=1_000_000
+        "GATEHOUSE_SESSION_CACHE_SIZE",
+        10000,
+        "entries in that cache (and in the per-process memory of revoked sessions)",
+        lo=0,
+        hi=1_000_000,
+    )
+    invalid_tokens_per_minute: int = setting(
+        "GATEHOUSE_INVALID_TOKENS_PER_MINUTE",
+        300,
+        "unknown opaque tokens one client address (IPv6: its /64) may have looked up per minute, per process,"
+        " before its unknown tokens get 429 without a database read (0 = no limit)",
+        lo=0,
+        hi=1_000_000,
     )
     fresh_login_seconds: int = setting(
         "GATEHOUSE_FRESH_LOGIN_SECONDS",

@@ -28,7 +28,7 @@ from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
 from config import Config
 from metrics import DEADLINES, SHED, observe_request
-from models.common import Context, canonical_ip, parse_ip
+from models.common import Context, canonical_ip, ip_limit_key, parse_ip
 from models.errors import (
     AccountExists,
     AdminQueryTimeout,
@@ -356,6 +356,10 @@ class GatehouseHandler(RequestHandler):
                 return proto == "https"
         return self.request.protocol == "https"
 
+    def ip_key(self) -> str:
+        """The client's per-IP limit key (`Context.ip_key`), without building a Context."""
+        return ip_limit_key(self.client_ip)
+
     def context(self) -> Context:
         return Context(
             ip=self.client_ip,
@@ -447,20 +451,20 @@ class APIHandler(GatehouseHandler):
 
     async def optional_caller(self, *, strict: bool = True) -> Caller | None:
         """The caller behind the token a request on an anonymous route may carry, or None
-        without one. A token that is sent but invalid is `NotAuthenticated` when `strict`,
-        else treated as absent."""
+        without one. A token that is sent but invalid (or that this address may not have
+        looked up now: `RateLimited`) is raised when `strict`, else treated as absent."""
         if not self.bearer_token():
             return None
         try:
             await self.authenticate()
-        except NotAuthenticated:
+        except (NotAuthenticated, RateLimited):
             if strict:
                 raise
             return None
         return self._caller
 
     async def resolve_token(self, token: str) -> Caller:
-        return await self.resolver.resolve(token)
+        return await self.resolver.resolve(token, client=self.ip_key)
 
     async def prepare(self) -> None:
         self.shed_if_overloaded()

@@ -150,7 +150,9 @@ class ConsoleHandler(GatehouseHandler):
         token = self.get_signed_cookie(self.cookie, max_age_days=31)
         if token:
             try:
-                caller = await self.resolver.resolve(token.decode(), kinds=("console",), touch=not self.is_self_refresh)
+                caller = await self.resolver.resolve(
+                    token.decode(), kinds=("console",), touch=not self.is_self_refresh, client=self.ip_key
+                )
                 self.operator, self.console_session = caller.account, caller.session
             except NotAuthenticated:
                 self.clear_console_cookie()

@@ -107,7 +107,8 @@ def operation(route: Route, method: str, op: Op, anonymous: bool) -> dict[str, A
     if op.body is not None:
         statuses.add(handler.error_status(None, 415, "UNSUPPORTED_MEDIA_TYPE", None))
     if not anonymous:
-        statuses |= {401, handler.error_status(None, 403, "NOT_AUTHENTICATED", None)}
+        # 429: an address over its budget of unknown tokens (`models/misses.py`).
+        statuses |= {401, 429, handler.error_status(None, 403, "NOT_AUTHENTICATED", None)}
     ok = op.ok if op.ok is not None else {}
     responses: dict[str, Any] = {
         str(op.status): {

@@ -48,7 +48,7 @@ class DrfHandler(APIHandler):
         return {"detail": DETAIL.get(code, message)}
 
     async def resolve_token(self, token: str) -> Caller:
-        return await self.resolver.resolve(token, kinds=("jwt", "opaque"))
+        return await self.resolver.resolve(token, kinds=("jwt", "opaque"), client=self.ip_key)
 
 
 class SignUpHandler(DrfHandler):

@@ -300,14 +300,14 @@ class AuthService:
             if access_sid != self.tokens.decode(token, "refresh")["sid"]:
                 raise TokenInvalid("the access token and the refresh token belong to different sessions")
 
-        async def account_of(session: Session) -> Account:
-            account = await self.resolver.live_account(session)
-            if account is None:
+        async def caller_of(sid: str) -> Caller:
+            caller = await self.resolver.refreshing(sid)
+            if caller is None:
                 raise TokenInvalid()
-            await self.sessions.touch(session)
-            return account
+            await self.sessions.touch(caller.session)
+            return caller
 
-        return await self.tokens.refresh(token, account_of, ctx, rotate=rotate)
+        return await self.tokens.refresh(token, caller_of, ctx, rotate=rotate)
 
     async def introspect(self, token: str) -> dict:
         """RFC 7662-style facts about any token of ours, for a resource server: the same

@@ -165,6 +165,7 @@ class Codes:
         limit_key: str | None = None,
         ticket: str | None = None,
         before_spend: Callable[[dict], Awaitable[None]] | None = None,
+        charge_missing: bool = True,
     ) -> dict:
         """Use a code: returns its record (with `account_id`) or raises `CodeInvalid`
         (`NoPendingCode` when there was none: the same message).
@@ -175,7 +176,9 @@ class Codes:
         `max` comparisons and a right code sent after them finds the code dead.
         `before_spend(record)` runs once the code is known right and before it is spent
         (a reset checks the new password there: nothing about the account is compared
-        with client input before the code is proven); if it raises, the code stays."""
+        with client input before the code is proven); if it raises, the code stays.
+        `charge_missing=False`: no pending code is not a wrong guess (the slots go back),
+        for a flow that answers it apart ("log in first") instead of reading it before."""
         slots = await self.limits.reserve_all(
             list(zip(self._failure_limits(), (ip_key, limit_key or subject), strict=True))
         )
@@ -190,6 +193,8 @@ class Codes:
             return_document=ReturnDocument.AFTER,
         )
         if record is None:
+            if not charge_missing:
+                await self.limits.release(*slots)
             raise NoPendingCode()
         code_ok = isinstance(code, str) and code.isdigit() and len(code) <= 10
         if code_ok:
@@ -204,9 +209,9 @@ class Codes:
         spent = await self.coll.find_one_and_delete({"_id": record["_id"], "code_hash": record["code_hash"]})
         if spent is None:
             raise CodeInvalid()
-        # A used code ends its cooldown (only the one who received it can do this).
-        await self.limits.release(*slots)
-        await self.limits.release_cooldown(f"code:{purpose}:{limit_key or subject}")
+        # A used code ends its cooldown (only the one who received it can do this): one
+        # command with giving the slots back.
+        await self.limits.release(*slots, cooldowns=[f"code:{purpose}:{limit_key or subject}"])
         return spent
 
     async def _before_spend(

@@ -311,26 +311,36 @@ class CodeFlows:
         account = await self.accounts.find_by_uid(user_id)
         if account is None or not account.phone or account.disabled:
             raise NoPendingCode()
-        if await self.codes.pending("login", account.phone) is None:
-            raise NoPendingCode()
-        login_account = await self._code_login(account.phone, code, ctx, channel="sms")
+        # No pending code is told by the attempt itself (no read before it), and is not
+        # charged as a wrong guess.
+        login_account = await self._code_login(account.phone, code, ctx, channel="sms", charge_missing=False)
         return await self.auth.jwt_login(login_account, ctx, method="code")
 
-    async def _code_login(self, dest: str, code: str, ctx: Context, *, channel: str) -> Account:
+    async def _code_login(
+        self, dest: str, code: str, ctx: Context, *, channel: str, charge_missing: bool = True
+    ) -> Account:
         """Spend a login code; its account. Counts against the per-IP budget of successful
         logins like a password login (reserved first, given back when the code fails)."""
         slot = await self.auth.limits.reserve(self.auth.logins_per_ip, ctx.ip_key)
         try:
-            return await self._use_code("login", dest, code, ctx, channel=channel)
+            return await self._use_code("login", dest, code, ctx, channel=channel, charge_missing=charge_missing)
         except Exception:
             await self.auth.limits.release(slot)
             raise
 
     async def _use_code(
-        self, purpose: str, dest: str, code: str, ctx: Context, *, channel: str, ticket: str | None = None
+        self,
+        purpose: str,
+        dest: str,
+        code: str,
+        ctx: Context,
+        *,
+        channel: str,
+        ticket: str | None = None,
+        charge_missing: bool = True,
     ) -> Account:
         """Spend the code; the live account it was sent for, which must still hold `dest`."""
-        record = await self.codes.verify(purpose, dest, code, ctx.ip_key, ticket=ticket)
+        record = await self.codes.verify(purpose, dest, code, ctx.ip_key, ticket=ticket, charge_missing=charge_missing)
         account = await self.accounts.find_by_id(record["account_id"]) if record.get("account_id") else None
         holds = account is not None and (account.phone if channel == "sms" else account.email_key) == dest
         if account is None or account.disabled or not holds:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -134,9 +134,14 @@ class RateLimits:
             raise
         return slots
 
-    async def release(self, *slots: Slot) -> None:
-        for slot in slots:
-            await self.coll.update_one({"_id": slot._id}, {"$inc": {"n": -1}})
+    async def release(self, *slots: Slot, cooldowns: Sequence[str] = ()) -> None:
+        """Give `slots` back and end `cooldowns` (their keys, as claimed), in one command:
+        an ended cooldown's `until` is now, which `claim_cooldown` takes as free."""
+        updates = [UpdateOne({"_id": slot._id}, {"$inc": {"n": -1}}) for slot in slots]
+        now = self.clock()
+        updates += [UpdateOne({"_id": f"cooldown:{key}"}, {"$min": {"until": now}}) for key in cooldowns]
+        if updates:
+            await self.coll.bulk_write(updates)
 
     async def count(self, bucket: str, key: str, window: int) -> tuple[int, int]:
         _id, left = self._window(bucket, key, window)

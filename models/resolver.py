@@ -8,12 +8,15 @@ the one loader that reads a caller from MongoDB. Stores keep their side of the c
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pymongo.asynchronous.database import AsyncDatabase
 
 from .accounts import Accounts
 from .changes import Changes
 from .common import Clock, sha256_hex
-from .errors import NotAuthenticated, TokenInvalid
+from .errors import NotAuthenticated, RateLimited, TokenInvalid
+from .misses import DeadKeys, MissBudget
 from .session_cache import ChangeFeed, SessionCache
 from .sessions import Sessions
 from .tokens import Tokens
@@ -34,6 +37,7 @@ class Resolver:
         *,
         cache_ms: int,
         cache_size: int,
+        misses_per_minute: int = 0,
     ) -> None:
         self.clock = clock
         self.accounts = accounts
@@ -41,6 +45,8 @@ class Resolver:
         self.tokens = tokens
         self.cache = SessionCache(cache_ms, cache_size)
         self.feed = ChangeFeed(self.cache, db)
+        self.dead = DeadKeys(cache_size, clock)
+        self.misses = MissBudget(misses_per_minute)
         changes.subscribe(self.cache.forget_many)
 
     def start(self) -> None:
@@ -49,10 +55,19 @@ class Resolver:
     def stop(self) -> None:
         self.feed.stop()
 
-    async def resolve(self, token: str, kinds: tuple[str, ...] = API_KINDS, *, touch: bool = True) -> Caller:
+    async def resolve(
+        self,
+        token: str,
+        kinds: tuple[str, ...] = API_KINDS,
+        *,
+        touch: bool = True,
+        client: Callable[[], str] | None = None,
+    ) -> Caller:
         """The live caller behind an opaque token or a JWT access token of one of `kinds`;
         `NotAuthenticated` otherwise. `touch=False` reads without counting as activity (a
-        page refreshing itself is not its operator at work)."""
+        page refreshing itself is not its operator at work). `client()`: the request's
+        per-IP limit key, asked only when the token is not cached (`misses.py`): a token
+        this address may not look up any more is `RateLimited` without a read."""
         sid = None
         if token.count(".") == 2:
             try:
@@ -60,6 +75,8 @@ class Resolver:
             except TokenInvalid:
                 raise NotAuthenticated() from None
         key = f"sid:{sid}" if sid else "tok:" + sha256_hex(token)
+        if key not in self.cache.entries:
+            self._admit(key, sid, client)
 
         def load():  # -> Awaitable[Caller | None]
             return self.load(sid, token)
@@ -70,6 +87,8 @@ class Resolver:
             # (a read checks liveness itself).
             self.cache.drop(key)
             caller = await self.cache.lookup(key, load)
+        if caller is None and client is not None:
+            self.misses.count(client())
         # A cached caller of another kind (a console token sent to the API) is refused here.
         if caller is None or caller.session.kind not in kinds:
             raise NotAuthenticated()
@@ -83,25 +102,58 @@ class Resolver:
                 await self.sessions.record_activity(touched)
         return caller
 
+    def _admit(self, key: str, sid: str | None, client: Callable[[], str] | None) -> None:
+        """Whether a token the cache does not hold may cost a read: not a session known
+        revoked, and (for opaque tokens) not from an address over its budget of misses.
+        A genuine JWT always gets its one read by `sid`: its signature proves we issued
+        it, and a revoked one is remembered after that read."""
+        if key in self.dead:
+            raise NotAuthenticated()
+        if sid is None and client is not None:
+            wait = self.misses.exhausted(client())
+            if wait:
+                raise RateLimited("too many invalid tokens from this address", retry_after=wait, reason="tokens")
+
     async def load(self, sid: str | None, token: str) -> Caller | None:
-        """The live caller from MongoDB: by session id (a JWT's `sid`) or by opaque token."""
-        session = await (self.sessions.find_alive(sid) if sid else self.sessions.find_by_token(token))
-        return await self.caller_of(session) if session else None
+        """The live caller from MongoDB: by session id (a JWT's `sid`) or by opaque token
+        (one indexed read). A session found revoked is remembered until it expires."""
+        session = await (self.sessions.find(sid) if sid else self.sessions.find_token(token))
+        if session is None:
+            return None
+        if not session.alive(self.clock()):
+            if session.revoked_at is not None:
+                self.dead.add(f"sid:{sid}" if sid else "tok:" + sha256_hex(token), session.expires_at)
+            return None
+        return await self.caller_of(session)
 
     async def caller_of(self, session: Session) -> Caller | None:
         account = await self.live_account(session)
         return Caller(account, session) if account else None
 
     async def live_account(self, session: Session) -> Account | None:
-        """The session's account while it may act: it exists, is enabled, and its
-        credentials are the ones the session was made with. A login whose bcrypt check
-        was in flight during a password change, reset, disable or takeover wrote its
-        session with the old credential epoch: it is refused here, even when it was
-        written after the change ended every other session."""
-        account = await self.accounts.find_by_id(session.account_id)
-        if account is None or account.disabled:
+        """The session's account while it may act (`usable`)."""
+        return usable(await self.accounts.find_by_id(session.account_id), session)
+
+    async def refreshing(self, sid: str) -> Caller | None:
+        """The live caller of a JWT session about to be refreshed: session and account in
+        one round trip (a refresh comes when the access token has expired, long after
+        its cache entry went)."""
+        session, account = await self.sessions.find_with_account(sid)
+        if session is None or not session.alive(self.clock()):
             return None
-        # Refused, not revoked: the session that changed the password is moved to the new
-        # epoch just after the change, and a request of its own landing in between must
-        # get a passing 403, not lose the session for good.
-        return account if account.holds_session(session) else None
+        account = usable(account, session)
+        return Caller(account, session) if account else None
+
+
+def usable(account: Account | None, session: Session) -> Account | None:
+    """The session's account while it may act: it exists, is enabled, and its
+    credentials are the ones the session was made with. A login whose bcrypt check was
+    in flight during a password change, reset, disable or takeover wrote its session
+    with the old credential epoch: it is refused here, even when it was written after
+    the change ended every other session."""
+    if account is None or account.disabled:
+        return None
+    # Refused, not revoked: the session that changed the password is moved to the new
+    # epoch just after the change, and a request of its own landing in between must get
+    # a passing 403, not lose the session for good.
+    return account if account.holds_session(session) else None

@@ -108,8 +108,29 @@ class Sessions:
         """The live session a raw opaque token belongs to, or None."""
         return self._alive(await self.coll.find_one({"token_hash": sha256_hex(token)}))
 
+    async def find_token(self, token: str) -> Session | None:
+        """The session a raw opaque token belongs to, live or not (one indexed read)."""
+        doc = await self.coll.find_one({"token_hash": sha256_hex(token)})
+        return Session.from_doc(doc) if doc else None
+
     async def find_alive(self, session_id: str) -> Session | None:
         return self._alive(await self.coll.find_one({"_id": session_id}))
+
+    async def find_with_account(self, session_id: str) -> tuple[Session | None, Account | None]:
+        """A session and its account in one round trip (`$lookup` on the accounts'
+        unique `id`), live or not."""
+        cursor = await self.coll.aggregate(
+            [
+                {"$match": {"_id": session_id}},
+                {"$limit": 1},
+                {"$lookup": {"from": "accounts", "localField": "account_id", "foreignField": "id", "as": "account"}},
+            ]
+        )
+        found = await cursor.to_list(length=1)
+        if not found:
+            return None, None
+        accounts = found[0].pop("account")
+        return Session.from_doc(found[0]), (Account.from_doc(accounts[0]) if accounts else None)
 
     async def find(self, session_id: str) -> Session | None:
         doc = await self.coll.find_one({"_id": session_id})

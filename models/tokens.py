@@ -26,6 +26,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from config import JwtSettings
@@ -198,27 +199,30 @@ class Tokens:
         claims, ttl = self._claims(account, session, "access", uuid.uuid4().hex, self.config.lifetime(style).access)
         return self._encode(claims), ttl
 
+    def _signed_refresh(self, account: Account, session: Session, style: str, jti: str) -> tuple[str, int, dict]:
+        """A signed refresh token with id `jti`, its lifetime, and the record it needs."""
+        lifetime = self.config.lifetime(style).refresh
+        claims, ttl = self._claims(account, session, "refresh", jti, lifetime)
+        now = self.clock()
+        record = {
+            "_id": jti,
+            "sid": session.id,
+            "account_id": account.id,
+            "issued": now,
+            "expires_at": now + seconds(ttl + 60),
+            "retired_at": None,
+            "replaced_by": None,
+        }
+        return self._encode(claims), ttl, record
+
     async def _new_refresh(
         self, account: Account, session: Session, style: str, jti: str | None = None
     ) -> tuple[str, int]:
         """A signed refresh token; recorded unless `jti` names an existing record."""
-        lifetime = self.config.lifetime(style).refresh
-        claims, ttl = self._claims(account, session, "refresh", jti or uuid.uuid4().hex, lifetime)
+        token, ttl, record = self._signed_refresh(account, session, style, jti or uuid.uuid4().hex)
         if jti is None:
-            now = self.clock()
-            await insert_once(
-                self.refresh_tokens,
-                {
-                    "_id": claims["jti"],
-                    "sid": session.id,
-                    "account_id": account.id,
-                    "issued": now,
-                    "expires_at": now + seconds(ttl + 60),
-                    "retired_at": None,
-                    "replaced_by": None,
-                },
-            )
-        return self._encode(claims), ttl
+            await insert_once(self.refresh_tokens, record)
+        return token, ttl
 
     async def issue_pair(self, account: Account, session: Session, style: str, *, refresh: bool = True) -> Pair:
         access, access_ttl = self.access_token(account, session, style)
@@ -227,40 +231,60 @@ class Tokens:
         token, refresh_ttl = await self._new_refresh(account, session, style)
         return Pair(access, access_ttl, token, refresh_ttl)
 
-    async def refresh(self, token: str, account_of, ctx: Context, *, rotate: bool = True) -> Pair:
-        """Exchange a refresh token. `account_of(session)` loads and checks the account
-        (and records activity). Replay of a retired token after the grace period ends the
-        session and raises `TokenInvalid`.
+    async def refresh(
+        self, token: str, caller_of: Callable[[str], Awaitable[Caller]], ctx: Context, *, rotate: bool = True
+    ) -> Pair:
+        """Exchange a refresh token. `caller_of(sid)` loads and checks the session and its
+        account (one round trip; `TokenInvalid` when either may not act) and records
+        activity. Replay of a retired token after the grace period ends the session and
+        raises `TokenInvalid`.
 
         The new tokens keep the lifetimes of the style that created the session, whichever
         style's refresh route the token is presented at, and a route whose rotation rule
         differs from the session's refuses it: a token is never upgraded to a longer life
-        or a different rule by being taken to another door. `rotate` is the route's rule."""
+        or a different rule by being taken to another door. `rotate` is the route's rule.
+
+        A rotation is three commands: the caller, one `update` command that records the
+        successor and then retires the presented token (conditionally: of two concurrent
+        refreshes one retires it), and the audit event."""
         claims = self.decode(token, "refresh")
-        session = await self.sessions.find_alive(claims["sid"])
-        record = await self.refresh_tokens.find_one({"_id": claims["jti"]})
-        if session is None or record is None or record["sid"] != session.id:
-            raise TokenInvalid()
+        caller = await caller_of(claims["sid"])
+        account, session = caller.account, caller.session
         style = session.style
         if rotate != rotates(style):
             raise TokenInvalid()
-        account = await account_of(session)
+        if rotate:
+            return await self._rotate(claims["jti"], account, session, ctx)
+        record = await self.refresh_tokens.find_one({"_id": claims["jti"], "sid": session.id})
+        if record is None:
+            raise TokenInvalid()
         if record["retired_at"] is not None:
             return await self._replayed(record, account, session, ctx, style, rotate)
-        if not rotate:
-            access, ttl = self.access_token(account, session, style)
-            await self.events.record("refresh", ctx, account_id=account.id, session_id=session.id)
-            return Pair(access, ttl)
-        new_refresh, refresh_ttl = await self._new_refresh(account, session, style)
-        new_jti = self.decode(new_refresh, "refresh")["jti"]
-        won = await self.refresh_tokens.find_one_and_update(
-            {"_id": record["_id"], "retired_at": None},
-            {"$set": {"retired_at": self.clock(), "replaced_by": new_jti}},
+        access, ttl = self.access_token(account, session, style)
+        await self.events.record("refresh", ctx, account_id=account.id, session_id=session.id)
+        return Pair(access, ttl)
+
+    async def _rotate(self, jti: str, account: Account, session: Session, ctx: Context) -> Pair:
+        style = session.style
+        new_jti = uuid.uuid4().hex
+        new_refresh, refresh_ttl, successor = self._signed_refresh(account, session, style, new_jti)
+        # Ordered, one command: the successor is written before the presented token is
+        # retired, so a retired token always points at a recorded one.
+        written = await self.refresh_tokens.bulk_write(
+            [
+                UpdateOne({"_id": successor.pop("_id")}, {"$setOnInsert": successor}, upsert=True),
+                UpdateOne(
+                    {"_id": jti, "sid": session.id, "retired_at": None},
+                    {"$set": {"retired_at": self.clock(), "replaced_by": new_jti}},
+                ),
+            ]
         )
-        if won is None:  # a concurrent refresh retired it first: ours never existed
+        if written.matched_count != 1:  # unknown, or a concurrent refresh retired it first
             await self.refresh_tokens.delete_one({"_id": new_jti})
-            record = await self.refresh_tokens.find_one({"_id": record["_id"]}) or record
-            return await self._replayed(record, account, session, ctx, style, rotate)
+            record = await self.refresh_tokens.find_one({"_id": jti, "sid": session.id})
+            if record is None:
+                raise TokenInvalid()
+            return await self._replayed(record, account, session, ctx, style, True)
         access, access_ttl = self.access_token(account, session, style)
         await self.events.record("refresh", ctx, account_id=account.id, session_id=session.id)
         return Pair(access, access_ttl, new_refresh, refresh_ttl)
