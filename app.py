@@ -225,6 +225,26 @@ class Gatehouse:
         self.followups.stop()
         self.hasher.close()
 
+    async def aclose(self, within: float = 1.0) -> None:
+        """`close`, then wait (a bounded while) for the background tasks to finish
+        cancelling: a task cancelled in the middle of a database command hands its
+        connection back (or closes it) only when it runs again, and a client closed
+        before that leaves the socket to the garbage collector."""
+        tasks = [
+            task
+            for task in (
+                self.db_clock.task if self.db_clock is not None else None,
+                self.resolver.feed.task,
+                self.queue.task,
+                *self.followups.tasks,
+                *self.resolver.cache.tasks,
+            )
+            if task is not None
+        ]
+        self.close()
+        if tasks:
+            await asyncio.wait(tasks, timeout=within)
+
 
 def make_app(config: Config, gatehouse: Gatehouse) -> Application:
     """The Tornado application; the tests build theirs with this too."""

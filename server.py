@@ -83,7 +83,7 @@ async def shut_down(config: Config, app: Application, server: DrainingHTTPServer
     late = await server.drain(app, until=started + max(grace - 1, grace / 2))
     if late:
         log.warning("answered %d request(s) still running at the shutdown deadline with 503", late)
-    gatehouse.close()  # its background tasks first, while the client can still answer them
+    await gatehouse.aclose()  # its background tasks first, while the client can still answer them
     try:
         await asyncio.wait_for(client.close(), CLIENT_CLOSE_SECONDS)
     except TimeoutError:
@@ -109,7 +109,7 @@ async def create_admin(config: Config, uri: str, username: str, password: str) -
         print(f"gatehouse: {e.message}", file=sys.stderr)
         return 1
     finally:
-        gatehouse.close()
+        await gatehouse.aclose()
         await client.close()
     if not created:
         print(f"gatehouse: an account named {username!r} already exists", file=sys.stderr)

@@ -184,8 +184,12 @@ class DeliveryQueue:
 
     async def _run(self) -> None:
         # Poll on a slow cadence for jobs from other processes and for retries coming due;
-        # an enqueue in this process sets `wake` and is sent at once.
-        while True:
+        # an enqueue in this process sets `wake` and is sent at once. Until `stop`: a
+        # cancellation can be lost (Python 3.11's `wait_for` drops one that lands as its
+        # wait completes; a driver may turn one into a network error), so the loop also
+        # ends when it is no longer this queue's worker.
+        me = asyncio.current_task()
+        while self.task is me:
             self.wake.clear()
             processed = 0
             try:

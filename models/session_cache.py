@@ -209,7 +209,8 @@ class ChangeFeed:
         # Four looks per bound, on a fixed cadence: a look slowed by a busy event loop
         # still leaves entries confirmed well within `ttl`.
         interval = self.cache.ttl / 4
-        while True:
+        me = asyncio.current_task()
+        while self.task is me:  # until `stop`, even if a cancellation is lost (see DeliveryQueue._run)
             started = asyncio.get_running_loop().time()
             try:
                 with pymongo.timeout(max(self.LOOK_SHARE * self.cache.ttl, self.LOOK_MIN_SECONDS)):

@@ -114,7 +114,7 @@ async def gatehouse(mongo_uri: str, config, clock: Clock, admin_client_options: 
     gh = clients.gatehouse(config, name, clock)
     await gh.setup()
     yield gh
-    gh.close()
+    await gh.aclose()
     await clients.main.drop_database(name)
     await clients.close()
 

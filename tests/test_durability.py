@@ -95,7 +95,7 @@ async def gatehouse(mongo_uri: str, config, clock):
     gh = Gatehouse(config, client[name], clock)
     await gh.setup(background=False)
     yield gh
-    gh.close()
+    await gh.aclose()
     await client.drop_database(name)
     await client.close()
 

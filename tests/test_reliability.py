@@ -205,7 +205,7 @@ async def two_servers(mongo_uri, config):
         houses.append(gh)
     yield houses
     for gh in houses:
-        gh.close()
+        await gh.aclose()
     await clients[0].drop_database(name)
     for client in clients:
         await client.close()

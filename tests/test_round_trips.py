@@ -60,7 +60,7 @@ async def gatehouse(mongo_uri: str, config, clock):
     await gh.setup()
     gh.commands = commands
     yield gh
-    gh.close()
+    await gh.aclose()
     await client.drop_database(name)
     await client.close()
 
