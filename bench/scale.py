@@ -47,9 +47,9 @@ TAB_SECONDS = 3.0
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--accounts", type=int, default=200_000)
-    parser.add_argument("--sessions", type=int, default=500_000)
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--accounts", type=int, default=200_000, help="accounts seeded (default 200,000)")
+    parser.add_argument("--sessions", type=int, default=500_000, help="sessions seeded (default 500,000)")
+    parser.add_argument("--events", type=int, default=1_000_000, help="events seeded (default 1,000,000)")
     parser.add_argument("--batch", type=int, default=5000, help="documents per insert_many (default 5000)")
     parser.add_argument("--requests", type=int, default=15, help="timed requests per page, after one warm-up")
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run (default 10)")
