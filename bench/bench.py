@@ -409,16 +409,21 @@ def render(results: list[Result], ceiling: Result, facts: dict[str, str]) -> str
     return "\n".join(rows) + "\n\n" + "\n".join(f"- {v}" for v in facts.values()) + f"\n- machine: {machine()}\n"
 
 
-def write_docs(table: str, args: argparse.Namespace) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
+def replace_block(path: Path, start: str, end: str, body: str) -> None:
+    """Put `body` between the markers `start` and `end` in the file (appended with them
+    when they are not there yet)."""
     text = path.read_text() if path.exists() else ""
-    start, end = "<!-- results -->", "<!-- /results -->"
-    block = f"{start}\n`bench/run --duration {args.duration:g}` on {time.strftime('%Y-%m-%d')}:\n\n{table}{end}"
+    block = f"{start}\n{body}{end}"
     if start in text and end in text:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         text += "\n" + block + "\n"
     path.write_text(text)
+
+
+def write_docs(table: str, args: argparse.Namespace) -> None:
+    body = f"`bench/run --duration {args.duration:g}` on {time.strftime('%Y-%m-%d')}:\n\n{table}"
+    replace_block(ROOT / "docs" / "benchmarks.md", "<!-- results -->", "<!-- /results -->", body)
 
 
 if __name__ == "__main__":
