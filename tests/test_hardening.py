@@ -509,6 +509,18 @@ async def test_a_squatter_with_a_proven_address_loses_the_victims_number(sinks, 
     assert r.status == 200
 
 
+async def land_credential_change(api, sinks, address: str, landing: str):
+    """A takeover (the address proven without a session) or a reset by code, landing on
+    the account of `address` while a password check is held."""
+    if landing == "takeover":
+        await api.post("/auth/otp", {"email": address, "purpose": "verify"})
+        code = await sinks.code_for(address)
+        return await api.post("/auth/otp/verify", {"email": address, "code": code, "purpose": "verify"})
+    await api.post("/auth/reset", {"username": address})
+    code = await sinks.code_for(address)
+    return await api.post("/auth/reset", {"username": address, "password": NEW, "code": code})
+
+
 def hold_next_password_check(gatehouse):
     """Hold the next bcrypt check after it ran, until released: a slow bcrypt, made
     deterministic."""
@@ -537,15 +549,7 @@ async def test_a_password_change_in_flight_loses_to_a_takeover_or_a_reset(landin
         api.post("/auth/password", {"password": PASSWORD, "new_password": "Holder-keeps-9"}, token=token)
     )
     await entered.wait()  # the old password is checked; its write has not happened
-    if landing == "takeover":
-        await api.post("/auth/otp", {"email": address, "purpose": "verify"})
-        code = await sinks.code_for(address)
-        r = await api.post("/auth/otp/verify", {"email": address, "code": code, "purpose": "verify"})
-    else:
-        await api.post("/auth/reset", {"username": address})
-        code = await sinks.code_for(address)
-        r = await api.post("/auth/reset", {"username": address, "password": NEW, "code": code})
-    assert r.status == 200
+    assert (await land_credential_change(api, sinks, address, landing)).status == 200
     release.set()
     assert_error(await change, 401, "INVALID_CREDENTIALS")
     assert (await api.post("/auth/auth", {"username": address, "password": "Holder-keeps-9"})).status == 401
@@ -685,15 +689,7 @@ async def test_a_login_in_flight_loses_to_a_reset_or_a_takeover(landing, sinks, 
     entered, release = hold_next_password_check(gatehouse)
     racing = asyncio.ensure_future(api.post("/auth/auth", {"username": address, "password": PASSWORD}))
     await entered.wait()  # the old password is checked; the session is not written yet
-    if landing == "takeover":
-        await api.post("/auth/otp", {"email": address, "purpose": "verify"})
-        code = await sinks.code_for(address)
-        r = await api.post("/auth/otp/verify", {"email": address, "code": code, "purpose": "verify"})
-    else:
-        await api.post("/auth/reset", {"username": address})
-        code = await sinks.code_for(address)
-        r = await api.post("/auth/reset", {"username": address, "password": NEW, "code": code})
-    assert r.status == 200
+    assert (await land_credential_change(api, sinks, address, landing)).status == 200
     release.set()
     assert_error(await racing, 401, "INVALID_CREDENTIALS")
     assert await gatehouse.db.sessions.count_documents({"account_id": user["id"], "revoked_at": None}) == 0
