@@ -15,15 +15,19 @@ Metrics listen to the domain's events because this module says so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pymongo
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 from tornado.web import Application
 
 from config import Config
@@ -58,6 +62,7 @@ log = logging.getLogger("gatehouse")
 ROOT = Path(__file__).resolve().parent
 # Who the audit log says acted when the delivery queue records an outcome: no client, no request.
 QUEUE_CONTEXT = Context(ip="", style="queue")
+RECOUNT_SECONDS = 600  # a recount's bound (models/stats.py): minutes at a million documents
 
 
 class Messages:
@@ -105,6 +110,7 @@ class Gatehouse:
         assert clock is not None
         self.clock = clock
         self.followups = Followups()
+        self.recounting: asyncio.Task[None] | None = None  # the first start's recount
         self.hasher = PasswordHasher(config.passwords.bcrypt_rounds, config.passwords.bcrypt_threads)
         self.lifetime = lifetime = longest_session(config)
         self.stats = Stats(db, lifetime)
@@ -191,9 +197,33 @@ class Gatehouse:
                 self.db_clock.start()
             self.resolver.start()
             self.queue.start()
+            if await self.stats.claim_recount(self.clock()) and await self.holds_data():
+                self.recounting = asyncio.get_running_loop().create_task(self.recount())
         admin = self.config.admin
         if admin.admin_username and admin.admin_password:
             await self.ensure_admin(admin.admin_username, admin.admin_password)
+
+    async def holds_data(self) -> bool:
+        """Any session or event at all (a new database has nothing to recount)."""
+        return any([await self.db.sessions.find_one({}, {"_id": 1}), await self.db.events.find_one({}, {"_id": 1})])
+
+    async def recount(self) -> None:
+        """Set the dashboard's counters from the data (see Recounting in models/stats.py):
+        once by the first process on a database that was never recounted, and by
+        `python server.py recount`. Minutes at most, whatever the request time limit."""
+        started = time.monotonic()
+        log.info("recounting the dashboard's counters from the sessions and events")
+        try:
+            with pymongo.timeout(RECOUNT_SECONDS):
+                await self.sessions.recount()
+                await self.events.recount()
+        except (PyMongoError, asyncio.CancelledError) as e:
+            # Not done: the next process to start tries again (or `server.py recount`).
+            log.warning("recounting the dashboard's counters did not finish (%s)", type(e).__name__)
+            with contextlib.suppress(PyMongoError):
+                await self.stats.release_recount()
+            raise
+        log.info("recounted the dashboard's counters in %.1f s", time.monotonic() - started)
 
     async def ready(self) -> bool:
         """MongoDB answers and every index exists (for /readyz)."""
@@ -222,6 +252,8 @@ class Gatehouse:
             self.db_clock.stop()
         self.resolver.stop()
         self.queue.stop()
+        if self.recounting is not None:
+            self.recounting.cancel()
         self.followups.stop()
         self.hasher.close()
 
@@ -236,6 +268,7 @@ class Gatehouse:
                 self.db_clock.task if self.db_clock is not None else None,
                 self.resolver.feed.task,
                 self.queue.task,
+                self.recounting,
                 *self.followups.tasks,
                 *self.resolver.cache.tasks,
             )

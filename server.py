@@ -2,6 +2,7 @@
 
     python server.py                       serve the API and console on $PORT
     python server.py create-admin --username NAME   (password from stdin or a prompt)
+    python server.py recount                         (the dashboard's counters, from the data)
 
 Reads top to bottom: configuration → database → application → listen → signals.
 """
@@ -18,6 +19,7 @@ import sys
 import time
 from typing import Any
 
+from pymongo.errors import PyMongoError
 from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 from tornado.web import Application
@@ -118,6 +120,21 @@ async def create_admin(config: Config, uri: str, username: str, password: str) -
     return 0
 
 
+async def recount(config: Config, uri: str) -> int:
+    """The dashboard's counters set from the data (models/stats.py, Recounting): after a
+    restore or a bulk import, or to check them."""
+    client, gatehouse = await open_gatehouse(config, uri, background=False)
+    try:
+        await gatehouse.stats.claim_recount(gatehouse.clock())  # no start needs to redo it
+        await gatehouse.recount()
+    except PyMongoError:
+        return 1
+    finally:
+        await gatehouse.aclose()
+        await client.close()
+    return 0
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="server.py", description="Gatehouse session server")
     parser.add_argument("--port", type=int, help="listen port (default: $PORT or 8000)")
@@ -125,6 +142,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command")
     admin = sub.add_parser("create-admin", help="create an administrator account")
     admin.add_argument("--username", required=True)
+    sub.add_parser("recount", help="set the dashboard's counters from the sessions and events")
     return parser.parse_args(argv)
 
 
@@ -148,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "create-admin":
             return asyncio.run(create_admin(config, uri, args.username, read_new_password()))
+        if args.command == "recount":
+            return asyncio.run(recount(config, uri))
         processes = config.server.processes or os.cpu_count() or 1
         if processes > 1:
             return run_processes(config, processes, lambda worker: serve(config, uri, worker))

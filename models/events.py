@@ -17,7 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from .common import Clock, Context, newest_first, seconds
 from .db import insert_once
 from .followups import Followups
-from .stats import Stats
+from .stats import Stats, hour_of, hour_of_field
 
 NEWEST = [("at", DESCENDING), ("_id", DESCENDING)]
 MS = timedelta(milliseconds=1)  # the stored times' resolution
@@ -104,6 +104,22 @@ class EventLog:
             await self.stats.apply(self.stats.add("logins", now, **{type: 1}))
         for listener in self.listeners:
             listener(type, outcome)
+
+    async def recount(self) -> None:
+        """Set the `logins` counters of the last day from the events themselves (see
+        Recounting in models/stats.py): one `type_at` range per counted type."""
+        since = hour_of(self.clock()) - timedelta(hours=24)
+        counts: dict[datetime, dict[str, int]] = {}
+        for type in COUNTED:
+            by_hour = await self.coll.aggregate(
+                [
+                    {"$match": {"type": type, "at": {"$gte": since}}},
+                    {"$group": {"_id": hour_of_field("at"), "n": {"$sum": 1}}},
+                ]
+            )
+            for found in await by_hour.to_list(None):
+                counts.setdefault(found["_id"], {field: 0 for field in COUNTED})[type] = found["n"]
+        await self.stats.replace("logins", since, counts)
 
     async def find(self, *, account_id: int | None = None, type: str | None = None, limit: int = 50) -> list[dict]:
         return await self.page(account_id=account_id, type=type, limit=limit)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +25,7 @@ from pymongo.errors import PyMongoError
 from .changes import CHANGED, Changes
 from .common import Clock, Context, epoch, newest_first, seconds, sha256_hex
 from .db import insert_once
-from .stats import HOUR, Stats, hour_of
+from .stats import HOUR, Stats, hour_of, hour_of_field, sketch_entry
 from .values import Account, Session
 
 KINDS = ("opaque", "jwt", "console")
@@ -242,6 +242,30 @@ class Sessions:
         counted = await self.coll.aggregate([*this_hour, {"$count": "n"}])
         found = await counted.to_list(length=1)
         return await self.stats.total("expiring", "n", since=later) + (found[0]["n"] if found else 0)
+
+    async def recount(self) -> None:
+        """Set the `expiring` and `active` counters from the sessions themselves (see
+        Recounting in models/stats.py): the live sessions of each hour to come, read as
+        `count_live` reads this hour's, and the accounts of the sessions active in the
+        last day, from a range of `last_active`."""
+        now = self.clock()
+        later = hour_of(now) + HOUR
+        live = await self.coll.aggregate(
+            [
+                {"$match": {"expires_at": {"$gte": later}}},
+                {"$match": {"revoked_at": None}},
+                {"$group": {"_id": hour_of_field("expires_at"), "n": {"$sum": 1}}},
+            ]
+        )
+        await self.stats.replace("expiring", later, {d["_id"]: {"n": d["n"]} for d in await live.to_list(None)})
+        sketches: defaultdict[datetime, dict[int, int]] = defaultdict(dict)
+        active = {"last_active": {"$gte": hour_of(now) - timedelta(hours=24)}}
+        async for doc in self.coll.find(active, {"_id": 0, "account_id": 1, "last_active": 1}):
+            registers = sketches[hour_of(doc["last_active"])]
+            register, rank = sketch_entry(doc["account_id"])
+            registers[register] = max(registers.get(register, 0), rank)
+        if sketches:
+            await self.stats.coll.bulk_write([self.stats.sketch("active", h, r) for h, r in sketches.items()])
 
     async def count_accounts_active_since(self, since: datetime) -> int:
         """About how many accounts started a session or were active since `since`'s

@@ -24,8 +24,17 @@ The series, and what each figure tolerates:
               large numbers (Keycloak's console shows no such figure; Grafana-style
               dashboards accept this).
 A counter write that fails is logged and lost (the operation it counts is done); the
-figure is then off by that much until the bucket leaves the window. Sessions created
-before these counters existed are not in `expiring` until they end.
+figure is then off by that much until the bucket leaves the window.
+
+Recounting. Data the counters never saw (sessions and events from before they existed,
+a restore, a bulk import, the benchmark's seed) is brought in by a recount: each series'
+buckets are *set* (not added to) from bounded index ranges of the data, so a recount can
+run at any time and twice is the same as once. The first process to start on a database
+without the `recounted` marker runs one in the background; `python server.py recount`
+runs one by hand. A session or event written while a recount runs (between its read and
+its write, seconds at a million documents) can leave its bucket off by one; the error
+leaves the figure when that bucket's hour has passed. The `active` sketch is recounted
+from each session's last activity only (earlier hours of activity are not kept).
 """
 
 from __future__ import annotations
@@ -38,17 +47,24 @@ from typing import Any
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 log = logging.getLogger("gatehouse")
 
 HOUR = timedelta(hours=1)
 SKETCH_BITS = 10  # 2**10 registers: about 1.04 / sqrt(1024) = 3.3% standard error
 REGISTERS = 1 << SKETCH_BITS
+BUCKET_KEYS = {"_id", "series", "hour", "expires_at", "r"}  # a bucket's fields that are not counts
+RECOUNTED = "recounted"  # the marker: the counters have been recounted on this database
 
 
 def hour_of(when: datetime) -> datetime:
     return when.replace(minute=0, second=0, microsecond=0)
+
+
+def hour_of_field(field: str) -> dict[str, Any]:
+    """`hour_of` as an aggregation expression over a date field (a recount's `$group`)."""
+    return {"$dateTrunc": {"date": f"${field}", "unit": "hour"}}
 
 
 def sketch_entry(value: int | str) -> tuple[int, int]:
@@ -85,6 +101,10 @@ class Stats:
         """Add a value to the bucket's HyperLogLog sketch."""
         register, rank = sketch_entry(value)
         return self._bucket(series, when, {"$max": {f"r.{register}": rank}})
+
+    def sketch(self, series: str, hour: datetime, registers: dict[int, int]) -> UpdateOne:
+        """Merge a whole sketch into the bucket of `hour` (a recount's)."""
+        return self._bucket(series, hour, {"$max": {f"r.{register}": rank for register, rank in registers.items()}})
 
     def _bucket(self, series: str, when: datetime, update: dict[str, Any]) -> UpdateOne:
         hour = hour_of(when)
@@ -130,3 +150,30 @@ class Stats:
             for register, rank in (bucket.get("r") or {}).items():
                 merged[int(register)] = max(merged.get(int(register), 0), int(rank))
         return sketch_estimate(merged)
+
+    async def claim_recount(self, now: datetime) -> bool:
+        """True for the one process (of all, ever) that first finds this database's
+        counters never recounted: it records the marker and runs the recount."""
+        try:
+            await self.coll.insert_one({"_id": RECOUNTED, "at": now})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def release_recount(self) -> None:
+        """A recount that did not finish: the next process to start claims it again."""
+        await self.coll.delete_one({"_id": RECOUNTED})
+
+    async def replace(self, series: str, since: datetime, counts: dict[datetime, dict[str, int]]) -> None:
+        """Set the buckets of `series` from `since`'s hour on to `counts` (hour → fields);
+        the buckets in that range that `counts` leaves out are set to zero."""
+        existing = await self.buckets(series, since)
+        fields = {field for values in counts.values() for field in values}
+        fields |= {field for bucket in existing for field in bucket if field not in BUCKET_KEYS}
+        stale = [bucket["hour"] for bucket in existing]
+        ops = [
+            self._bucket(series, hour, {"$set": {f: counts.get(hour, {}).get(f, 0) for f in fields}})
+            for hour in {*stale, *counts}
+        ]
+        if ops:
+            await self.coll.bulk_write(ops, ordered=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORD, ROOT, login, register
+from tests.conftest import PASSWORD, ROOT, failpoint, login, register
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags for a sandboxed CI machine with a closed network (see scripts/setup).
@@ -127,3 +127,29 @@ async def test_an_untouched_sessions_tab_logs_out_at_the_idle_timeout(browser, b
     await page.wait_for_url("**/console/login?next=%2Fconsole%2Fsessions", timeout=15_000)
     assert await page.locator("input[name=password]").count() == 1
     assert problems == [], problems
+
+
+@pytest.mark.parametrize("settings", [{"admin_query_timeout_ms": 500}])
+async def test_a_refresh_the_database_cannot_answer_in_time_says_so_and_keeps_the_rows(
+    browser, base_url, api, admin, mongo_uri
+):
+    """The administrators' reads held in the database past their limit: the table keeps
+    its rows, the note says why and since when, and once the database is quick the
+    table refreshes again and the note is back to normal."""
+    page, problems = await open_console(browser, base_url, admin)
+    rows = await page.locator("#session-rows tr").count()
+    note = page.locator("#refresh-note")
+    assert await note.inner_text() == "Refreshes every few seconds"
+    async with failpoint(
+        mongo_uri, ["find", "aggregate"], app="gatehouse-admin", blockConnection=True, blockTimeMS=1500
+    ):
+        await page.locator("#refresh-note:has-text('took too long')").wait_for(timeout=20_000)
+        text = await note.inner_text()
+        assert "these rows are from" in text and "Trying again in 6 s" in text, text
+        assert await page.locator("#session-rows tr").count() == rows
+    user = await register(api)
+    session_id = (await api.get("/auth/me", token=await login(api, user))).data["data"]["session"]
+    await page.locator(f"#s-{session_id}").wait_for(timeout=40_000)
+    assert await note.inner_text() == "Refreshes every few seconds"
+    # The browser reports each 503 as a failed resource; nothing else went wrong.
+    assert all("503" in p for p in problems), problems

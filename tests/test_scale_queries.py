@@ -18,10 +18,11 @@ import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient, monitoring
 
+from app import Clients
 from models.accounts import Accounts
 from models.events import EventLog
 from models.sessions import Sessions
-from models.stats import Stats
+from models.stats import RECOUNTED, Stats
 from tests.conftest import login, register
 
 PAGE = 20
@@ -243,3 +244,58 @@ async def test_the_dashboard_counts_as_things_happen(api, admin, gatehouse, cloc
     later = await stats()
     assert later["logins_24h"] == 0 and later["failed_logins_24h"] == 0
     assert later["active_sessions"] == 0 and later["active_accounts_24h"] == 0
+
+
+async def test_a_recount_sets_the_counters_from_the_data_and_twice_is_once(gatehouse, clock, mongo_uri, config):
+    """Sessions and events the counters never saw (a restore, an import, data from
+    before the counters): the first process to start on that database recounts them in
+    the background (one process only: the marker), and `recount` sets the figures to
+    the data however wrong the buckets were, the same when run again."""
+    now = gatehouse.clock()
+    ended = {**session_doc(9, "opaque", now, now), "revoked_at": now}
+    soon = {**session_doc(8, "jwt", now, now), "expires_at": now + timedelta(hours=2)}
+    live = [session_doc(10 + i % 40, "opaque", now - timedelta(minutes=i % 600), now) for i in range(300)]
+    stale = session_doc(11, "opaque", now - timedelta(days=3), now)  # live, not active in the last day
+    await gatehouse.db.sessions.insert_many([ended, soon, stale, *live])
+    counted = [("login_ok", 70), ("login_failed", 12)]
+    await gatehouse.db.events.insert_many(
+        [
+            {"_id": ObjectId(), "type": type, "at": now - timedelta(minutes=17 * i), "account_id": 5}
+            for type, n in counted
+            for i in range(n)
+        ]
+        + [{"_id": ObjectId(), "type": "login_ok", "at": now - timedelta(days=2), "account_id": 5}]
+    )
+    truth = {"active_sessions": 302, "logins_24h": 70, "failed_logins_24h": 12}
+
+    def figures(found: dict) -> dict:
+        return {k: found[k] for k in truth}
+
+    assert figures(await gatehouse.admin.dashboard()) == dict.fromkeys(truth, 0)  # seeded behind their back
+    # A second process starting on this database (the first, `gatehouse`, found it
+    # empty and set the marker): it has nothing to do.
+    clients = Clients.connect(mongo_uri, config)
+    second = clients.gatehouse(config, gatehouse.db.name, clock)
+    await second.setup()
+    assert second.recounting is None
+    await second.aclose()
+    # An old database: no marker. The next start recounts, once, in the background.
+    await gatehouse.db.stats.delete_one({"_id": RECOUNTED})
+    await gatehouse.db.stats.update_many({"series": "expiring"}, {"$inc": {"n": 1000}})  # whatever they held
+    starts = [clients.gatehouse(config, gatehouse.db.name, clock) for _ in range(2)]
+    for started in starts:
+        await started.setup()
+    recounts = [s.recounting for s in starts if s.recounting is not None]
+    assert len(recounts) == 1
+    await recounts[0]
+    for started in starts:
+        await started.aclose()
+    await clients.close()
+    found = await gatehouse.admin.dashboard()
+    assert figures(found) == truth
+    assert abs(found["active_accounts_24h"] - 42) <= 2  # accounts 10..49, 8 and 9: a sketch
+    await gatehouse.recount()
+    assert figures(await gatehouse.admin.dashboard()) == truth
+    # And from then on the counters follow what happens.
+    await gatehouse.sessions.revoke(soon["_id"], "logout")
+    assert (await gatehouse.admin.dashboard())["active_sessions"] == 301

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -101,14 +102,18 @@ def test_production_refuses_test_endpoints_at_start_up(tmp_path):
     assert not load_config({**PROD, "GATEHOUSE_TEST_ENDPOINTS": "0"}).server.test_endpoints
 
 
-def test_create_admin_cli(tmp_path, mongo_uri):
-    env = {
-        "MONGODB_URI": mongo_uri,
-        "GATEHOUSE_DB_NAME": "gh_cli_" + str(os.getpid()),
+def cli_env(tmp_path, mongo_uri: str, name: str) -> dict[str, str]:
+    """A command line's environment: its own database on the test server."""
+    return {
+        "MONGODB_URI": mongo_uri.split("?")[0].rstrip("/") + "/" + name + "?directConnection=true",
+        "GATEHOUSE_DB_NAME": name,
         "GATEHOUSE_DATA_DIR": str(tmp_path),
         "GATEHOUSE_BCRYPT_ROUNDS": "4",
     }
-    env["MONGODB_URI"] = mongo_uri.split("?")[0].rstrip("/") + "/" + env["GATEHOUSE_DB_NAME"] + "?directConnection=true"
+
+
+def test_create_admin_cli(tmp_path, mongo_uri):
+    env = cli_env(tmp_path, mongo_uri, "gh_cli_" + str(os.getpid()))
     ok = run_server(env, "create-admin", "--username", "ops-admin", stdin="Ops-admin-pass-1\n")
     assert ok.returncode == 0, ok.stderr
     assert "created admin 'ops-admin'" in ok.stdout
@@ -120,6 +125,26 @@ def test_create_admin_cli(tmp_path, mongo_uri):
         admin = client[env["GATEHOUSE_DB_NAME"]].accounts.find_one({"username": "ops-admin"})
         assert admin["roles"] == ["admin"]
         client.drop_database(env["GATEHOUSE_DB_NAME"])
+
+
+def test_recount_cli_sets_the_dashboard_counters_from_the_data(tmp_path, mongo_uri):
+    """`server.py recount` after an import: the live-session counters of the imported
+    sessions' expiry hours are set from them (and the marker is set, so no start redoes it)."""
+    name = "gh_recount_" + str(os.getpid())
+    env = cli_env(tmp_path, mongo_uri, name)
+    expires = datetime.now(UTC) + timedelta(days=2)
+    with MongoClient(mongo_uri, tz_aware=True) as client:
+        db = client[name]
+        db.sessions.insert_many(
+            [{"account_id": i, "expires_at": expires, "last_active": datetime.now(UTC)} for i in range(5)]
+        )
+        done = run_server(env, "recount")
+        assert done.returncode == 0, done.stderr
+        assert "recounted the dashboard's counters" in done.stdout
+        [bucket] = db.stats.find({"series": "expiring"})
+        assert bucket["n"] == 5 and bucket["hour"] == expires.replace(minute=0, second=0, microsecond=0)
+        assert db.stats.find_one({"_id": "recounted"}) is not None
+        client.drop_database(name)
 
 
 def test_embedded_database_keeps_data_across_a_restart(tmp_path):
