@@ -86,7 +86,15 @@ def after_session(cursor: str) -> tuple[datetime, str]:
     last_ms, last_id = decode_cursor(cursor, 2)
     if not isinstance(last_ms, int) or not isinstance(last_id, str):
         raise InvalidRequest(BAD_CURSOR, field="cursor")
-    return datetime.fromtimestamp(last_ms / 1000, tz=UTC), last_id
+    return cursor_time(last_ms), last_id
+
+
+def cursor_time(ms: Any) -> datetime:
+    """A cursor's time; a forged one (a float, out of any calendar's range) is a 400."""
+    try:
+        return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise InvalidRequest(BAD_CURSOR, field="cursor") from None
 
 
 def event_cursor(event: dict) -> str:
@@ -97,9 +105,10 @@ def after_event(cursor: str) -> tuple[datetime, ObjectId]:
     """The (at, _id) an events cursor resumes after."""
     at_ms, last_id = decode_cursor(cursor, 2)
     try:
-        return datetime.fromtimestamp(int(at_ms) / 1000, tz=UTC), ObjectId(last_id)
-    except (InvalidId, TypeError, ValueError):
+        last = ObjectId(last_id)
+    except (InvalidId, TypeError):
         raise InvalidRequest(BAD_CURSOR, field="cursor") from None
+    return cursor_time(at_ms), last
 
 
 def one_of(field: str, value: str, allowed: tuple[str, ...]) -> str:

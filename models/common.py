@@ -13,8 +13,11 @@ Clock = Callable[[], datetime]
 HOUR = 3600
 DAY = 86400
 T = TypeVar("T")
-# The first slice of time a newest-first list reads (see `newest_first`).
-FIRST_WINDOW = timedelta(minutes=15)
+# The first slice of time a newest-first list reads (see `newest_first`): short, as a
+# busy server's last seconds may already hold thousands of sessions (the benchmark's
+# 500,000 hold 700 in their last 10 s, 63,000 in their last 15 minutes); reaching back
+# 30 days from it takes 10 slices.
+FIRST_WINDOW = timedelta(seconds=10)
 
 
 def utcnow() -> datetime:

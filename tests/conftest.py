@@ -112,11 +112,13 @@ async def gatehouse(mongo_uri: str, config, clock: Clock, admin_client_options: 
     name = "gh_test_" + uuid.uuid4().hex[:12]
     clients = Clients.connect(mongo_uri, config, **admin_client_options)
     gh = clients.gatehouse(config, name, clock)
-    await gh.setup()
-    yield gh
-    await gh.aclose()
-    await clients.main.drop_database(name)
-    await clients.close()
+    try:
+        await gh.setup()
+        yield gh
+        await gh.aclose()
+        await clients.main.drop_database(name)
+    finally:
+        await clients.close()  # also when the database failed the test: no socket left open
 
 
 @dataclass

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from tests.conftest import PASSWORD, login, register, unique_phone
@@ -117,9 +120,15 @@ async def test_sessions_page_with_a_cursor_and_filter_by_kind(api, admin):
     assert len(seen) == len(set(seen)) == 6
     r = await api.get(f"/admin/api/sessions?account={user['id']}&kind=jwt", token=admin["token"])
     assert [s["kind"] for s in r.data["sessions"]] == ["jwt"]
-    for bad in ("kind=nope", "limit=0", "limit=1000", "cursor=%%%", "cursor=WzFd", "active=maybe"):
+    forged = [forged_cursor(ms, "x") for ms in (10**20, -(10**20))]  # out of the calendar's range
+    for bad in ("kind=nope", "limit=0", "limit=1000", "cursor=%%%", "cursor=WzFd", "active=maybe", *forged):
         assert_admin_error(await api.get(f"/admin/api/sessions?{bad}", token=admin["token"]), 400, "INVALID_REQUEST")
     assert_admin_error(await api.get("/admin/api/sessions?account=ghost", token=admin["token"]), 404, "NOT_FOUND")
+
+
+def forged_cursor(ms: object, last_id: str) -> str:
+    """A cursor the server did not write: well-formed, with a time no page could hold."""
+    return "cursor=" + base64.urlsafe_b64encode(json.dumps([ms, last_id]).encode()).decode().rstrip("=")
 
 
 async def test_events_filters(api, admin):
@@ -135,7 +144,8 @@ async def test_events_filters(api, admin):
         token=admin["token"],
     )
     assert r.data == {"events": [], "next": None}
-    for bad in ("type=nope", "since=yesterday", "since=2026-01-01T00:00:00", "cursor=eyJ4Ijox"):
+    forged = [forged_cursor(ms, "0" * 24) for ms in (10**20, 1e300)]  # no time a cursor could hold
+    for bad in ("type=nope", "since=yesterday", "since=2026-01-01T00:00:00", "cursor=eyJ4Ijox", *forged):
         assert_admin_error(await api.get(f"/admin/api/events?{bad}", token=admin["token"]), 400, "INVALID_REQUEST")
     page = await api.get("/admin/api/events?limit=1", token=admin["token"])
     nxt = await api.get(f"/admin/api/events?limit=1&cursor={page.data['next']}", token=admin["token"])

@@ -135,8 +135,9 @@ async def test_session_lists_are_bounded_ranges(gatehouse, recorded):
 async def test_the_second_slice_reads_only_what_the_first_did_not(gatehouse, recorded):
     db, finds = recorded
     now = gatehouse.clock()
-    # Nothing in the last 15 minutes: the walk widens to the hour that holds the page,
-    # and never reads the 3,000 sessions of two days ago.
+    # Nothing in the last 40 minutes: the walk widens (10 s, then 4 times as far back
+    # each time) to the slice that holds the page, and never reads the 3,000 sessions
+    # of two days ago.
     hour_ago = [session_doc(5, "opaque", now - timedelta(minutes=50, seconds=i), now) for i in range(PAGE)]
     old = [session_doc(6, "opaque", now - timedelta(days=2, seconds=i), now) for i in range(OLD)]
     await gatehouse.db.sessions.insert_many(hour_ago + old)
