@@ -25,7 +25,7 @@ from .errors import (
 from .events import EventLog
 from .followups import Followups
 from .passwords import PasswordHasher
-from .ratelimit import Limit, RateLimits
+from .ratelimit import Limit, RateLimits, Slot
 from .resolver import Resolver
 from .sessions import Sessions
 from .tokens import Tokens
@@ -221,26 +221,8 @@ class AuthService:
         failure limits (and, for logins, the per-IP success budget) is reserved *before*
         bcrypt runs. N parallel guesses against a limit of L get at most L checks."""
         key = key or f"account={account.id}"  # type: ignore[union-attr]
-        locked = await self.limits.locked_for(f"login:{key}")
-        if locked:
-            raise RateLimited(TOO_MANY, retry_after=locked, reason="account")
+        ip_slot, *login_slot = await self._reserve_check(key, ctx, successes_count)
         per_account = self.failures_per_account
-        wanted = [(per_account, key), (self.failures_per_ip, ctx.ip_key)]
-        if successes_count:
-            wanted.append((self.logins_per_ip, ctx.ip_key))
-        account_slot, ip_slot, *login_slot = await self.limits.reserve_all(wanted)
-        # Again after reserving: a request that read "no lock" just before the last slot
-        # of the old window locked the account, and reserved just after the window
-        # turned, holds a fresh slot, but meets the lock here.
-        locked = await self.limits.locked_for(f"login:{key}")
-        if locked and account_slot.count < per_account.limit:
-            await self.limits.release(account_slot, ip_slot, *login_slot)
-            raise RateLimited(TOO_MANY, retry_after=locked, reason="account")
-        if account_slot.count == per_account.limit:
-            # The last check the window allows locks the account before it runs, so guesses
-            # arriving meanwhile (or just after the window turns) meet the lock, not a
-            # fresh window; a success lifts it again.
-            await self._penalize(key)
         ok = await self.hasher.verify(password, account.password_hash if account else None)
         if account is not None and ok and not account.disabled and (admit is None or admit(account)):
             # A success is no failure: its IP slot goes back, and the account's record
@@ -265,13 +247,42 @@ class AuthService:
         )
         raise InvalidCredentials()
 
-    async def _penalize(self, key: str) -> None:
+    async def _reserve_check(self, key: str, ctx: Context, successes_count: bool) -> list[Slot]:
+        """Admit one password check of `key` or raise `RateLimited`: the lock, then a
+        slot under each limit, reserved before bcrypt runs. Returns the per-IP slots
+        (failures, then the success budget when `successes_count`)."""
+        locked = await self.limits.locked_for(f"login:{key}")
+        if locked:
+            raise RateLimited(TOO_MANY, retry_after=locked, reason="account")
+        per_account = self.failures_per_account
+        wanted = [(per_account, key), (self.failures_per_ip, ctx.ip_key)]
+        if successes_count:
+            wanted.append((self.logins_per_ip, ctx.ip_key))
+        account_slot, ip_slot, *login_slot = await self.limits.reserve_all(wanted)
+        # Again after reserving: a request that read "no lock" just before the last slot
+        # of the old window locked the account, and reserved just after the window
+        # turned, holds a fresh slot, but meets the lock here. A lock its own window's
+        # last slot set does not take back a slot that window granted (N parallel
+        # guesses against a limit of L get exactly L checks, not fewer).
+        locked, source = await self.limits.lock_of(f"login:{key}")
+        if locked and source != account_slot._id and account_slot.count < per_account.limit:
+            await self.limits.release(account_slot, ip_slot, *login_slot)
+            raise RateLimited(TOO_MANY, retry_after=locked, reason="account")
+        if account_slot.count == per_account.limit:
+            # The last check the window allows locks the account before it runs, so guesses
+            # arriving meanwhile (or just after the window turns) meet the lock, not a
+            # fresh window; a success lifts it again.
+            await self._penalize(key, source=account_slot._id)
+        return [ip_slot, *login_slot]
+
+    async def _penalize(self, key: str, source: str) -> None:
         """The account's failures reached the limit: lock it for one window, twice that
         the next time within a day, and so on up to GATEHOUSE_LOGIN_LOCK_MAX_SECONDS, so
         guessing slows down without an attacker locking the owner out for good."""
         strikes, _ = await self.limits.hit("login_strikes", key, DAY)
         window = self.throttle.login_failure_window
-        await self.limits.lock(f"login:{key}", min(window * 2 ** min(strikes - 1, 16), self.throttle.login_lock_max))
+        duration = min(window * 2 ** min(strikes - 1, 16), self.throttle.login_lock_max)
+        await self.limits.lock(f"login:{key}", duration, source)
 
     async def login_password(
         self,

@@ -179,19 +179,25 @@ class RateLimits:
 
     async def locked_for(self, key: str) -> int:
         """Seconds left on the lock of `key` (0: not locked)."""
-        return _seconds_left(await self.coll.find_one({"_id": f"lock:{key}"}, {"until": 1}), self.clock())
+        return (await self.lock_of(key))[0]
+
+    async def lock_of(self, key: str) -> tuple[int, str | None]:
+        """Seconds left on the lock of `key` (0: not locked), and the `source` that set it."""
+        lock = await self.coll.find_one({"_id": f"lock:{key}"}, {"until": 1, "source": 1})
+        return _seconds_left(lock, self.clock()), (lock or {}).get("source")
 
     async def unlock(self, key: str) -> None:
         await self.coll.delete_one({"_id": f"lock:{key}"})
 
-    async def lock(self, key: str, duration: int) -> None:
-        """Refuse `key` for `duration` seconds from now (a longer existing lock stays)."""
+    async def lock(self, key: str, duration: int, source: str | None = None) -> None:
+        """Refuse `key` for `duration` seconds from now (a longer existing lock stays);
+        `source` says what set it (the slot whose window it closes)."""
         until = self.clock() + seconds(duration)
         for _ in range(5):
             try:
                 await self.coll.update_one(
                     {"_id": f"lock:{key}"},
-                    {"$max": {"until": until, "expires_at": until + seconds(60)}},
+                    {"$max": {"until": until, "expires_at": until + seconds(60)}, "$set": {"source": source}},
                     upsert=True,
                 )
                 return
