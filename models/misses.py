@@ -3,10 +3,11 @@
 Two per-process memories, both bounded, both consulted only when a token is not in the
 session cache (the hot path of a valid cached token never reaches them):
 
-- `DeadKeys`: sessions seen revoked, by cache key (`tok:<hash>` / `sid:<id>`), kept until
-  the session's own `expires_at` (after which the TTL index removes it anyway). A revoked
-  session is never un-revoked, so a remembered key is never wrong; only sessions found
-  revoked in MongoDB are added, so random tokens cannot push useful entries out.
+- `DeadKeys`: sessions seen revoked or expired, by cache key (`tok:<hash>` / `sid:<id>`):
+  a revoked one until its own `expires_at` (after which the TTL index removes it
+  anyway), an expired one for an hour. Neither comes back to life, so a remembered key
+  is never wrong; only sessions found dead in MongoDB are added, so random tokens cannot
+  push useful entries out.
 - `MissBudget`: how many tokens from one client address (its limit key: IPv4 address,
   IPv6 /64) this process looked up and found nothing live behind, in fixed one-minute
   windows. Over the budget, that address's unknown opaque tokens are refused before any

@@ -9,6 +9,7 @@ the one loader that reads a caller from MongoDB. Stores keep their side of the c
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -23,6 +24,7 @@ from .tokens import Tokens
 from .values import Account, Caller, Session
 
 API_KINDS = ("opaque", "jwt")
+EXPIRED_MEMORY = timedelta(hours=1)  # how long a session found expired is remembered
 
 
 class Resolver:
@@ -116,13 +118,16 @@ class Resolver:
 
     async def load(self, sid: str | None, token: str) -> Caller | None:
         """The live caller from MongoDB: by session id (a JWT's `sid`) or by opaque token
-        (one indexed read). A session found revoked is remembered until it expires."""
+        (one indexed read). A session found revoked or expired is remembered (`dead`)."""
         session = await (self.sessions.find(sid) if sid else self.sessions.find_token(token))
         if session is None:
             return None
-        if not session.alive(self.clock()):
-            if session.revoked_at is not None:
-                self.dead.add(f"sid:{sid}" if sid else "tok:" + sha256_hex(token), session.expires_at)
+        now = self.clock()
+        if not session.alive(now):
+            # Dead for good: a revoked session until it expires, an expired one for a
+            # while (the TTL index removes it within a minute; then it is a plain miss).
+            until = session.expires_at if session.revoked_at is not None else now + EXPIRED_MEMORY
+            self.dead.add(f"sid:{sid}" if sid else "tok:" + sha256_hex(token), until)
             return None
         return await self.caller_of(session)
 

@@ -160,6 +160,22 @@ async def test_revoked_and_forged_tokens_cost_nothing_after_the_first_read(api, 
     assert r.status == 403
 
 
+@pytest.mark.parametrize("settings", [FLOOD])
+async def test_an_expired_session_costs_one_read_then_nothing(api, gatehouse, clock):
+    """A client that keeps polling with a token whose session expired (idle): one read
+    finds it expired, then it is remembered (an hour): no more reads, and the polls
+    never count against the address, so its next good token works."""
+    opaque = await login(api, await register(api))
+    clock.advance(gatehouse.config.sessions.session_idle_seconds + 1)
+    await quiet(gatehouse)
+    with gatehouse.commands.counting() as seen:
+        for _ in range(BUDGET + 10):
+            assert (await api.get("/auth/me", token=opaque, headers=from_ip("198.51.100.8"))).status == 403
+    assert without_counters(seen) == [("find", "sessions")], seen
+    fresh = await login(api, await register(api))
+    assert (await api.get("/auth/me", token=fresh, headers=from_ip("198.51.100.8"))).status == 200
+
+
 def test_remembered_revocations_expire_with_their_session(clock):
     dead = DeadKeys(100, clock)
     dead.add("tok:x", clock() + timedelta(seconds=30))
