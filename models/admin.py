@@ -196,7 +196,7 @@ class Admin:
         now = self.clock()
         hours = [(now - timedelta(hours=h)).replace(minute=0, second=0, microsecond=0) for h in range(23, -1, -1)]
         chart = {epoch(h): {"hour": epoch(h), "login_ok": 0, "login_failed": 0} for h in hours}
-        for bucket in await self.event_log.stats.buckets("logins", since=hours[0]):
+        for bucket in await self.event_log.logins_by_hour(hours[0]):
             row = chart.get(epoch(bucket["hour"]))
             if row is not None:
                 row["login_ok"] += int(bucket.get("login_ok", 0))

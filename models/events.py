@@ -105,6 +105,10 @@ class EventLog:
         for listener in self.listeners:
             listener(type, outcome)
 
+    async def logins_by_hour(self, since: datetime) -> list[dict[str, Any]]:
+        """The `logins` counters of each hour since `since`'s (models/stats.py)."""
+        return await self.stats.buckets("logins", since=since)
+
     async def recount(self) -> None:
         """Set the `logins` counters of the last day from the events themselves (see
         Recounting in models/stats.py): one `type_at` range per counted type."""

@@ -264,12 +264,13 @@ class Sessions:
         await self.stats.replace("expiring", later, {d["_id"]: {"n": d["n"]} for d in await live.to_list(None)})
         sketches: defaultdict[datetime, dict[int, int]] = defaultdict(dict)
         active = {"last_active": {"$gte": hour_of(now) - timedelta(hours=24)}}
-        async for doc in self.coll.find(active, {"_id": 0, "account_id": 1, "last_active": 1}):
+        # Small batches: a serving process runs this too, between its requests.
+        active_docs = self.coll.find(active, {"_id": 0, "account_id": 1, "last_active": 1}).batch_size(2000)
+        async for doc in active_docs:
             registers = sketches[hour_of(doc["last_active"])]
             register, rank = sketch_entry(doc["account_id"])
             registers[register] = max(registers.get(register, 0), rank)
-        if sketches:
-            await self.stats.coll.bulk_write([self.stats.sketch("active", h, r) for h, r in sketches.items()])
+        await self.stats.merge_sketches("active", sketches)
 
     async def count_accounts_active_since(self, since: datetime) -> int:
         """About how many accounts started a session or were active since `since`'s

@@ -102,10 +102,6 @@ class Stats:
         register, rank = sketch_entry(value)
         return self._bucket(series, when, {"$max": {f"r.{register}": rank}})
 
-    def sketch(self, series: str, hour: datetime, registers: dict[int, int]) -> UpdateOne:
-        """Merge a whole sketch into the bucket of `hour` (a recount's)."""
-        return self._bucket(series, hour, {"$max": {f"r.{register}": rank for register, rank in registers.items()}})
-
     def _bucket(self, series: str, when: datetime, update: dict[str, Any]) -> UpdateOne:
         hour = hour_of(when)
         on_insert = {"series": series, "hour": hour, "expires_at": hour + self.keep}
@@ -163,6 +159,16 @@ class Stats:
     async def release_recount(self) -> None:
         """A recount that did not finish: the next process to start claims it again."""
         await self.coll.delete_one({"_id": RECOUNTED})
+
+    async def merge_sketches(self, series: str, sketches: dict[datetime, dict[int, int]]) -> None:
+        """Merge whole sketches (hour → registers) into the series' buckets (a recount's:
+        `$max` per register, so merging twice is merging once)."""
+        ops = [
+            self._bucket(series, hour, {"$max": {f"r.{register}": rank for register, rank in registers.items()}})
+            for hour, registers in sketches.items()
+        ]
+        if ops:
+            await self.coll.bulk_write(ops, ordered=False)
 
     async def replace(self, series: str, since: datetime, counts: dict[datetime, dict[str, int]]) -> None:
         """Set the buckets of `series` from `since`'s hour on to `counts` (hour → fields);
