@@ -4,6 +4,7 @@
     bench/run --scale                                   # full size
     bench/run --scale --accounts 20000 --sessions 50000 --events 100000
     bench/run --scale --docs                            # also rewrite the Scale section
+    bench/run --scale --work DIR                        # keep the data in DIR; again: reuse it
 
 It starts an embedded SecantusDB and one Gatehouse server on loopback, makes one account,
 one login and its audit event through the API, and bulk-inserts copies of those very
@@ -16,6 +17,7 @@ rows every 3 seconds.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
@@ -42,6 +44,7 @@ import seed  # noqa: E402
 from devdb import EmbeddedMongo  # noqa: E402
 
 ADMIN = "scaleadmin"
+SEEDED = "seeded.json"  # in the work directory: what was seeded, for `--work` to time it again
 BUDGET_MS = 200
 TAB_SECONDS = 3.0
 
@@ -56,6 +59,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run (default 10)")
     parser.add_argument("--rounds", type=int, default=12, help="bcrypt cost (default 12, the server default)")
     parser.add_argument("--docs", action="store_true", help="rewrite the Scale section of docs/benchmarks.md")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="keep the database here; when it holds a seeded run (seeded.json), time that data again without seeding",
+    )
     return parser.parse_args()
 
 
@@ -99,6 +107,26 @@ def seed_bulk(http: httpx.Client, db: Any, args: argparse.Namespace) -> dict[str
         print(f"  {name}: {count:,} in {secs:.1f} s ({count / secs:,.0f}/s)", flush=True)
     busy = max(set(owners[:2000]), key=owners[:2000].count)  # an account with several sessions
     return {"prefix": prefix, "ids": ids, "busy": busy, "timings": timings}
+
+
+def seeded_before(work: Path) -> dict[str, Any] | None:
+    """What an earlier run with this `--work` directory seeded (its database is there)."""
+    try:
+        seeded = json.loads((work / SEEDED).read_text())
+    except FileNotFoundError:
+        return None
+    print(f"reusing the data seeded in {work}", flush=True)
+    return {**seeded, "ids": range(*seeded["ids"]), "timings": {k: tuple(v) for k, v in seeded["timings"].items()}}
+
+
+def seed_and_recount(
+    http: httpx.Client, db: Any, args: argparse.Namespace, env: dict[str, str], work: Path
+) -> dict[str, Any]:
+    seeded = seed_bulk(http, db, args)
+    seeded["recount"] = recount(env)
+    kept = {**seeded, "ids": [seeded["ids"][0], seeded["ids"][-1] + 1]}
+    (work / SEEDED).write_text(json.dumps(kept))
+    return seeded
 
 
 def recount(env: dict[str, str]) -> float:
@@ -277,7 +305,11 @@ def real_sessions(http: httpx.Client, users: list[str], count: int) -> dict[str,
     """Opaque tokens of real logins through the API (whoami's tokens), and the admin's."""
     tokens = []
     for user in users[:count]:
-        r = http.post("/auth/auth", json={"username": user, "password": PASSWORD})
+        for _ in range(3):  # a database still busy with the seed may answer 503 once
+            r = http.post("/auth/auth", json={"username": user, "password": PASSWORD})
+            if r.status_code != 503:
+                break
+            time.sleep(5)
         assert r.status_code == 200, r.text
         tokens.append(r.json()["data"]["token"])
     r = http.post("/auth/auth", json={"username": ADMIN, "password": PASSWORD})
@@ -322,8 +354,9 @@ def run(args: argparse.Namespace, work: Path, database: EmbeddedMongo, env: dict
     server = Process("gatehouse-scale", ["server.py"], env, work, "/readyz")
     try:
         with httpx.Client(base_url=server.url, timeout=60) as http:
-            seeded = seed_bulk(http, db, args)
-            seeded["recount"] = recount(env)
+            seeded = seeded_before(work) or seed_and_recount(http, db, args, env, work)
+            assert database.proc is not None
+            print(f"database settled after {settle(database.proc.pid):.0f} s", flush=True)
             users = [f"{seeded['prefix']}{i}" for i in random.Random(1).sample(range(args.accounts), 1000)]
             tokens = real_sessions(http, users, 64)
         files = {"opaque": write_lines(work / "opaque.txt", tokens["opaque"])}
@@ -344,7 +377,8 @@ def run(args: argparse.Namespace, work: Path, database: EmbeddedMongo, env: dict
 
 def main() -> int:
     args = parse_args()
-    work = Path(tempfile.mkdtemp(prefix="gatehouse-scale-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="gatehouse-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
     database = EmbeddedMongo(work / "db")
     uri = database.start()
     env = server_env(uri, work, args.rounds)
