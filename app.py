@@ -204,8 +204,9 @@ class Gatehouse:
             await self.ensure_admin(admin.admin_username, admin.admin_password)
 
     async def holds_data(self) -> bool:
-        """Any session or event at all (a new database has nothing to recount)."""
-        return any([await self.db.sessions.find_one({}, {"_id": 1}), await self.db.events.find_one({}, {"_id": 1})])
+        """Any account, session or event at all (a new database has nothing to recount)."""
+        found = [await self.db[name].find_one({}, {"_id": 1}) for name in ("accounts", "sessions", "events")]
+        return any(found)
 
     async def recount(self) -> None:
         """Set the dashboard's counters from the data (see Recounting in models/stats.py):
@@ -217,6 +218,7 @@ class Gatehouse:
             with pymongo.timeout(RECOUNT_SECONDS):
                 await self.sessions.recount()
                 await self.events.recount()
+                await self.accounts.recount()
         except (PyMongoError, asyncio.CancelledError) as e:
             # Not done: the next process to start tries again (or `server.py recount`).
             log.warning("recounting the dashboard's counters did not finish (%s)", type(e).__name__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Iterable
@@ -10,7 +11,7 @@ from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from .changes import CHANGED, Changes
 from .common import Clock, epoch
@@ -30,6 +31,7 @@ from .values import Account, AccountRef
 
 IDENTITY_TIERS = (0, 1, 2)  # normal, VIP, VVIP
 # How many matches an account search counts and pages through (see `Accounts.search`).
+log = logging.getLogger("gatehouse")
 SEARCH_CAP = 1000
 # Where a one-character username prefix is cut into ranges (usernames are
 # [a-z][a-z0-9._-]* once lowered): the embedded database walks a whole range even
@@ -136,6 +138,7 @@ class Accounts:
             key = next(iter((e.details or {}).get("keyPattern", {}) or {}), "")
             field = _FIELD_BY_INDEX.get(key, "account")
             raise AccountExists(f"an account with this {field} already exists", field=field) from None
+        await self._count(+1)
         return Account.from_doc(doc)
 
     async def find_by_login(self, identifier: str) -> Account | None:
@@ -224,6 +227,7 @@ class Accounts:
         """Delete a sign-up that never got going (no password, phone not proven): the
         rollback of document 001's sign-up when its text message could not be sent."""
         result = await self.coll.delete_one({"id": account_id, "password_hash": None, "phone_verified": {"$ne": True}})
+        await self._count(-result.deleted_count)
         return result.deleted_count == 1
 
     async def set_disabled(self, account_id: int, disabled: bool) -> bool:
@@ -266,6 +270,7 @@ class Accounts:
     async def delete(self, account_id: int) -> bool:
         result = await self.coll.delete_one({"id": account_id})
         self.changes.account(account_id)
+        await self._count(-result.deleted_count)
         return result.deleted_count == 1
 
     async def search(
@@ -343,8 +348,29 @@ class Accounts:
         return ids[: SEARCH_CAP + 1]
 
     async def estimated_count(self) -> int:
-        """How many accounts there are, from the collection's metadata (no scan)."""
+        """How many accounts there are, without counting them: the `live` figure kept
+        beside the id sequence (+1 per sign-up stored, -1 per deletion; one command,
+        never retried, a failure logged and lost). Before the first recount has set it
+        (data from before it existed), the collection's count: metadata on mongod, a
+        scan on the embedded database."""
+        kept = await self.counters.find_one({"_id": "accounts"}, {"live": 1})
+        if kept is not None and "live" in kept:
+            return max(int(kept["live"]), 0)
         return await self.coll.estimated_document_count()
+
+    async def recount(self) -> None:
+        """Set the kept figure from the collection (models/stats.py, Recounting)."""
+        await self.counters.update_one(
+            {"_id": "accounts"}, {"$set": {"live": await self.coll.count_documents({})}}, upsert=True
+        )
+
+    async def _count(self, change: int) -> None:
+        if not change:
+            return
+        try:
+            await self.counters.update_one({"_id": "accounts"}, {"$inc": {"live": change}}, upsert=True)
+        except PyMongoError as e:
+            log.warning("the account count was not updated (%s): the dashboard is off by %+d", type(e).__name__, change)
 
     async def refs(self, ids: Iterable[int]) -> dict[int, AccountRef]:
         """The accounts with these ids, by id, as names for lists (ids of deleted

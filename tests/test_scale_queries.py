@@ -267,12 +267,14 @@ async def test_a_recount_sets_the_counters_from_the_data_and_twice_is_once(gateh
         ]
         + [{"_id": ObjectId(), "type": "login_ok", "at": now - timedelta(days=2), "account_id": 5}]
     )
-    truth = {"active_sessions": 302, "logins_24h": 70, "failed_logins_24h": 12}
+    await gatehouse.db.accounts.insert_many([{"id": 9000 + i, "uid": f"imported-{i}"} for i in range(3)])
+    truth = {"active_sessions": 302, "logins_24h": 70, "failed_logins_24h": 12, "accounts": 3}
 
     def figures(found: dict) -> dict:
         return {k: found[k] for k in truth}
 
-    assert figures(await gatehouse.admin.dashboard()) == dict.fromkeys(truth, 0)  # seeded behind their back
+    before = await gatehouse.admin.dashboard()  # seeded behind the counters' back
+    assert figures(before) == {**dict.fromkeys(truth, 0), "accounts": 3}  # (no figure kept yet: the count)
     # A second process starting on this database (the first, `gatehouse`, found it
     # empty and set the marker): it has nothing to do.
     clients = Clients.connect(mongo_uri, config)
@@ -299,4 +301,6 @@ async def test_a_recount_sets_the_counters_from_the_data_and_twice_is_once(gateh
     assert figures(await gatehouse.admin.dashboard()) == truth
     # And from then on the counters follow what happens.
     await gatehouse.sessions.revoke(soon["_id"], "logout")
-    assert (await gatehouse.admin.dashboard())["active_sessions"] == 301
+    await gatehouse.accounts.delete(9000)
+    followed = await gatehouse.admin.dashboard()
+    assert followed["active_sessions"] == 301 and followed["accounts"] == 2
