@@ -324,7 +324,7 @@ class Sessions:
 
         Every read is a bounded range of one index: with `account_id` the account's
         sessions (`_of_account`); else slices of lastActive back from the cursor
-        (`newest_first`: 10 seconds, then 4 times as far back each time, down to the
+        (`newest_first`: 10 seconds, then slices sized by what they find, down to the
         longest session lifetime), on `kind_last_active` with `kind` and on
         `last_active_id` without. Only the equality that leads the index goes into the
         filter, before the range (the key order the embedded planner needs: equalities,
