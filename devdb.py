@@ -32,11 +32,19 @@ class EmbeddedMongo:
     """SecantusDB as a subprocess on a free loopback port: the zero-config development
     database, and the database of the test suite. Data lives under `storage`."""
 
-    def __init__(self, storage: Path, port: int = 0, *, test_commands: bool = False) -> None:
+    def __init__(
+        self, storage: Path, port: int = 0, *, test_commands: bool = False, ttl_sweep_seconds: float | None = None
+    ) -> None:
         self.storage = storage
         self.port = port  # 0: a free port, chosen at start (kept across a restart)
         # MongoDB's fault injection (configureFailPoint), for the test suite only.
         self.test_commands = test_commands
+        # How often expired documents are deleted (default: every 60 s, as mongod). Its
+        # sweep decodes every document of every collection with a TTL index while
+        # holding the database's one lock (mongod walks the index instead): a few
+        # seconds every minute at a million documents, so the scale benchmark, which
+        # measures Gatehouse and not that, sweeps once an hour.
+        self.ttl_sweep_seconds = ttl_sweep_seconds
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -53,9 +61,13 @@ class EmbeddedMongo:
         self.storage.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         logfile = open(self.storage.parent / "secantusd.log", "ab")
+        options = ["--enable-test-commands"] if self.test_commands else []
+        if self.ttl_sweep_seconds is not None:
+            config = self.storage.parent / "secantusd.toml"
+            config.write_text(f"[storage]\nttl_sweep_seconds = {float(self.ttl_sweep_seconds)}\n")
+            options += ["--config", str(config)]
         self.proc = subprocess.Popen(
-            [exe, "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(self.storage)]
-            + (["--enable-test-commands"] if self.test_commands else []),
+            [exe, "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(self.storage), *options],
             stdout=logfile,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
