@@ -110,7 +110,7 @@ class Gatehouse:
         assert clock is not None
         self.clock = clock
         self.followups = Followups()
-        self.recounting: asyncio.Task[None] | None = None  # the first start's recount
+        self.recounting: asyncio.Task[bool] | None = None  # the first start's recount
         self.hasher = PasswordHasher(config.passwords.bcrypt_rounds, config.passwords.bcrypt_threads)
         self.lifetime = lifetime = longest_session(config)
         self.stats = Stats(db, lifetime)
@@ -208,10 +208,11 @@ class Gatehouse:
         found = [await self.db[name].find_one({}, {"_id": 1}) for name in ("accounts", "sessions", "events")]
         return any(found)
 
-    async def recount(self) -> None:
+    async def recount(self) -> bool:
         """Set the dashboard's counters from the data (see Recounting in models/stats.py):
         once by the first process on a database that was never recounted, and by
-        `python server.py recount`. Minutes at most, whatever the request time limit."""
+        `python server.py recount`. Minutes at most, whatever the request time limit.
+        False when the database failed it (logged; the next start tries again)."""
         started = time.monotonic()
         log.info("recounting the dashboard's counters from the sessions and events")
         try:
@@ -224,8 +225,11 @@ class Gatehouse:
             log.warning("recounting the dashboard's counters did not finish (%s)", type(e).__name__)
             with contextlib.suppress(PyMongoError):
                 await self.stats.release_recount()
-            raise
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            return False
         log.info("recounted the dashboard's counters in %.1f s", time.monotonic() - started)
+        return True
 
     async def ready(self) -> bool:
         """MongoDB answers and every index exists (for /readyz)."""

@@ -19,7 +19,6 @@ import sys
 import time
 from typing import Any
 
-from pymongo.errors import PyMongoError
 from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 from tornado.web import Application
@@ -126,13 +125,11 @@ async def recount(config: Config, uri: str) -> int:
     client, gatehouse = await open_gatehouse(config, uri, background=False)
     try:
         await gatehouse.stats.claim_recount(gatehouse.clock())  # no start needs to redo it
-        await gatehouse.recount()
-    except PyMongoError:
-        return 1
+        done = await gatehouse.recount()
     finally:
         await gatehouse.aclose()
         await client.close()
-    return 0
+    return 0 if done else 1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -23,7 +23,7 @@ from models.accounts import Accounts
 from models.events import EventLog
 from models.sessions import Sessions
 from models.stats import RECOUNTED, Stats
-from tests.conftest import login, register
+from tests.conftest import failpoint, login, register
 
 PAGE = 20
 SLACK = 15  # the page's look-ahead and the recent documents of other kinds
@@ -304,3 +304,14 @@ async def test_a_recount_sets_the_counters_from_the_data_and_twice_is_once(gateh
     await gatehouse.accounts.delete(9000)
     followed = await gatehouse.admin.dashboard()
     assert followed["active_sessions"] == 301 and followed["accounts"] == 2
+
+
+async def test_a_recount_the_database_fails_says_so_and_is_claimed_again(gatehouse, mongo_uri, caplog):
+    """A recount the database fails is logged, answers False (the command line exits 1),
+    and gives the marker back, so the next process to start runs it again."""
+    assert await gatehouse.db.stats.find_one({"_id": RECOUNTED}) is not None  # set by this start
+    async with failpoint(mongo_uri, ["aggregate"], errorCode=2):
+        assert await gatehouse.recount() is False
+    assert await gatehouse.db.stats.find_one({"_id": RECOUNTED}) is None
+    assert any("did not finish (OperationFailure)" in rec.getMessage() for rec in caplog.records)
+    assert await gatehouse.stats.claim_recount(gatehouse.clock())
