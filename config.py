@@ -210,6 +210,17 @@ def _service_keys(read: _Reader, spec: Spec, default: tuple[str, ...]) -> tuple[
     return keys or default
 
 
+def _origins(read: _Reader, spec: Spec, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Exact origins (`scheme://host[:port]`, no path, no wildcard): what a browser sends
+    in `Origin`, compared as it is sent."""
+    origins = tuple(o.strip().rstrip("/") for o in (read.str(spec.env) or "").split(",") if o.strip())
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or "/" in rest or "*" in rest:
+            raise ConfigError(f"{spec.env} entries must be exact origins like https://app.example.com, got {origin!r}")
+    return origins or default
+
+
 def _url(*schemes: str, what: str) -> Callable[[_Reader, Spec, Any], str | None]:
     def load(read: _Reader, spec: Spec, default: str | None) -> str | None:
         url = read.str(spec.env, default)
@@ -269,6 +280,13 @@ class ServerSettings:
         (),
         "comma list (≥ 24 chars each) of keys for `/auth/introspect` and the admin API",
         load=_service_keys,
+    )
+    cors_origins: tuple[str, ...] = setting(
+        "GATEHOUSE_CORS_ORIGINS",
+        (),
+        "comma list of exact origins whose browser apps may call the API routes (CORS); "
+        "unset: none. Never the console or the admin API",
+        load=_origins,
     )
     max_body_bytes: int = setting(
         "GATEHOUSE_MAX_BODY_BYTES", 1024 * 1024, "larger request bodies get 413", lo=1024, hi=64 * 1024 * 1024

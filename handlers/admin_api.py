@@ -53,6 +53,7 @@ ACCOUNT_STATE = obj({"account": ref("Account"), "sessionsEnded": INT})
 class AdminAPIHandler(APIHandler):
     style = "admin"
     actor = "service"
+    cors = False  # never to browser apps, whatever GATEHOUSE_CORS_ORIGINS says
 
     @classmethod
     def error_schema(cls) -> Schema:

@@ -382,10 +382,52 @@ class APIHandler(GatehouseHandler):
 
     SUPPORTED_METHODS = ("GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS")
 
+    # Whether browser apps on the origins of GATEHOUSE_CORS_ORIGINS may call this route.
+    # The admin API never: an administrator's token is no business of a browser app.
+    cors = True
+    CORS_ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-ID"
+    CORS_EXPOSED_HEADERS = "Retry-After, X-Request-ID, WWW-Authenticate"
+    CORS_MAX_AGE = 600  # seconds a browser may keep a preflight's answer
+
     def set_default_headers(self) -> None:
         self.common_headers()
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
+        self.cors_headers()
+
+    def cors_origin(self) -> str | None:
+        """The request's `Origin` when this route grants it CORS, else None."""
+        origin = self.request.headers.get("Origin")
+        return origin if self.cors and origin and origin in self.config.server.cors_origins else None
+
+    def cors_headers(self) -> None:
+        """On every answer of a CORS route, errors included (they are built through
+        `set_default_headers` too): the allowed origin echoed, what a script may read,
+        and `Vary: Origin` so a cache never hands one origin's answer to another. No
+        `Allow-Credentials`: tokens travel in `Authorization`, never in cookies."""
+        if not (self.cors and self.config.server.cors_origins):
+            return
+        self.set_header("Vary", "Origin")
+        origin = self.cors_origin()
+        if origin:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Expose-Headers", self.CORS_EXPOSED_HEADERS)
+
+    def answer_preflight(self) -> bool:
+        """A CORS preflight from an allowed origin, answered before anything else (no
+        token, no body): 204 with the route's methods. False when it is none."""
+        if self.request.method != "OPTIONS" or not self.request.headers.get("Access-Control-Request-Method"):
+            return False
+        if self.cors_origin() is None:
+            return False  # as without CORS: a 405, and no CORS headers
+        methods = [m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE") if self._implements(m)]
+        self.set_status(204)
+        self.clear_header("Content-Type")
+        self.set_header("Access-Control-Allow-Methods", ", ".join(methods))
+        self.set_header("Access-Control-Allow-Headers", self.CORS_ALLOWED_HEADERS)
+        self.set_header("Access-Control-Max-Age", str(self.CORS_MAX_AGE))
+        self.finish()
+        return True
 
     def check_xsrf_cookie(self) -> None:
         """The API authenticates by a header token, never a cookie, so a cross-site form
@@ -468,13 +510,15 @@ class APIHandler(GatehouseHandler):
 
     async def prepare(self) -> None:
         self.shed_if_overloaded()
+        if self.answer_preflight():
+            return
         for name in URL_TOKEN_PARAMS:
             if name in self.request.query_arguments:
                 raise InvalidRequest(f"'{name}' is not accepted in the URL; send it in a header or the JSON body")
         if len(self.request.body or b"") > self.config.server.max_body_bytes:
             raise HTTPError(413, f"request body over {self.config.server.max_body_bytes} bytes")
         if not self._implements(self.request.method):
-            raise HTTPError(405)  # OPTIONS included: no CORS, so no preflight succeeds
+            raise HTTPError(405)  # OPTIONS included, unless a preflight CORS allows (above)
         for name, value in self.path_kwargs.items():
             if not re.fullmatch(PARAMS[name], value):
                 raise NotFound(f"no such {name.replace('_', ' ')}")
