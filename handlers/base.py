@@ -111,6 +111,7 @@ MAX_JSON_DEPTH = 32  # our bodies are flat objects; a little room for future nes
 TOO_DEEP = f"the body is nested deeper than {MAX_JSON_DEPTH} levels"
 NOT_UNICODE = "the body holds a string that is not valid Unicode (a lone surrogate)"
 URL_TOKEN_PARAMS = ("access_token", "token", "refresh_token", "code", "password")
+REALM = "gatehouse"  # RFC 6750's realm in every 401's WWW-Authenticate
 # The request deadline's backstop fires this long after the database operations' own
 # deadline, so a request waiting on MongoDB ends through the driver's timeout (which
 # closes that connection cleanly) and the backstop only catches everything else.
@@ -604,8 +605,19 @@ class APIHandler(GatehouseHandler):
         # (a token in a body, say) must not survive into them.
         self.clear_header("Content-Type")
         self.set_default_headers()
+        if status == 401:
+            self.set_header("WWW-Authenticate", self.bearer_challenge(code))
         self.set_status(status)
         self.finish(json.dumps(self.error_envelope(status, code, message, exc), separators=(",", ":")))
+
+    def bearer_challenge(self, code: str) -> str:
+        """RFC 6750's challenge on every 401: `error="invalid_token"` when a token was
+        sent and is not (or no longer) a live one; without a token (a login, say), the
+        bare challenge."""
+        challenge = f'Bearer realm="{REALM}"'
+        if self.bearer_token() and code in ("NOT_AUTHENTICATED", "INVALID_TOKEN"):
+            challenge += ', error="invalid_token"'
+        return challenge
 
     def _implements(self, method: str) -> bool:
         name = method.lower()

@@ -174,6 +174,8 @@ class Api:
         assert r.headers.get("X-Content-Type-Options") == "nosniff"
         assert r.headers.get("X-Request-ID")
         assert "Server" not in r.headers
+        if r.code == 401:  # RFC 6750: every 401 says how to authenticate
+            assert r.headers.get("WWW-Authenticate", "").startswith('Bearer realm="gatehouse"'), dict(r.headers)
         data = None
         if r.body:
             assert r.headers["Content-Type"].startswith("application/json"), r.headers["Content-Type"]
