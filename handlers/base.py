@@ -417,11 +417,12 @@ class APIHandler(GatehouseHandler):
     def answer_preflight(self) -> bool:
         """A CORS preflight from an allowed origin, answered before anything else (no
         token, no body): 204 with the route's methods. False when it is none."""
-        if self.request.method != "OPTIONS" or not self.request.headers.get("Access-Control-Request-Method"):
+        asked = self.request.headers.get("Access-Control-Request-Method")
+        if self.request.method != "OPTIONS" or not asked:
             return False
-        if self.cors_origin() is None:
-            return False  # as without CORS: a 405, and no CORS headers
         methods = [m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE") if self._implements(m)]
+        if self.cors_origin() is None or asked.upper() not in methods:
+            return False  # as without CORS: a 405, and no CORS headers
         self.set_status(204)
         self.clear_header("Content-Type")
         self.set_header("Access-Control-Allow-Methods", ", ".join(methods))
@@ -443,6 +444,7 @@ class APIHandler(GatehouseHandler):
 
     _caller: Caller | None = None
     _token: str | None = None
+    _token_failed = False  # the token in Authorization was looked at and is not a live one
 
     @property
     def caller(self) -> Caller:
@@ -489,7 +491,11 @@ class APIHandler(GatehouseHandler):
         token = self.bearer_token()
         if not token:
             raise NotAuthenticated()
-        self._caller = await self.resolve_token(token)
+        try:
+            self._caller = await self.resolve_token(token)
+        except (NotAuthenticated, TokenInvalid):
+            self._token_failed = True  # for the 401's challenge (`bearer_challenge`)
+            raise
         self._token = token
 
     async def optional_caller(self, *, strict: bool = True) -> Caller | None:
@@ -606,16 +612,16 @@ class APIHandler(GatehouseHandler):
         self.clear_header("Content-Type")
         self.set_default_headers()
         if status == 401:
-            self.set_header("WWW-Authenticate", self.bearer_challenge(code))
+            self.set_header("WWW-Authenticate", self.bearer_challenge())
         self.set_status(status)
         self.finish(json.dumps(self.error_envelope(status, code, message, exc), separators=(",", ":")))
 
-    def bearer_challenge(self, code: str) -> str:
-        """RFC 6750's challenge on every 401: `error="invalid_token"` when a token was
-        sent and is not (or no longer) a live one; without a token (a login, say), the
-        bare challenge."""
+    def bearer_challenge(self) -> str:
+        """RFC 6750's challenge on every 401: `error="invalid_token"` when the token in
+        `Authorization` was looked at and is not (or no longer) a live one; otherwise (a
+        login, or a bad refresh token in a body beside a good header) the bare one."""
         challenge = f'Bearer realm="{REALM}"'
-        if self.bearer_token() and code in ("NOT_AUTHENTICATED", "INVALID_TOKEN"):
+        if self._token_failed:
             challenge += ', error="invalid_token"'
         return challenge
 

@@ -71,6 +71,8 @@ class MetricsHandler(APIHandler):
     """Open by default, like most exporters; GATEHOUSE_METRICS_TOKEN makes it need
     `Authorization: Bearer <token>`."""
 
+    cors = False  # for the operator's scraper, never for a browser app
+
     sheddable = False  # an operator must see an overload while it lasts
 
     @allow_anonymous

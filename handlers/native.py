@@ -288,6 +288,8 @@ class TokenRefreshHandler(NativeHandler):
 class IntrospectHandler(NativeHandler):
     """RFC 7662-like introspection for resource servers holding a service key."""
 
+    cors = False  # a service key (which also opens the admin API) never sits in a browser
+
     async def authenticate(self) -> None:
         if not self.presents_secret(self.config.server.service_keys):
             raise NotAuthenticated("introspection needs a service key (GATEHOUSE_SERVICE_KEYS) as a Bearer token")

@@ -45,6 +45,8 @@ def routes(config: Config) -> list[Route]:
 class NotFoundHandler(NativeHandler):
     """The last route: a JSON 404 for any unknown path, whatever the method."""
 
+    cors = False  # no route here to call: no preflight, and never under /console or /admin
+
     @allow_anonymous
     async def get(self, *args: Any) -> None:
         raise HTTPError(404)

@@ -109,6 +109,8 @@ def user_view(account: Account) -> dict:
 class AdminHandler(DrfHandler):
     async def prepare(self) -> None:
         await super().prepare()
+        if self._finished:  # a CORS preflight, answered before any authentication
+            return
         self.auth.require_admin(self.current_account)
 
     def param(self, name: str, body: dict) -> Any:

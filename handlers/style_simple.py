@@ -100,6 +100,8 @@ class SharedResetHandler(NativeResetHandler):
 
     async def prepare(self) -> None:
         await super().prepare()
+        if self._finished:  # a CORS preflight, answered before any authentication
+            return
         if "new_password" in self.json_body():
             self.simple, self.style = True, SimpleHandler.style
 

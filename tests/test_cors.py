@@ -48,13 +48,13 @@ async def get(base_url: str, path: str, **headers: str) -> httpx.Response:
         "/auth/token/refresh",
         "/api/auth/login/",
         "/auth/api/login/",
-        "/auth/login",
-        "/v1/auth/login",
+        "/auth/",
+        "/api/v1/auth/login",
     ],
 )
 @CORS
 async def test_a_preflight_from_a_listed_origin_is_answered_before_any_authentication(settings, base_url, path):
-    r = await preflight(base_url, path, APP)
+    r = await preflight(base_url, path, APP, method="GET" if path == "/auth/me" else "POST")
     assert r.status_code == 204, r.text
     assert r.headers["Access-Control-Allow-Origin"] == APP
     assert "POST" in r.headers["Access-Control-Allow-Methods"] or "GET" in r.headers["Access-Control-Allow-Methods"]
@@ -90,6 +90,23 @@ async def test_origins_not_on_the_list_and_the_operator_routes_get_no_cors_at_al
         assert r.status_code in (403, 405) and "Access-Control-Allow-Origin" not in r.headers, (path, r.status_code)
         r = await get(base_url, path, Origin=APP, Authorization=admin["token"])
         assert "Access-Control-Allow-Origin" not in r.headers, path
+
+
+@CORS
+async def test_no_cors_where_there_is_no_route_method_or_browser_business(settings, base_url, admin, caplog):
+    """Unknown paths (anywhere, /admin/api and /console included), a method the route
+    does not have, and the routes for operators' tools (metrics, service-key
+    introspection): no preflight succeeds and no answer names the origin. drf's
+    admin-only users/ answers its preflight like any route, with nothing logged."""
+    for path in ("/admin/api/nope", "/console/nope", "/no/such/route", "/metrics", "/auth/introspect"):
+        r = await preflight(base_url, path, APP, method="GET")
+        assert r.status_code in (404, 405) and "Access-Control-Allow-Origin" not in r.headers, (path, r.status_code)
+        r = await get(base_url, path, Origin=APP)
+        assert "Access-Control-Allow-Origin" not in r.headers, path
+    assert (await preflight(base_url, "/auth/auth", APP, method="DELETE")).status_code == 405
+    r = await preflight(base_url, "/api/auth/users/", APP, method="GET")
+    assert r.status_code == 204 and r.headers["Access-Control-Allow-Origin"] == APP
+    assert [rec for rec in caplog.records if rec.levelname == "ERROR"] == []
 
 
 async def test_without_the_setting_there_is_no_cors(base_url):
