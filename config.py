@@ -526,6 +526,11 @@ class JwtSettings:
     def lifetime(self, style: str) -> StyleLifetimes:
         return self.lifetimes[style]
 
+    @property
+    def refresh_audience(self) -> str:
+        """Refresh tokens' `aud`: Gatehouse's own, never a resource server's."""
+        return f"{self.jwt_issuer}/refresh"
+
 
 @dataclass(frozen=True)
 class DeliverySettings:
@@ -695,6 +700,8 @@ def _check(v: dict[str, Any]) -> None:
         raise ConfigError("SECRET_KEY must be at least 32 characters in production")
     if v["session_idle_seconds"] > v["session_max_seconds"]:
         raise ConfigError("GATEHOUSE_SESSION_IDLE_SECONDS must not exceed GATEHOUSE_SESSION_MAX_SECONDS")
+    if v["jwt_audience"] == f"{v['jwt_issuer']}/refresh":
+        raise ConfigError("GATEHOUSE_JWT_AUDIENCE must not be the refresh tokens' audience (<issuer>/refresh)")
     if v["worker_restart_delay_ms"] > v["worker_restart_max_delay_ms"]:
         raise ConfigError("GATEHOUSE_WORKER_RESTART_DELAY_MS must not exceed GATEHOUSE_WORKER_RESTART_MAX_DELAY_MS")
     if bool(v["admin_username"]) != bool(v["admin_password"]):

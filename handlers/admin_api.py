@@ -62,9 +62,6 @@ class AdminAPIHandler(APIHandler):
     def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
         return {"error": code, "message": message}
 
-    def error_status(self, status: int, code: str, exc: BaseException | None) -> int:
-        return 401 if code == "NOT_AUTHENTICATED" else status
-
     async def authenticate(self) -> None:
         if not self.bearer_token():
             raise NotAuthenticated("send an administrator's session token or a service key in Authorization")

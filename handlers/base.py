@@ -44,6 +44,7 @@ from models.errors import (
     Overloaded,
     RateLimited,
     ReauthenticationRequired,
+    TokenExpired,
     TokenInvalid,
     Unavailable,
 )
@@ -73,7 +74,9 @@ F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (InvalidRequest, 400, "INVALID_REQUEST"),
     (InvalidCredentials, 401, "INVALID_CREDENTIALS"),
-    (NotAuthenticated, 403, "NOT_AUTHENTICATED"),
+    # 401 where no document prescribes otherwise (RFC 6750); native answers 403 (003).
+    (TokenExpired, 401, "TOKEN_EXPIRED"),
+    (NotAuthenticated, 401, "NOT_AUTHENTICATED"),
     (TokenInvalid, 401, "INVALID_TOKEN"),
     (ReauthenticationRequired, 403, "REAUTHENTICATION_REQUIRED"),
     (Forbidden, 403, "FORBIDDEN"),

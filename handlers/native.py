@@ -21,6 +21,7 @@ from .base import APIHandler, allow_anonymous
 from .fields import CODE, EMAIL, LOGIN_NAME, NEW_PASSWORD, NICKNAME, PASSWORD, PHONE, TOKEN, USERNAME, optional
 from .spec import BOOL, EPOCH, INT, NULL, STR, Route, Schema, array, const, doc, obj, ref
 
+NOT_LOGGED_IN = ("NOT_AUTHENTICATED", "TOKEN_EXPIRED")
 LOGIN_FIELDS = {"username": LOGIN_NAME, "password": PASSWORD}
 REGISTER_FIELDS = {"username": USERNAME, "password": PASSWORD, "nickname": NICKNAME, "phone": PHONE, "email": EMAIL}
 
@@ -41,6 +42,11 @@ class NativeHandler(APIHandler):
             {"code": STR, "message": STR, "time": INT, "data": NULL, "field": STR},
             optional=("field",),
         )
+
+    def error_status(self, status: int, code: str, exc: BaseException | None) -> int:
+        # Document 003: "You will get HTTP 403 if not logged in"; the code tells an
+        # expired token (refresh, or log in again) from a missing or unknown one.
+        return 403 if code in NOT_LOGGED_IN else status
 
     def error_envelope(self, status: int, code: str, message: str, exc: BaseException | None) -> Any:
         body: dict[str, Any] = {"code": code, "message": message, "time": int(time.time()), "data": None}

@@ -30,10 +30,6 @@ DETAIL = {
 class DrfHandler(APIHandler):
     style = "drf"
 
-    def error_status(self, status: int, code: str, exc: BaseException | None) -> int:
-        # DRF with JWT authentication answers 401 when credentials are missing or bad.
-        return 401 if code == "NOT_AUTHENTICATED" else status
-
     @classmethod
     def error_schema(cls) -> Schema:
         field_errors = {"type": "object", "minProperties": 1, "additionalProperties": array(STR)}
@@ -43,8 +39,9 @@ class DrfHandler(APIHandler):
         field = getattr(exc, "field", None)
         if field and code in ("INVALID_REQUEST", "ACCOUNT_EXISTS"):
             return {field: [message]}
-        if code == "INVALID_TOKEN":
-            return {"detail": DETAIL[code], "code": "token_not_valid"}
+        # simplejwt's answer to a bad, expired or dead token (and to none at all: the other)
+        if code in ("INVALID_TOKEN", "TOKEN_EXPIRED") or (code == "NOT_AUTHENTICATED" and self._token_failed):
+            return {"detail": DETAIL["INVALID_TOKEN"], "code": "token_not_valid"}
         return {"detail": DETAIL.get(code, message)}
 
     async def resolve_token(self, token: str) -> Caller:

@@ -39,6 +39,13 @@ class NotAuthenticated(DomainError):
     default_message = "not logged in: send a valid token in the Authorization header"
 
 
+class TokenExpired(NotAuthenticated):
+    """A token we issued whose time is up, or whose session's is (idle or absolute
+    timeout; not a kick): the client should refresh, or log in again."""
+
+    default_message = "the token has expired: refresh it, or log in again"
+
+
 class Forbidden(DomainError):
     default_message = "not allowed"
 
@@ -86,6 +93,10 @@ class NoPendingCode(CodeInvalid):
 
 class TokenInvalid(DomainError):
     default_message = "token is invalid or has expired"
+
+    def __init__(self, message: str = "", *, expired: bool = False) -> None:
+        super().__init__(message)
+        self.expired = expired  # genuine, but past its `exp`
 
 
 class DeliveryFailed(DomainError):

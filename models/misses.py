@@ -5,7 +5,8 @@ session cache (the hot path of a valid cached token never reaches them):
 
 - `DeadKeys`: sessions seen revoked or expired, by cache key (`tok:<hash>` / `sid:<id>`):
   a revoked one until its own `expires_at` (after which the TTL index removes it
-  anyway), an expired one for an hour. Neither comes back to life, so a remembered key
+  anyway), an expired one for an hour (and which, so an expired token's answer can say
+  so: `TOKEN_EXPIRED`). Neither comes back to life, so a remembered key
   is never wrong; only sessions found dead in MongoDB are added, so random tokens cannot
   push useful entries out.
 - `MissBudget`: how many tokens from one client address (its limit key: IPv4 address,
@@ -30,14 +31,19 @@ class DeadKeys:
         self.size = size
         self.clock = clock
         self.keys: OrderedDict[str, datetime] = OrderedDict()
+        self.timed_out: set[str] = set()  # the keys whose session expired (not kicked)
 
-    def add(self, key: str, until: datetime) -> None:
+    def add(self, key: str, until: datetime, *, expired: bool = False) -> None:
         if self.size <= 0 or until <= self.clock():
             return
         self.keys[key] = until
+        if expired:
+            self.timed_out.add(key)
+        else:
+            self.timed_out.discard(key)
         self.keys.move_to_end(key)
         while len(self.keys) > self.size:
-            self.keys.popitem(last=False)
+            self.timed_out.discard(self.keys.popitem(last=False)[0])
 
     def __contains__(self, key: str) -> bool:
         until = self.keys.get(key)
@@ -45,9 +51,14 @@ class DeadKeys:
             return False
         if until <= self.clock():
             del self.keys[key]
+            self.timed_out.discard(key)
             return False
         self.keys.move_to_end(key)
         return True
+
+    def expired(self, key: str) -> bool:
+        """Whether `key` is remembered as a session that timed out (not one kicked)."""
+        return key in self.timed_out and key in self
 
 
 class MissBudget:

@@ -16,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from .accounts import Accounts
 from .changes import Changes
 from .common import Clock, sha256_hex
-from .errors import NotAuthenticated, RateLimited, TokenInvalid
+from .errors import NotAuthenticated, RateLimited, TokenExpired, TokenInvalid
 from .misses import DeadKeys, MissBudget
 from .session_cache import ChangeFeed, SessionCache
 from .sessions import Sessions
@@ -69,13 +69,16 @@ class Resolver:
         `NotAuthenticated` otherwise. `touch=False` reads without counting as activity (a
         page refreshing itself is not its operator at work). `client()`: the request's
         per-IP limit key, asked only when the token is not cached (`misses.py`): a token
-        this address may not look up any more is `RateLimited` without a read."""
+        this address may not look up any more is `RateLimited` without a read. A token
+        that was ours but whose time (or whose session's) is up is `TokenExpired`, so a
+        client knows to refresh or log in again; a kicked, unknown or forged one is plain
+        `NotAuthenticated`."""
         sid = None
         if token.count(".") == 2:
             try:
                 sid = self.tokens.access_sid(token)
-            except TokenInvalid:
-                raise NotAuthenticated() from None
+            except TokenInvalid as e:
+                raise (TokenExpired() if e.expired else NotAuthenticated()) from None
         key = f"sid:{sid}" if sid else "tok:" + sha256_hex(token)
         if key not in self.cache.entries:
             self._admit(key, sid, client)
@@ -92,7 +95,9 @@ class Resolver:
         if caller is None and client is not None:
             self.misses.count(client())
         # A cached caller of another kind (a console token sent to the API) is refused here.
-        if caller is None or caller.session.kind not in kinds:
+        if caller is None:
+            raise TokenExpired() if self.dead.expired(key) else NotAuthenticated()
+        if caller.session.kind not in kinds:
             raise NotAuthenticated()
         if touch:
             touched = self.sessions.due_touch(caller.session)
@@ -110,7 +115,7 @@ class Resolver:
         A genuine JWT always gets its one read by `sid`: its signature proves we issued
         it, and a revoked one is remembered after that read."""
         if key in self.dead:
-            raise NotAuthenticated()
+            raise TokenExpired() if self.dead.expired(key) else NotAuthenticated()
         if sid is None and client is not None:
             wait = self.misses.exhausted(client())
             if wait:
@@ -126,8 +131,11 @@ class Resolver:
         if not session.alive(now):
             # Dead for good: a revoked session until it expires, an expired one for a
             # while (the TTL index removes it within a minute; then it is a plain miss).
-            until = session.expires_at if session.revoked_at is not None else now + EXPIRED_MEMORY
-            self.dead.add(f"sid:{sid}" if sid else "tok:" + sha256_hex(token), until)
+            key = f"sid:{sid}" if sid else "tok:" + sha256_hex(token)
+            if session.revoked_at is not None:
+                self.dead.add(key, session.expires_at)
+            else:
+                self.dead.add(key, now + EXPIRED_MEMORY, expired=True)
             return None
         return await self.caller_of(session)
 

@@ -95,6 +95,10 @@ def rotates(style: str) -> bool:
 
 
 REQUIRED = ["exp", "iat", "nbf", "sub", "sid", "jti", "typ", "iss", "aud"]
+# The header `typ` of each kind (RFC 8725 §3.11 explicit typing): RFC 9068's for access
+# tokens, which resource servers may insist on; our own for refresh tokens. The `typ`
+# claim, which Gatehouse checks, says the same.
+HEADER_TYPES = {"access": "at+jwt", "refresh": "refresh+jwt"}
 
 
 VERIFIED_CACHE_SIZE = 10_000
@@ -120,19 +124,31 @@ class Tokens:
 
     def _encode(self, claims: dict) -> str:
         key = self.keys.signing
-        return jwt.encode(claims, key.signing_key, algorithm=key.alg, headers={"kid": key.kid, "typ": "JWT"})
+        headers = {"kid": key.kid, "typ": HEADER_TYPES[claims["typ"]]}
+        return jwt.encode(claims, key.signing_key, algorithm=key.alg, headers=headers)
+
+    def audience(self, typ: str) -> str:
+        """An access token's `aud` is the configured audience, which resource servers
+        check; a refresh token's is Gatehouse's own (`<issuer>/refresh`, as Keycloak
+        gives its refresh tokens the issuer), so a resource server checking `aud` with any
+        standard library refuses a refresh token presented as an access token."""
+        return self.config.jwt_audience if typ == "access" else self.config.refresh_audience
 
     def decode(self, token: str, typ: str, *, verify_exp: bool = True) -> dict:
         """Claims of a genuine token of this type; `TokenInvalid` for anything else."""
         if not isinstance(token, str) or token.count(".") != 2 or len(token) > 4096:
             raise TokenInvalid()
         key = self.keys.for_token(token)
+        # Refresh tokens minted before they had an audience of their own carry the access
+        # audience: still accepted as refresh tokens (the `typ` claim tells them apart),
+        # until they expire.
+        audience = self.audience(typ) if typ == "access" else [self.audience(typ), self.config.jwt_audience]
         try:
             claims = jwt.decode(
                 token,
                 key.verifying_key,
                 algorithms=[key.alg],
-                audience=self.config.jwt_audience,
+                audience=audience,
                 issuer=self.config.jwt_issuer,
                 # Times are checked below against our clock (the database's), not this
                 # machine's: a server whose clock is off must not refuse good tokens.
@@ -142,21 +158,21 @@ class Tokens:
             raise TokenInvalid() from None
         if claims.get("typ") != typ or not isinstance(claims.get("sid"), str):
             raise TokenInvalid()
-        if not self._in_time(claims, verify_exp=verify_exp):
-            raise TokenInvalid()
+        self._check_time(claims, verify_exp=verify_exp)
         return claims
 
-    def _in_time(self, claims: dict, *, verify_exp: bool = True) -> bool:
+    def _check_time(self, claims: dict, *, verify_exp: bool = True) -> None:
         """`nbf` and `iat` not in the future and `exp` not past, by our clock, each with
-        GATEHOUSE_JWT_LEEWAY."""
+        GATEHOUSE_JWT_LEEWAY; a genuine token past its `exp` is `TokenInvalid(expired=True)`."""
         now, leeway = self.clock().timestamp(), self.config.jwt_leeway
         try:
             times = {name: float(claims[name]) for name in ("nbf", "iat", "exp")}
         except (TypeError, ValueError):
-            return False
+            raise TokenInvalid() from None
         if times["nbf"] > now + leeway or times["iat"] > now + leeway:
-            return False
-        return not verify_exp or times["exp"] >= now - leeway
+            raise TokenInvalid()
+        if verify_exp and times["exp"] < now - leeway:
+            raise TokenInvalid(expired=True)
 
     def access_sid(self, token: str) -> str:
         """The session id of a genuine, unexpired access token. A token verified before is
@@ -183,7 +199,7 @@ class Tokens:
         iat = int(now.timestamp())
         claims = {
             "iss": self.config.jwt_issuer,
-            "aud": self.config.jwt_audience,
+            "aud": self.audience(typ),
             "sub": account.uid,
             "sid": session.id,
             "jti": jti,

@@ -276,7 +276,7 @@ async def test_expired_session_is_refused(api, gatehouse):
     token = await login(api, user)
     past = gatehouse.clock() - timedelta(seconds=1)
     await gatehouse.db.sessions.update_many({"account_id": user["id"]}, {"$set": {"expires_at": past}})
-    assert_error(await api.get("/auth/me", token=token), 403, "NOT_AUTHENTICATED")
+    assert_error(await api.get("/auth/me", token=token), 403, "TOKEN_EXPIRED")
 
 
 async def test_last_active_writes_are_throttled(api, gatehouse):
