@@ -79,6 +79,7 @@ class MetricsHandler(APIHandler):
     async def get(self) -> None:
         wanted = self.config.server.metrics_token
         if wanted and not self.presents_secret((wanted,)):
+            self._token_failed = self.bearer_token() is not None  # the challenge's invalid_token
             raise NotAuthenticated("/metrics needs the GATEHOUSE_METRICS_TOKEN bearer token")
         ACTIVE.set(await self.sessions.count_live())
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)

@@ -33,6 +33,7 @@ def test_defaults_load(tmp_path):
         ({"GATEHOUSE_LOG_FORMAT": "xml"}, "GATEHOUSE_LOG_FORMAT must be one of text, json"),
         ({"GATEHOUSE_SMS_COUNTRIES": "USA"}, "GATEHOUSE_SMS_COUNTRIES takes two-letter"),
         ({"GATEHOUSE_SESSION_IDLE_SECONDS": "7200", "GATEHOUSE_SESSION_MAX_SECONDS": "3600"}, "must not exceed"),
+        ({"GATEHOUSE_JWT_ISSUER": "https://id.test", "GATEHOUSE_JWT_AUDIENCE": "https://id.test/refresh"}, "refresh"),
     ],
 )
 def test_a_bad_value_names_its_variable(tmp_path, env, words):

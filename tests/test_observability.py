@@ -59,8 +59,10 @@ async def test_made_up_methods_share_one_label(base_url):
 @pytest.mark.parametrize("settings", [{"metrics_token": "m" * 32}])
 async def test_metrics_can_require_a_token(settings, base_url):
     async with httpx.AsyncClient(base_url=base_url) as http:
-        assert (await http.get("/metrics")).status_code == 403
-        assert (await http.get("/metrics", headers={"Authorization": "Bearer wrong"})).status_code == 403
+        r = await http.get("/metrics")
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"] == 'Bearer realm="gatehouse"'
+        r = await http.get("/metrics", headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"]
         r = await http.get("/metrics", headers={"Authorization": "Bearer " + "m" * 32})
         assert r.status_code == 200 and "gatehouse_http_requests_total" in r.text
 
