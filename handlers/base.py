@@ -519,9 +519,12 @@ class APIHandler(GatehouseHandler):
         return await self.resolver.resolve(token, client=self.ip_key)
 
     async def prepare(self) -> None:
-        self.shed_if_overloaded()
+        # A preflight does no work, so it is answered even in an overload: shed, the
+        # browser would report a bare network error, while the request it clears gets a
+        # 503 whose Retry-After the script can read.
         if self.answer_preflight():
             return
+        self.shed_if_overloaded()
         for name in URL_TOKEN_PARAMS:
             if name in self.request.query_arguments:
                 raise InvalidRequest(f"'{name}' is not accepted in the URL; send it in a header or the JSON body")

@@ -5,37 +5,10 @@ token. Also writes docs/console.png for the README."""
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import PASSWORD, ROOT, failpoint, login, register
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Flags for a sandboxed CI machine with a closed network (see scripts/setup).
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-if not Path(CHROMIUM).exists() and os.environ.get("GATEHOUSE_REQUIRE_BROWSER") != "1":
-    pytest.skip("Debian's chromium is not installed (scripts/setup installs it)", allow_module_level=True)
-
-
-@pytest.fixture
-async def browser():
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield chromium
-        await chromium.close()
 
 
 async def open_console(browser, base_url: str, admin: dict, width: int = 1280, height: int = 860):

@@ -8,6 +8,7 @@ second local origin signs up, logs in, asks `/auth/me`, refreshes and logs out w
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,7 +17,7 @@ import pytest
 
 from devdb import free_port
 from tests.conftest import PASSWORD, register, unique
-from tests.test_console_browser import ARGS, CHROMIUM
+from tests.test_deadlines import slow
 
 APP_PORT = free_port()  # the browser app's own origin (a second local server)
 OTHER_PORT = free_port()  # an origin that is not on the list
@@ -143,16 +144,6 @@ def app_pages():
         server.server_close()
 
 
-@pytest.fixture
-async def browser():
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield chromium
-        await chromium.close()
-
-
 FLOW = """async ([base, name, password]) => {
   const json = {"Content-Type": "application/json"};
   const call = async (path, init) => {
@@ -195,3 +186,30 @@ async def test_a_browser_app_on_a_listed_origin_signs_up_logs_in_refreshes_and_l
     other = await (await browser.new_context()).new_page()
     await other.goto(OTHER + "/")
     assert await other.evaluate(REFUSED, base_url) == "TypeError"  # the browser's CORS refusal
+
+
+@pytest.mark.parametrize("settings", [{"max_in_flight": 5, "request_deadline_ms": 4000, "cors_origins": (APP,)}])
+async def test_fifty_parallel_preflights_in_an_overload_are_all_answered(settings, base_url, api, mongo_uri):
+    """During an overload (at most 5 in flight, every find taking 2 s), 50 parallel
+    preflights all get their 204 at once, and the requests they clear that are shed get a
+    503 a script can read: the origin granted, Retry-After exposed."""
+    user = await register(api)
+    body = {"username": user["username"], "password": PASSWORD}
+    limits = httpx.Limits(max_connections=128, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as http:
+        async with slow(mongo_uri, ["find"], 2000):
+            origin = {"Origin": APP}
+            logins = [asyncio.ensure_future(http.post("/auth/auth", json=body, headers=origin)) for _ in range(20)]
+            await asyncio.sleep(0.5)  # the first logins now hold every slot
+            started = asyncio.get_running_loop().time()
+            preflights = await asyncio.gather(*(preflight(base_url, "/auth/auth", APP) for _ in range(50)))
+            elapsed = asyncio.get_running_loop().time() - started
+            answers = await asyncio.gather(*logins)
+    assert [r.status_code for r in preflights] == [204] * 50
+    assert all(r.headers["Access-Control-Allow-Origin"] == APP for r in preflights)
+    assert elapsed < 1.5, elapsed  # none waited on the database
+    shed = [r for r in answers if r.status_code == 503 and r.headers.get("Retry-After")]
+    assert shed, [r.status_code for r in answers]
+    for r in shed:
+        assert r.headers["Access-Control-Allow-Origin"] == APP
+        assert "Retry-After" in r.headers["Access-Control-Expose-Headers"]
