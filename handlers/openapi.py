@@ -108,7 +108,7 @@ def operation(route: Route, method: str, op: Op, anonymous: bool) -> dict[str, A
         statuses.add(handler.error_status(None, 415, "UNSUPPORTED_MEDIA_TYPE", None))
     if not anonymous:
         # 429: an address over its budget of unknown tokens (`models/misses.py`).
-        statuses |= {401, 429, handler.error_status(None, 403, "NOT_AUTHENTICATED", None)}
+        statuses |= {401, 429, handler.error_status(None, 401, "NOT_AUTHENTICATED", None)}
     ok = op.ok if op.ok is not None else {}
     responses: dict[str, Any] = {
         str(op.status): {
