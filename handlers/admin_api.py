@@ -54,6 +54,7 @@ class AdminAPIHandler(APIHandler):
     style = "admin"
     actor = "service"
     cors = False  # never to browser apps, whatever GATEHOUSE_CORS_ORIGINS says
+    security = ("bearer", "token", "serviceKey")  # in /openapi.json
 
     @classmethod
     def error_schema(cls) -> Schema:

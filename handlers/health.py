@@ -19,6 +19,8 @@ READY = obj({"status": STR, "database": BOOL, "workers": WORKERS}, optional=("wo
 class HealthHandler(APIHandler):
     """The process is up and its IOLoop answers; says nothing about the database."""
 
+    tag = "service"  # in /openapi.json
+
     sheddable = False  # an operator must see an overload while it lasts
 
     @allow_anonymous
@@ -31,6 +33,8 @@ class ReadyHandler(APIHandler):
     """Ready when MongoDB answers, every index is in place and, with `--processes N`,
     all N workers serve (`workers` says how many are missing). A draining process is
     not ready: the router should send it nothing new."""
+
+    tag = "service"  # in /openapi.json
 
     sheddable = False  # an operator must see an overload while it lasts
 

@@ -295,6 +295,7 @@ class IntrospectHandler(NativeHandler):
     """RFC 7662-like introspection for resource servers holding a service key."""
 
     cors = False  # a service key (which also opens the admin API) never sits in a browser
+    security = ("serviceKey",)  # in /openapi.json
 
     async def authenticate(self) -> None:
         if not self.presents_secret(self.config.server.service_keys):
@@ -313,6 +314,8 @@ class IntrospectHandler(NativeHandler):
 
 
 class JwksHandler(NativeHandler):
+    tag = "service"  # in /openapi.json
+
     @allow_anonymous
     @doc("Public keys of the JWT signers", ok=obj({"keys": array({"type": "object"})}), raw=True)
     async def get(self) -> None:

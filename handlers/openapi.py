@@ -93,6 +93,40 @@ COMPONENTS: dict[str, Schema] = {
 }
 
 
+# What a route's `Authorization` may carry, by name; a handler class lists the ones its
+# authenticated routes accept in `security` (default: `USER`).
+SECURITY_SCHEMES: dict[str, Schema] = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A session token or a JWT access token as `Authorization: Bearer <token>`.",
+    },
+    "token": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "The same token sent raw in `Authorization`, as document 003 shows.",
+    },
+    "serviceKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A service key from `GATEHOUSE_SERVICE_KEYS` as `Authorization: Bearer <key>`.",
+    },
+}
+USER = ("bearer", "token")
+
+# Operations are tagged with their handler's `tag`, else its style.
+TAGS: dict[str, str] = {
+    "native": "Document 003: the native API (opaque session tokens, sessions, one-time codes, JWT pairs)",
+    "drf": "Document 000: the Django REST framework / simplejwt style (trailing slashes as the document writes them)",
+    "phone": "Document 001: phone number and SMS code, JSON only (trailing slashes as the document writes them)",
+    "simple": "Document 002: username and password with JWTs",
+    "v1": "Document 004: `/api/v1/auth/…` with `{code, result, redirect}` answers",
+    "admin": "The admin API: an administrator's session token or a service key",
+    "service": "Health, readiness and the documents that describe the server (OpenAPI, JWKS)",
+}
+
+
 def error_name(handler: type) -> str:
     """Errors are named after the class that defines their envelope."""
     owner = next(c for c in handler.__mro__ if "error_schema" in c.__dict__)
@@ -130,11 +164,12 @@ def operation(route: Route, method: str, op: Op, anonymous: bool) -> dict[str, A
     out: dict[str, Any] = {
         "summary": op.summary,
         "operationId": f"{handler.style}.{handler.__name__}.{method}",
-        "tags": [handler.style],
+        "tags": [getattr(handler, "tag", handler.style)],
         "responses": responses,
+        # Anonymous operations say so (`[]`), so no linter or client takes them for
+        # ones that need the document's default.
+        "security": [] if anonymous else [{name: []} for name in getattr(handler, "security", USER)],
     }
-    if not anonymous:
-        out["security"] = [{"token": []}]
     if op.body is not None:
         out["requestBody"] = {
             "required": any(f.required for f in op.body.values()),
@@ -167,29 +202,32 @@ def build_spec(routes: list[Route], config: Config) -> dict[str, Any]:
             components[error_name(route.handler)] = route.handler.error_schema()
         if item:
             paths[route.path] = item
+    ops = [op for item in paths.values() for op in item.values()]
+    tags = sorted({tag for op in ops for tag in op["tags"]})
+    schemes = {name for op in ops for requirement in op["security"] for name in requirement}
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Gatehouse",
             "version": "1",
             "description": "Sign-up, login and sessions. Enabled API styles: " + ", ".join(config.server.api_styles),
+            # No license has been chosen for Gatehouse: all rights reserved.
+            "license": {"name": "Proprietary", "identifier": "LicenseRef-Proprietary"},
         },
+        # Relative to where this document is served: the server that serves it.
+        "servers": [{"url": "/", "description": "This server"}],
+        "tags": [{"name": tag, "description": TAGS.get(tag, f"The {tag} routes")} for tag in tags],
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {
-                "token": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "Authorization",
-                    "description": "A session token or JWT access token, raw or as `Bearer <token>`.",
-                }
-            },
+            "securitySchemes": {name: s for name, s in SECURITY_SCHEMES.items() if name in schemes},
         },
     }
 
 
 class OpenApiHandler(APIHandler):
+    tag = "service"
+
     @allow_anonymous
     @doc("This document", ok={"type": "object"}, raw=True)
     async def get(self) -> None:
@@ -202,3 +240,29 @@ class OpenApiHandler(APIHandler):
 
 def routes() -> list[Route]:
     return [Route("/openapi.json", OpenApiHandler, slash=False)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m handlers.openapi [OUT]`: write the document without a server or a
+    database, for every style and the test-only routes (everything a server can serve),
+    to OUT or stdout. `scripts/test` lints it."""
+    import sys
+
+    from config import load_config
+
+    from .routing import routes as route_table
+
+    args = sys.argv[1:] if argv is None else argv
+    env = {"GATEHOUSE_ENV": "development", "SECRET_KEY": "x" * 48, "GATEHOUSE_TEST_ENDPOINTS": "1"}
+    config = load_config(env)
+    text = json.dumps(build_spec(route_table(config), config), indent=2) + "\n"
+    if args:
+        with open(args[0], "w", encoding="utf-8") as out:
+            out.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
