@@ -307,8 +307,10 @@ def make_server(app: Application, config: Config) -> DrainingHTTPServer:
     return DrainingHTTPServer(
         app,
         xheaders=False,
-        # Bodies over the API limit still get a JSON 413 from the handler; this hard cap
-        # only bounds memory for clients that ignore it.
+        # GATEHOUSE_MAX_BODY_BYTES is enforced by `handlers.routing.BodyLimit`, which
+        # stops reading a body at the limit and lets the route answer its JSON 413 (and
+        # lifts this cap where it has taken over); this cap of Tornado's, answered with a
+        # bare 400 before any handler runs, is only a backstop that never fires first.
         max_body_size=config.server.max_body_bytes * 4,
         idle_connection_timeout=config.server.idle_connection_timeout,
         body_timeout=30,

@@ -120,6 +120,10 @@ REALM = "gatehouse"  # RFC 6750's realm in every 401's WWW-Authenticate
 # closes that connection cleanly) and the backstop only catches everything else.
 BACKSTOP_GRACE = 0.1
 SHED_RETRY_AFTER = 1  # seconds a shed client is asked to wait
+# The methods a route may implement, in the order `Allow` and a preflight list them.
+# HEAD is implemented wherever GET is (`GatehouseHandler.head`); OPTIONS only answers
+# CORS preflights, so it is never listed.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def allow_anonymous(method: F) -> F:
@@ -196,6 +200,24 @@ class GatehouseHandler(RequestHandler):
 
     def on_finish(self) -> None:
         self.application.settings["inflight"].discard(self)
+
+    async def head(self, *args: str, **kwargs: str) -> None:
+        """HEAD is GET without the body (RFC 9110 9.3.2), for every route with a GET:
+        the same handler runs, with the same checks and the same status and headers
+        (Content-Length included); Tornado's `flush` drops the body of an answer to
+        HEAD. Where there is no GET, `RequestHandler.get` answers 405."""
+        result = self.get(*args, **kwargs)
+        if result is not None:
+            await result
+
+    def body_too_large(self) -> bool:
+        """Whether the request's body is over GATEHOUSE_MAX_BODY_BYTES, by its declared
+        `Content-Length` or by what was read. The connection (`routing.BodyLimit`)
+        keeps such a body out of memory and still runs the handler, so the client gets
+        this route's 413 rather than Tornado's bare 400."""
+        limit = self.config.server.max_body_bytes
+        declared = self.request.headers.get("Content-Length", "")
+        return len(self.request.body or b"") > limit or (declared.isdigit() and int(declared) > limit)
 
     def flush(self, include_footers: bool = False) -> Any:
         if self.application.settings.get("draining"):
@@ -423,7 +445,7 @@ class APIHandler(GatehouseHandler):
         asked = self.request.headers.get("Access-Control-Request-Method")
         if self.request.method != "OPTIONS" or not asked:
             return False
-        methods = [m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE") if self._implements(m)]
+        methods = [m for m in METHODS if self._implements(m)]
         if self.cors_origin() is None or asked.upper() not in methods:
             return False  # as without CORS: a 405, and no CORS headers
         self.set_status(204)
@@ -528,14 +550,14 @@ class APIHandler(GatehouseHandler):
         for name in URL_TOKEN_PARAMS:
             if name in self.request.query_arguments:
                 raise InvalidRequest(f"'{name}' is not accepted in the URL; send it in a header or the JSON body")
-        if len(self.request.body or b"") > self.config.server.max_body_bytes:
+        if self.body_too_large():
             raise HTTPError(413, f"request body over {self.config.server.max_body_bytes} bytes")
         if not self._implements(self.request.method):
             raise HTTPError(405)  # OPTIONS included, unless a preflight CORS allows (above)
         for name, value in self.path_kwargs.items():
             if not re.fullmatch(PARAMS[name], value):
                 raise NotFound(f"no such {name.replace('_', ' ')}")
-        method = getattr(self, self.request.method.lower())
+        method = getattr(self, "get" if self.request.method == "HEAD" else self.request.method.lower())
         if not getattr(method, "__allow_anonymous__", False):
             await self.authenticate()
 
@@ -612,7 +634,7 @@ class APIHandler(GatehouseHandler):
         if isinstance(exc, (RateLimited, Overloaded)):
             self.set_header("Retry-After", str(exc.retry_after))
         if status == 405:
-            self.set_header("Allow", ", ".join(m for m in ("GET", "POST", "DELETE") if self._implements(m)))
+            self.set_header("Allow", ", ".join(m for m in METHODS if self._implements(m)))
         # Error responses are built fresh: headers set by the handler before failing
         # (a token in a body, say) must not survive into them.
         self.clear_header("Content-Type")
@@ -632,7 +654,7 @@ class APIHandler(GatehouseHandler):
         return challenge
 
     def _implements(self, method: str) -> bool:
-        name = method.lower()
+        name = "get" if method.upper() == "HEAD" else method.lower()
         return getattr(type(self), name, None) not in (None, getattr(RequestHandler, name, None))
 
 
@@ -643,6 +665,7 @@ class StaticHandler(GatehouseHandler, StaticFileHandler):
 
     has_deadline = False
     sheddable = False
+    head = StaticFileHandler.head  # Tornado's own: stats the file, reads nothing
 
     def set_default_headers(self) -> None:
         self.common_headers()

@@ -125,7 +125,9 @@ class ConsoleHandler(GatehouseHandler):
 
     def check_xsrf_cookie(self) -> None:
         """Tornado's XSRF token is not bound to the session, so also refuse any POST a
-        browser says came from another site (Fetch metadata, then Origin)."""
+        browser says came from another site (Fetch metadata, then Origin). It runs
+        before `prepare`, so an oversized form is refused here first."""
+        self.refuse_large_body()
         site = self.request.headers.get("Sec-Fetch-Site")
         origin = self.request.headers.get("Origin")
         own = ("https" if self.is_https else "http") + "://" + self.request.host
@@ -145,8 +147,13 @@ class ConsoleHandler(GatehouseHandler):
         not the operator at work, so it must not keep an untouched tab logged in."""
         return self.request.headers.get(REFRESH_HEADER) == "1"
 
+    def refuse_large_body(self) -> None:
+        if self.body_too_large():
+            raise HTTPError(413, f"The form is over {self.config.server.max_body_bytes} bytes.")
+
     async def prepare(self) -> None:
         self.shed_if_overloaded()
+        self.refuse_large_body()
         token = self.get_signed_cookie(self.cookie, max_age_days=31)
         if token:
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tornado import httputil
 from tornado.web import Application, HTTPError
 
 from config import Config
@@ -54,6 +55,69 @@ class NotFoundHandler(NativeHandler):
     post = delete = put = patch = get
 
 
+class BodyLimit(httputil.HTTPMessageDelegate):
+    """Keeps a request body over GATEHOUSE_MAX_BODY_BYTES out of memory, and still
+    answers it with the route's own JSON 413 (`GatehouseHandler.body_too_large`).
+
+    Tornado's own cap (`max_body_size`) answers a bare `400 Bad Request` before any
+    handler runs. Here, past the limit, the body is read and dropped as it arrives
+    (never buffered), and the route answers 413 once it has all arrived: most HTTP/1.1
+    clients write the whole body before they read an answer, and a connection closed
+    under a client still writing is reset, losing the answer on its way. A body over
+    `DRAIN_FACTOR` times the limit (declared, or as read) is not worth reading: it is
+    answered at once and the connection closed after the answer, as is one whose client
+    waits for `100 Continue` (RFC 9110 10.1.1) — that client has sent nothing yet."""
+
+    __slots__ = ("answered", "conn", "drain", "inner", "limit", "over", "received")
+
+    DRAIN_FACTOR = 64  # 64 MiB with the default limit; Tornado's body_timeout bounds the time
+    # Past the limit, Tornado's own cap must not fire: it would write its bare 400.
+    UNCAPPED = 1 << 62
+
+    def __init__(self, inner: httputil.HTTPMessageDelegate, conn: httputil.HTTPConnection, limit: int) -> None:
+        self.inner, self.conn, self.limit, self.drain = inner, conn, limit, limit * self.DRAIN_FACTOR
+        self.received = 0
+        self.over = self.answered = False
+
+    def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> Any:
+        result = self.inner.headers_received(start_line, headers)
+        declared = headers.get("Content-Length", "")
+        if "Transfer-Encoding" in headers:
+            # Counted here as it arrives. (Tornado checks each chunk's declared size
+            # against its cap before reading it.)
+            self.conn.set_max_body_size(self.UNCAPPED)  # type: ignore[attr-defined]
+        elif declared.isdigit() and int(declared) > self.limit:
+            self.conn.set_max_body_size(self.UNCAPPED)  # type: ignore[attr-defined]
+            self.over = True
+            if int(declared) > self.drain or headers.get("Expect", "").lower() == "100-continue":
+                headers.pop("Expect", None)  # no `100 Continue` inviting a body we refuse
+                self.answer()
+        return result
+
+    def data_received(self, chunk: bytes) -> Any:
+        self.received += len(chunk)
+        if self.over:
+            if self.received > self.drain:
+                self.answer()
+            return None
+        # The chunk that crosses the limit still goes in (at most one more read, 64 KiB),
+        # so the handler sees a body over the limit; nothing after it does.
+        self.over = self.received > self.limit
+        return self.inner.data_received(chunk)
+
+    def finish(self) -> None:
+        self.answer()
+
+    def on_connection_close(self) -> None:
+        self.inner.on_connection_close()
+
+    def answer(self) -> None:
+        """Run the handler on the body read so far (once)."""
+        if not self.answered:
+            self.answered = True
+            self.inner.finish()
+
+
 class GatehouseApplication(Application):
     """Tornado's router tries each pattern in turn (twenty regular expressions before
     `/auth/me`). A path with no parameters is first looked up in a dict, which gives the
@@ -71,6 +135,10 @@ class GatehouseApplication(Application):
                 first = next((r for r in self.wildcard_router.rules if r.matcher.regex.match(path)), None)
                 if first is not None and first.target is route.handler:
                     self.exact.setdefault(path, route.handler)
+
+    def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+        delegate = super().start_request(server_conn, request_conn)
+        return BodyLimit(delegate, request_conn, self.settings["body_limit"])
 
     def find_handler(self, request: Any, **kwargs: Any) -> Any:
         handler = self.exact.get(request.path)
@@ -90,6 +158,7 @@ def make_application(config: Config, /, **settings: Any) -> GatehouseApplication
         [(r.pattern, r.handler) for r in table] + extra,
         routes=table,
         route_names=route_names,
+        body_limit=config.server.max_body_bytes,
         static_handler_class=StaticHandler,
         default_handler_class=NotFoundHandler,
         **settings,

@@ -41,9 +41,11 @@ class Route:
     def pattern(self) -> str:
         base = self.path.rstrip("/") or "/"
         escaped = re.escape(base).replace(r"\{", "{").replace(r"\}", "}")
-        # Any segment reaches the handler, which answers a malformed id with a 404 in its
-        # own style's envelope (see APIHandler.prepare) rather than the generic one.
-        pattern = PARAM_RE.sub(lambda m: f"(?P<{m.group(1)}>[^/]{{1,200}})", escaped)
+        # Any segment, of any length, reaches the handler, which answers a malformed id
+        # with a 404 in its own style's envelope (`PARAMS`, checked in
+        # APIHandler.prepare) rather than the generic one. (Tornado's header limit
+        # bounds a path: a long one costs a single linear match.)
+        pattern = PARAM_RE.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", escaped)
         return pattern + "/?" if self.slash and base != "/" else pattern
 
 

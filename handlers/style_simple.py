@@ -62,7 +62,7 @@ class DisableHandler(SimpleHandler):
     """Needs the Bearer token and the password of the same account; disables it and
     ends every session."""
 
-    @doc("Disable this account (token and password) and end its sessions", body=CREDENTIALS, ok=EMPTY, errors=(403, 429))
+    @doc("Disable this account (token and password); its sessions end", body=CREDENTIALS, ok=EMPTY, errors=(403, 429))
     async def post(self) -> None:
         f = self.fields(CREDENTIALS)
         await self.auth.disable_own_account(self.caller, f["username"], f["password"], self.context())
