@@ -132,6 +132,17 @@ def allow_anonymous(method: F) -> F:
     return method
 
 
+def is_one_of(presented: str, keys: Iterable[str]) -> bool:
+    """Whether `presented` is one of `keys` (a service key, the metrics token). Every key
+    is compared, each in constant time, so the answer's timing says nothing about which
+    key came close; an empty key never matches."""
+    raw = presented.encode()
+    matched = False
+    for key in keys:
+        matched |= bool(key) and hmac.compare_digest(raw, key.encode())
+    return matched
+
+
 def is_db_outage(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout)
 
@@ -503,13 +514,8 @@ class APIHandler(GatehouseHandler):
 
     def presents_secret(self, keys: Iterable[str]) -> bool:
         """Whether the request's token is one of `keys` (a service key, the metrics
-        token). Every key is compared, each in constant time, so the answer's timing
-        says nothing about which key came close; an empty key never matches."""
-        presented = (self.bearer_token() or "").encode()
-        matched = False
-        for key in keys:
-            matched |= bool(key) and hmac.compare_digest(presented, key.encode())
-        return matched
+        token); see `is_one_of`."""
+        return is_one_of(self.bearer_token() or "", keys)
 
     async def authenticate(self) -> None:
         """Identify the caller once per request; `NotAuthenticated` when there is none."""

@@ -30,6 +30,7 @@ from .spec import (
 )
 
 METHODS = ("get", "post", "put", "patch", "delete")
+FORM = "application/x-www-form-urlencoded"
 STATUS_TEXT = {
     200: "OK",
     201: "Created",
@@ -113,6 +114,14 @@ SECURITY_SCHEMES: dict[str, Schema] = {
         "scheme": "bearer",
         "description": "A service key from `GATEHOUSE_SERVICE_KEYS` as `Authorization: Bearer <key>`.",
     },
+    "clientBasic": {
+        "type": "http",
+        "scheme": "basic",
+        "description": (
+            "RFC 6749's `client_secret_basic`: any client id, and a service key from `GATEHOUSE_SERVICE_KEYS`"
+            " as the client secret."
+        ),
+    },
 }
 USER = ("bearer", "token")
 
@@ -125,6 +134,10 @@ TAGS: dict[str, str] = {
     "v1": "Document 004: `/api/v1/auth/…` with `{code, result, redirect}` answers",
     "admin": "The admin API: an administrator's session token or a service key",
     "service": "Health, readiness and the documents that describe the server (OpenAPI, JWKS)",
+    "oauth": (
+        "Standard OAuth endpoints beside the native ones: RFC 7662 introspection, RFC 7009 revocation and"
+        " RFC 8414 metadata (form bodies, RFC 6749 error objects)"
+    ),
 }
 
 
@@ -145,12 +158,10 @@ def operation(route: Route, method: str, op: Op, anonymous: bool) -> dict[str, A
         # 429: an address over its budget of unknown tokens (`models/misses.py`).
         statuses |= {401, 429, handler.error_status(None, 401, "NOT_AUTHENTICATED", None)}
     ok = op.ok if op.ok is not None else {}
-    responses: dict[str, Any] = {
-        str(op.status): {
-            "description": STATUS_TEXT.get(op.status, "OK"),
-            "content": {"application/json": {"schema": ok if op.raw else handler.ok_schema(ok)}},
-        }
-    }
+    success: dict[str, Any] = {"description": STATUS_TEXT.get(op.status, "OK")}
+    if not op.empty:
+        success["content"] = {"application/json": {"schema": ok if op.raw else handler.ok_schema(ok)}}
+    responses: dict[str, Any] = {str(op.status): success}
     for status, schema in op.extra.items():
         responses[str(status)] = {
             "description": STATUS_TEXT[status],
@@ -174,7 +185,7 @@ def operation(route: Route, method: str, op: Op, anonymous: bool) -> dict[str, A
     if op.body is not None:
         out["requestBody"] = {
             "required": any(f.required for f in op.body.values()),
-            "content": {"application/json": {"schema": fields_schema(op.body)}},
+            "content": {FORM if op.form else "application/json": {"schema": fields_schema(op.body)}},
         }
     params = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": f"^{PARAMS[name]}$"}}

@@ -59,6 +59,8 @@ class Op:
     errors: tuple[int, ...] = ()  # statuses beyond the ones every route can answer
     raw: bool = False  # the payload is sent without the style's envelope
     extra: Mapping[int, Schema] = field(default_factory=dict)  # other non-error answers
+    form: bool = False  # the body is `application/x-www-form-urlencoded` (OAuth), not JSON
+    empty: bool = False  # the success answer has no body at all (RFC 7009's revocation)
 
 
 def doc(summary: str, **kw: Any) -> Callable[[F], F]:

@@ -30,7 +30,7 @@ from .resolver import Resolver
 from .sessions import Sessions
 from .tokens import Tokens
 from .validation import classify_login, is_premium_or_unsendable
-from .values import Account, Caller, JwtLogin, OpaqueLogin, Pair, Session
+from .values import Account, Caller, JwtLogin, OpaqueLogin, Pair, Session, TokenFacts
 
 TOO_MANY = "too many failed logins; try again later"
 TOO_MANY_FROM_IP = "too many failed logins from this address; try again later"
@@ -320,27 +320,89 @@ class AuthService:
 
         return await self.tokens.refresh(token, caller_of, ctx, rotate=rotate)
 
-    async def introspect(self, token: str) -> dict:
-        """RFC 7662-style facts about any token of ours, for a resource server: the same
-        liveness check every authenticated request makes. An inactive token says only
-        {"active": false}."""
+    async def inspect(self, token: str) -> TokenFacts | None:
+        """What introspection tells about any token of ours (opaque, access or refresh
+        JWT), for a resource server: the same liveness check every authenticated request
+        makes. None for a token that is not an active one."""
         if token.count(".") == 2:
-            return await self.tokens.introspect(token, lambda sid: self.resolver.load(sid, token))
+            return await self.tokens.inspect(token, lambda sid: self.resolver.load(sid, token))
         caller = await self.resolver.load(None, token)
         if caller is None:
+            return None
+        session = caller.session
+        return TokenFacts(caller, "opaque", epoch(session.expires_at), epoch(session.created))
+
+    async def introspect(self, token: str) -> dict:
+        """The native `/auth/introspect` answer: RFC 7662-like facts; an inactive token
+        says only {"active": false}. (RFC 7662's own shape: `oauth_introspection`.)"""
+        facts = await self.inspect(token)
+        if facts is None:
             return {"active": False}
-        account, session = caller.account, caller.session
+        account, session = facts.caller.account, facts.caller.session
+        if facts.use == "opaque":
+            return {
+                "active": True,
+                "sub": account.uid,
+                "sid": session.id,
+                "exp": facts.exp,
+                "iat": facts.iat,
+                "kind": session.kind,
+                "token_type": "opaque",
+                "style": session.style,
+                "username": account.username,
+            }
+        claims = facts.claims
         return {
             "active": True,
-            "sub": account.uid,
-            "sid": session.id,
-            "exp": epoch(session.expires_at),
-            "iat": epoch(session.created),
-            "kind": session.kind,
-            "token_type": "opaque",
+            "sub": claims["sub"],
+            "sid": claims["sid"],
+            "exp": claims["exp"],
+            "iat": claims["iat"],
+            "kind": "jwt",
+            "token_type": facts.use,
+            "iss": claims["iss"],
+            "aud": claims["aud"],
+            "jti": claims["jti"],
             "style": session.style,
-            "username": account.username,
         }
+
+    async def oauth_introspection(self, token: str) -> dict:
+        """RFC 7662's answer (section 2.2) for `/oauth/introspect`. Inactive, unknown,
+        expired, kicked and malformed tokens alike are {"active": false}, and so is a
+        console session's token (not an API token). `token_type` is what the token
+        endpoint would call every token of ours, `Bearer` (RFC 6749 7.1, as Hydra and
+        Keycloak answer); `token_use` (Hydra's name) says which kind it is, in RFC
+        7009's hint vocabulary: `access_token` (an access JWT or an opaque session
+        token) or `refresh_token`. `iss`, `aud` and `jti` are a JWT's own claims; an
+        opaque token has the configured issuer and access audience, and its session id
+        as `jti` (one opaque token per session, never reissued)."""
+        facts = await self.inspect(token)
+        if facts is None or facts.caller.session.kind == "console":
+            return {"active": False}
+        account, session = facts.caller.account, facts.caller.session
+        claims = facts.claims or {
+            "iss": self.tokens.config.jwt_issuer,
+            "aud": self.tokens.audience("access"),
+            "jti": session.id,
+        }
+        answer = {
+            "active": True,
+            "token_type": "Bearer",
+            "token_use": "refresh_token" if facts.use == "refresh" else "access_token",
+            "sub": account.uid,
+            "exp": facts.exp,
+            "iat": facts.iat,
+            "iss": claims["iss"],
+            "aud": claims["aud"],
+            "jti": claims["jti"],
+            "sid": session.id,
+        }
+        # A human-readable name of the account: its username, else the e-mail or phone it
+        # logs in with (document 000's and 001's accounts have no username).
+        username = account.username or account.email or account.phone
+        if username:
+            answer["username"] = username
+        return answer
 
     # ---- ending sessions -------------------------------------------------------------
 
@@ -406,6 +468,31 @@ class AuthService:
             return False
         await self.sessions.revoke(session.id, "revoked", by=f"account:{account.id}")
         await self.events.record("revoke", ctx, account_id=account.id, session_id=session.id)
+        return True
+
+    async def revoke_presented(self, token: str, ctx: Context) -> bool:
+        """RFC 7009 for any client, public ones included: presenting a token of ours is
+        enough to end its session, since holding it is what the session's owner proves
+        at every request. An access JWT counts even past its `exp` (its signature proves
+        it was issued; a client logging out after it expired must still end the
+        session), and so does any refresh token of the session. Ended like a logout, and
+        audited as one. False (and nothing changes) for a token that is not ours or
+        whose session has ended already; an address sending unknown opaque tokens meets
+        the budget of misses every token lookup has (`RateLimited`)."""
+        found = await self.resolver.presented_session(token, ctx.ip_key)
+        if found is None:
+            return False
+        key, session = found
+        if not session.alive(self.sessions.clock()):
+            # Ended already (a logout, a kick, its time): remembered, so sending it again
+            # costs no read.
+            self.resolver.remember_dead(key, session)
+            return False
+        if not await self.sessions.revoke(session.id, "logout", by=f"account:{session.account_id}"):
+            return False  # a concurrent revocation ended it first, and audited it
+        await self.events.record(
+            "logout", ctx, account_id=session.account_id, session_id=session.id, via="oauth_revoke"
+        )
         return True
 
     async def change_password(self, caller: Caller, current: str, new: str, ctx: Context) -> int:

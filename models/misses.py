@@ -89,3 +89,19 @@ class MissBudget:
         self._left()
         if client in self.counts or len(self.counts) < self.size:
             self.counts[client] = self.counts.get(client, 0) + 1
+
+    def reserve(self, client: str) -> int:
+        """Count one lookup before it is made (so N parallel lookups from one address get
+        at most the budget between them, not N): seconds to wait when `client` is over
+        budget (nothing counted), else 0. A lookup that then finds its token gives the
+        slot back (`give_back`)."""
+        wait = self.exhausted(client)
+        if not wait:
+            self.count(client)
+        return wait
+
+    def give_back(self, client: str) -> None:
+        """Undo a `reserve` whose lookup found a token (in this window, if it still runs)."""
+        self._left()
+        if self.counts.get(client, 0) > 0:
+            self.counts[client] -= 1

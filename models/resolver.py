@@ -127,17 +127,44 @@ class Resolver:
         session = await (self.sessions.find(sid) if sid else self.sessions.find_token(token))
         if session is None:
             return None
-        now = self.clock()
-        if not session.alive(now):
-            # Dead for good: a revoked session until it expires, an expired one for a
-            # while (the TTL index removes it within a minute; then it is a plain miss).
-            key = f"sid:{sid}" if sid else "tok:" + sha256_hex(token)
-            if session.revoked_at is not None:
-                self.dead.add(key, session.expires_at)
-            else:
-                self.dead.add(key, now + EXPIRED_MEMORY, expired=True)
+        if not session.alive(self.clock()):
+            self.remember_dead(f"sid:{sid}" if sid else "tok:" + sha256_hex(token), session)
             return None
         return await self.caller_of(session)
+
+    def remember_dead(self, key: str, session: Session) -> None:
+        """Dead for good: a revoked session until it expires, an expired one for a while
+        (the TTL index removes it within a minute; then it is a plain miss)."""
+        if session.revoked_at is not None:
+            self.dead.add(key, session.expires_at)
+        else:
+            self.dead.add(key, self.clock() + EXPIRED_MEMORY, expired=True)
+
+    async def presented_session(self, token: str, client: str) -> tuple[str, Session] | None:
+        """The session behind a token someone presents to end it (RFC 7009), live or
+        not, with its cache key; None for a token that is not ours. As cheap against junk
+        as `resolve`: a JWT whose signature fails costs no read; a session known dead
+        costs none; an uncached opaque token counts against `client`'s budget of misses
+        (`RateLimited` past it, without a read), reserved before its read so a burst of
+        parallel junk cannot all slip under the budget, and given back when it is found."""
+        if token.count(".") == 2:
+            sid = self.tokens.possessed_sid(token)
+            if sid is None or f"sid:{sid}" in self.dead:
+                return None
+            session = await self.sessions.find(sid)
+            return (f"sid:{sid}", session) if session else None
+        key = "tok:" + sha256_hex(token)
+        if key in self.dead:
+            return None
+        cached = key in self.cache.entries
+        if not cached:
+            wait = self.misses.reserve(client)
+            if wait:
+                raise RateLimited("too many invalid tokens from this address", retry_after=wait, reason="tokens")
+        session = await self.sessions.find_token(token)
+        if session is not None and not cached:
+            self.misses.give_back(client)
+        return (key, session) if session else None
 
     async def caller_of(self, session: Session) -> Caller | None:
         account = await self.live_account(session)

@@ -36,7 +36,7 @@ from .db import insert_once
 from .errors import TokenInvalid
 from .events import EventLog
 from .sessions import Sessions
-from .values import Account, Caller, Pair, Session
+from .values import Account, Caller, Pair, Session, TokenFacts
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,11 @@ class KeyRing:
         keys = [_load_private(kid, pem) for kid, pem in config.jwt_private_keys]
         self.signing = keys[0] if keys else hs
         self.by_kid = {k.kid: k for k in [*keys, hs]}
+
+    def algorithms(self) -> list[str]:
+        """The `alg` of every key that verifies our tokens: the signing key's first."""
+        others = sorted({k.alg for k in self.by_kid.values()} - {self.signing.alg})
+        return [self.signing.alg, *others]
 
     def jwks(self) -> dict:
         return {"keys": [k.jwk for k in self.by_kid.values() if k.jwk]}
@@ -333,10 +338,11 @@ class Tokens:
         )
         raise TokenInvalid()
 
-    async def introspect(self, token: str, load: Callable[[str], Awaitable[Caller | None]]) -> dict:
-        """RFC 7662-style facts about a JWT of ours; inactive tokens say only
-        {"active": false}. `load(sid)` answers the live caller — the same check every
-        authenticated request makes."""
+    async def inspect(self, token: str, load: Callable[[str], Awaitable[Caller | None]]) -> TokenFacts | None:
+        """The facts introspection tells about a JWT of ours, or None when it is not an
+        active one (forged, expired, of a dead session, a retired refresh token).
+        `load(sid)` answers the live caller: the same check every authenticated request
+        makes."""
         for typ in ("access", "refresh"):
             try:
                 claims = self.decode(token, typ)
@@ -344,22 +350,22 @@ class Tokens:
                 continue
             caller = await load(claims["sid"])
             if caller is None:
-                break
+                return None
             if typ == "refresh":
                 record = await self.refresh_tokens.find_one({"_id": claims["jti"]})
                 if record is None or record["retired_at"] is not None:
-                    break
-            return {
-                "active": True,
-                "sub": claims["sub"],
-                "sid": claims["sid"],
-                "exp": claims["exp"],
-                "iat": claims["iat"],
-                "kind": "jwt",
-                "token_type": typ,
-                "iss": claims["iss"],
-                "aud": claims["aud"],
-                "jti": claims["jti"],
-                "style": caller.session.style,
-            }
-        return {"active": False}
+                    return None
+            return TokenFacts(caller, typ, int(claims["exp"]), int(claims["iat"]), claims)
+        return None
+
+    def possessed_sid(self, token: str) -> str | None:
+        """The session of a genuine access or refresh token of ours, expired or not, or
+        None. The signature proves the presenter holds a token of that session (RFC 7009
+        revocation: a client logging out with an expired access token); checked here,
+        without a database read, so junk costs nothing."""
+        for typ in ("access", "refresh"):
+            try:
+                return self.decode(token, typ, verify_exp=False)["sid"]
+            except TokenInvalid:
+                continue
+        return None

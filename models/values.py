@@ -195,3 +195,17 @@ class JwtLogin:
     account: Account
     session: Session
     pair: Pair
+
+
+@dataclass(frozen=True, slots=True)
+class TokenFacts:
+    """What introspection knows about a live token of ours, whichever door asks (the
+    native `/auth/introspect`, RFC 7662's `/oauth/introspect`): its live caller, what it
+    is (`use`: `opaque`, `access` or `refresh`) and its times. `claims`: a JWT's verified
+    claims (`iss`, `aud`, `jti`, … as the token carries them); empty for an opaque token."""
+
+    caller: Caller
+    use: str
+    exp: int
+    iat: int
+    claims: dict[str, Any] = field(default_factory=dict)
