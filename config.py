@@ -278,7 +278,7 @@ class ServerSettings:
     service_keys: tuple[str, ...] = setting(
         "GATEHOUSE_SERVICE_KEYS",
         (),
-        "comma list (≥ 24 chars each) of keys for `/auth/introspect` and the admin API",
+        "comma list (≥ 24 chars each) of keys for `/auth/introspect`, `/oauth/introspect` and the admin API",
         load=_service_keys,
     )
     cors_origins: tuple[str, ...] = setting(
