@@ -83,20 +83,37 @@ def model(client: ModuleType, name: str) -> Any:
     return getattr(importlib.import_module(f"{client.__name__}.models"), name)
 
 
+def checked(api, method: str, path: str, answer: Any) -> Any:
+    """The harness's check of a generated call's answer against the document."""
+    body = json.loads(answer.content) if answer.content else None
+    api.spec.check(method.upper(), path, int(answer.status_code), body)
+    return answer
+
+
+async def register_and_log_in(api, gen: ModuleType, anonymous: Any) -> tuple[int, Any]:
+    """A new account through the generated `register` and `login`: its id and login."""
+    register = api_module(gen, "native.native_register_handler_post")
+    login = api_module(gen, "native.native_login_handler_post")
+    name = f"gen{uuid.uuid4().hex[:10]}"
+    body = model(gen, "NativeRegisterHandlerPostBody")(username=name, password=PASSWORD, email=f"{name}@example.test")
+    r = checked(api, "post", "/auth/register", await register.asyncio_detailed(client=anonymous, body=body))
+    assert r.status_code == 200, r.content
+    account_id = r.parsed.data.id
+    assert isinstance(account_id, int)
+    body = model(gen, "NativeLoginHandlerPostBody")(username=name, password=PASSWORD)
+    r = checked(api, "post", "/auth/auth", await login.asyncio_detailed(client=anonymous, body=body))
+    assert r.status_code == 200, r.content
+    session = r.parsed.data
+    assert session.account.id == account_id and session.account.username == name
+    return account_id, session
+
+
 async def test_a_generated_client_registers_logs_in_lists_sessions_and_logs_out(api, base_url, client_dir):
     served = await api.get("/openapi.json")  # through the harness: it now checks every answer
     gen = generated_client(json.dumps(served.data), client_dir)
-    register = api_module(gen, "native.native_register_handler_post")
-    login = api_module(gen, "native.native_login_handler_post")
     me = api_module(gen, "native.native_me_handler_get")
     sessions = api_module(gen, "native.native_sessions_handler_get")
     logout = api_module(gen, "native.native_logout_handler_post")
-
-    def checked(method: str, path: str, answer: Any) -> Any:
-        """The harness's check of a generated call's answer against the document."""
-        body = json.loads(answer.content) if answer.content else None
-        api.spec.check(method.upper(), path, int(answer.status_code), body)
-        return answer
 
     async with contextlib.AsyncExitStack() as stack:
 
@@ -105,46 +122,33 @@ async def test_a_generated_client_registers_logs_in_lists_sessions_and_logs_out(
             return await stack.enter_async_context(made)
 
         anonymous = await client(gen.Client)
-        name = f"gen{uuid.uuid4().hex[:10]}"
-        body = model(gen, "NativeRegisterHandlerPostBody")(
-            username=name, password=PASSWORD, email=f"{name}@example.test"
-        )
-        r = checked("post", "/auth/register", await register.asyncio_detailed(client=anonymous, body=body))
-        assert r.status_code == 200, r.content
-        account_id = r.parsed.data.id
-        assert isinstance(account_id, int)
-
-        body = model(gen, "NativeLoginHandlerPostBody")(username=name, password=PASSWORD)
-        r = checked("post", "/auth/auth", await login.asyncio_detailed(client=anonymous, body=body))
-        assert r.status_code == 200, r.content
-        session = r.parsed.data
-        assert session.account.id == account_id and session.account.username == name
+        account_id, session = await register_and_log_in(api, gen, anonymous)
 
         # The document's two ways to send the token: `Bearer <token>` (the generator's
         # default) and raw, as document 003 shows.
         bearer = await client(gen.AuthenticatedClient, token=session.token)
         raw = await client(gen.AuthenticatedClient, token=session.token, prefix="")
         for each in (bearer, raw):
-            r = checked("get", "/auth/me", await me.asyncio_detailed(client=each))
+            r = checked(api, "get", "/auth/me", await me.asyncio_detailed(client=each))
             assert r.status_code == 200, r.content
             assert r.parsed.data.account.id == account_id
             assert r.parsed.data.session == session.session
 
-        r = checked("get", "/auth/sessions", await sessions.asyncio_detailed(client=bearer))
+        r = checked(api, "get", "/auth/sessions", await sessions.asyncio_detailed(client=bearer))
         assert r.status_code == 200, r.content
         [listed] = r.parsed.data.sessions
         assert listed.id == session.session and listed.current is True and listed.revoked is False
 
-        r = checked("post", "/auth/logout", await logout.asyncio_detailed(client=bearer))
+        r = checked(api, "post", "/auth/logout", await logout.asyncio_detailed(client=bearer))
         assert r.status_code == 200, r.content
 
         # Logged out: the same token no longer opens /auth/me (document 003's 403), and
         # the generated code parses the error envelope the document gives it.
         error = model(gen, "ErrorNativeHandler")
-        r = checked("get", "/auth/me", await me.asyncio_detailed(client=bearer))
+        r = checked(api, "get", "/auth/me", await me.asyncio_detailed(client=bearer))
         assert r.status_code == 403, r.content
         assert isinstance(r.parsed, error) and r.parsed.code and r.parsed.data is None
 
         # No token at all: the same refusal, in the same documented envelope.
-        r = checked("get", "/auth/sessions", await sessions.asyncio_detailed(client=anonymous))
+        r = checked(api, "get", "/auth/sessions", await sessions.asyncio_detailed(client=anonymous))
         assert r.status_code == 403 and isinstance(r.parsed, error)
