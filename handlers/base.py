@@ -143,6 +143,20 @@ def is_one_of(presented: str, keys: Iterable[str]) -> bool:
     return matched
 
 
+def declared_length(headers: Any) -> int | None:
+    """A request's `Content-Length` as Tornado reads it (ASCII digits only; a list of
+    equal values, as proxies sometimes repeat it, is that value), or None when there is
+    none or it is not one. `str.isdigit` alone is no guard: "²" passes it and `int`
+    refuses it, and a value of thousands of digits is over `int`'s limit."""
+    pieces = {p.strip() for p in headers.get("Content-Length", "").split(",")}
+    if len(pieces) != 1:
+        return None
+    (value,) = pieces
+    if not (value.isascii() and value.isdigit()):
+        return None
+    return int(value) if len(value) <= 18 else 10**18  # past any limit either way
+
+
 def is_db_outage(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionFailure) or (isinstance(exc, PyMongoError) and exc.timeout)
 
@@ -227,8 +241,8 @@ class GatehouseHandler(RequestHandler):
         keeps such a body out of memory and still runs the handler, so the client gets
         this route's 413 rather than Tornado's bare 400."""
         limit = self.config.server.max_body_bytes
-        declared = self.request.headers.get("Content-Length", "")
-        return len(self.request.body or b"") > limit or (declared.isdigit() and int(declared) > limit)
+        declared = declared_length(self.request.headers)
+        return len(self.request.body or b"") > limit or (declared is not None and declared > limit)
 
     def flush(self, include_footers: bool = False) -> Any:
         if self.application.settings.get("draining"):

@@ -15,7 +15,7 @@ from tornado.web import Application, HTTPError
 from config import Config
 
 from . import admin_api, console, health, native, oauth, openapi, style_drf, style_phone, style_simple, style_v1
-from .base import StaticHandler, allow_anonymous
+from .base import StaticHandler, allow_anonymous, declared_length
 from .native import NativeHandler
 from .spec import Route
 
@@ -83,15 +83,15 @@ class BodyLimit(httputil.HTTPMessageDelegate):
 
     def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> Any:
         result = self.inner.headers_received(start_line, headers)
-        declared = headers.get("Content-Length", "")
+        declared = declared_length(headers)
         if "Transfer-Encoding" in headers:
             # Counted here as it arrives. (Tornado checks each chunk's declared size
             # against its cap before reading it.)
             self.conn.set_max_body_size(self.UNCAPPED)  # type: ignore[attr-defined]
-        elif declared.isdigit() and int(declared) > self.limit:
+        elif declared is not None and declared > self.limit:
             self.conn.set_max_body_size(self.UNCAPPED)  # type: ignore[attr-defined]
             self.over = True
-            if int(declared) > self.drain or headers.get("Expect", "").lower() == "100-continue":
+            if declared > self.drain or headers.get("Expect", "").lower() == "100-continue":
                 headers.pop("Expect", None)  # no `100 Continue` inviting a body we refuse
                 self.answer()
         return result
