@@ -152,15 +152,20 @@ class OAuthIntrospectHandler(OAuthHandler):
 
     async def authenticate(self) -> None:
         if not self.presents_service_key():
+            # A Bearer key that is not one of ours is a token that failed: invalid_token.
+            self._token_failed = not self.uses_basic() and self.bearer_token() is not None
             raise NotAuthenticated(
                 "introspection needs client authentication: HTTP Basic with a service key"
                 " (GATEHOUSE_SERVICE_KEYS) as the client secret, or the key as a Bearer token"
             )
 
+    def uses_basic(self) -> bool:
+        return self.request.headers.get("Authorization", "").strip().partition(" ")[0].lower() == "basic"
+
     def presents_service_key(self) -> bool:
         keys = self.config.server.service_keys
-        scheme, _, credentials = self.request.headers.get("Authorization", "").strip().partition(" ")
-        if scheme.lower() != "basic":
+        credentials = self.request.headers.get("Authorization", "").strip().partition(" ")[2]
+        if not self.uses_basic():
             return self.presents_secret(keys)
         try:
             decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")

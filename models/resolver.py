@@ -152,7 +152,10 @@ class Resolver:
             if sid is None or f"sid:{sid}" in self.dead:
                 return None
             session = await self.sessions.find(sid)
-            return (f"sid:{sid}", session) if session else None
+            if session is None:  # gone for good (session ids are never reused): no read again
+                self.dead.add(f"sid:{sid}", self.clock() + EXPIRED_MEMORY, expired=True)
+                return None
+            return f"sid:{sid}", session
         key = "tok:" + sha256_hex(token)
         if key in self.dead:
             return None
