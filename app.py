@@ -54,6 +54,7 @@ from models.otp import CodeFlows
 from models.passwords import PasswordHasher
 from models.ratelimit import RateLimits
 from models.resolver import Resolver
+from models.revocations import RevocationFeed
 from models.sessions import Sessions
 from models.stats import Stats
 from models.tokens import Tokens
@@ -124,6 +125,8 @@ class Gatehouse:
         )
         self.tokens = Tokens(config.jwt, config.secret_key, db, clock, self.sessions, self.events)
         self.resolver = self.build_resolver(feed_db if feed_db is not None else db, changes)
+        # The apps' subscribers poll like the session caches do: on the feed's own client.
+        self.revocations = RevocationFeed(feed_db if feed_db is not None else db)
         self.codes = Codes(db, clock, config.codes, config.secret_key, self.limits)
         messages = self.build_delivery(db)
         self.auth = AuthService(

@@ -143,9 +143,10 @@ INTROSPECTION = {
 }
 
 
-class OAuthIntrospectHandler(OAuthHandler):
-    """RFC 7662 for resource servers holding a service key, sent as the client secret
-    of HTTP Basic (any client id: RFC 6749's `client_secret_basic`) or as a Bearer token."""
+class ServiceClientHandler(OAuthHandler):
+    """A route for the apps' back ends, which authenticate with a service key, sent as
+    the client secret of HTTP Basic (any client id: RFC 6749's `client_secret_basic`) or
+    as a Bearer token."""
 
     cors = False  # a service key (which also opens the admin API) never sits in a browser
     security = ("clientBasic", "serviceKey")  # in /openapi.json
@@ -155,7 +156,7 @@ class OAuthIntrospectHandler(OAuthHandler):
             # A Bearer key that is not one of ours is a token that failed: invalid_token.
             self._token_failed = not self.uses_basic() and self.bearer_token() is not None
             raise NotAuthenticated(
-                "introspection needs client authentication: HTTP Basic with a service key"
+                "this route needs client authentication: HTTP Basic with a service key"
                 " (GATEHOUSE_SERVICE_KEYS) as the client secret, or the key as a Bearer token"
             )
 
@@ -179,6 +180,10 @@ class OAuthIntrospectHandler(OAuthHandler):
     def bearer_challenge(self) -> str:
         # RFC 6749 5.2: a client that failed to authenticate is told each scheme it may use.
         return f'{super().bearer_challenge()}, Basic realm="{REALM}", charset="UTF-8"'
+
+
+class OAuthIntrospectHandler(ServiceClientHandler):
+    """RFC 7662 for resource servers holding a service key."""
 
     @doc(
         "RFC 7662: is this token active, and whose is it? (client authentication: a service key)",

@@ -14,7 +14,19 @@ from tornado.web import Application, HTTPError
 
 from config import Config
 
-from . import admin_api, console, health, native, oauth, openapi, style_drf, style_phone, style_simple, style_v1
+from . import (
+    admin_api,
+    console,
+    health,
+    native,
+    oauth,
+    openapi,
+    revocations,
+    style_drf,
+    style_phone,
+    style_simple,
+    style_v1,
+)
 from .base import StaticHandler, allow_anonymous, declared_length
 from .native import NativeHandler
 from .spec import Route
@@ -31,7 +43,7 @@ def routes(config: Config) -> list[Route]:
     enabled = set(config.server.api_styles)
     # Always routed, whichever styles are enabled: health, the documents, the standard
     # OAuth endpoints and the admin API.
-    table = health.routes() + openapi.routes() + oauth.routes() + admin_api.routes()
+    table = health.routes() + openapi.routes() + oauth.routes() + revocations.routes() + admin_api.routes()
     if "native" in enabled:
         table += native.routes(config.server.test_endpoints)
     for style, style_routes in STYLE_ROUTES.items():
