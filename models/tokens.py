@@ -62,16 +62,31 @@ def _load_private(kid: str, pem: str) -> Key:
     return Key(kid, alg, private, public, {**jwk, "kid": kid, "alg": alg, "use": "sig"})
 
 
+def derived_secret(secret_key: str) -> bytes:
+    """The HS256 key when GATEHOUSE_JWT_SECRET is unset: HMAC-SHA256 keyed by SECRET_KEY's
+    UTF-8 bytes over the label `gatehouse/jwt/hs256` (32 bytes), so no other use of
+    SECRET_KEY (cookies, code hashes) shares it."""
+    return hmac.new(secret_key.encode(), b"gatehouse/jwt/hs256", hashlib.sha256).digest()
+
+
+def _hs256(secret: bytes) -> Key:
+    # The kid names the key without revealing it: 48 bits of the SHA-256 of a key of 256 bits at least.
+    return Key("hs-" + hashlib.sha256(secret).hexdigest()[:12], "HS256", secret, secret, None)
+
+
 class KeyRing:
-    """The signing key (the first configured asymmetric key, else HS256 derived from
-    SECRET_KEY) and every key that still verifies, by kid."""
+    """The signing key — the first configured asymmetric key, else HS256 with
+    GATEHOUSE_JWT_SECRET's bytes, else HS256 with the key derived from SECRET_KEY — and
+    every key that still verifies, by kid. The derived key keeps verifying after
+    GATEHOUSE_JWT_SECRET is set, so tokens signed before the switch live out their time."""
 
     def __init__(self, config: JwtSettings, secret_key: str) -> None:
-        secret = hmac.new(secret_key.encode(), b"gatehouse/jwt/hs256", hashlib.sha256).digest()
-        hs = Key("hs-" + hashlib.sha256(secret).hexdigest()[:12], "HS256", secret, secret, None)
+        derived = _hs256(derived_secret(secret_key))
+        shared = _hs256(config.jwt_secret.encode()) if config.jwt_secret else None
+        hs = shared or derived
         keys = [_load_private(kid, pem) for kid, pem in config.jwt_private_keys]
         self.signing = keys[0] if keys else hs
-        self.by_kid = {k.kid: k for k in [*keys, hs]}
+        self.by_kid = {k.kid: k for k in [*keys, *([shared] if shared else []), derived]}
 
     def algorithms(self) -> list[str]:
         """The `alg` of every key that verifies our tokens: the signing key's first."""
