@@ -77,6 +77,7 @@ def django_db():
     DJANGO.submit(call_command, "migrate", run_syncdb=True, verbosity=0).result()
     yield
     DJANGO.submit(lambda: connection.close()).result()  # looked up on the Django thread: its connection
+    DJANGO.shutdown()
 
 
 # ---- 000: Django REST framework + simplejwt --------------------------------------------
