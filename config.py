@@ -109,6 +109,7 @@ class Spec:
     choices: tuple[str, ...] | None = None
     load: Callable[[_Reader, Spec, Any], Any] | None = None  # (read, spec, default) -> value
     shown: str | None = None  # the default as the README shows it, when not the value itself
+    secret: bool = False  # never in a repr (and so in no log line or traceback that prints one)
 
 
 def setting(env: str, default: Any, doc: str, **spec: Any) -> Any:
@@ -118,8 +119,8 @@ def setting(env: str, default: Any, doc: str, **spec: Any) -> Any:
     if type(default) is int and (declared.lo is None or declared.hi is None) and declared.load is None:
         raise TypeError(f"{env}: a whole-number setting needs lo= and hi=")
     if callable(default):
-        return field(default_factory=default, metadata={"spec": declared})
-    return field(default=default, metadata={"spec": declared})
+        return field(default_factory=default, metadata={"spec": declared}, repr=not declared.secret)
+    return field(default=default, metadata={"spec": declared}, repr=not declared.secret)
 
 
 def _load(read: _Reader, spec: Spec, default: Any) -> Any:
@@ -201,6 +202,17 @@ def _jwt_keys(read: _Reader, spec: Spec, default: tuple) -> tuple[tuple[str, str
         except OSError as e:
             raise ConfigError(f"{spec.env}: cannot read {path}: {e.strerror}") from None
     return tuple(keys)
+
+
+def _jwt_secret(read: _Reader, spec: Spec, default: str | None) -> str | None:
+    """Taken exactly as set (no trimming: its bytes are the HS256 key); empty is unset.
+    The message never shows the value."""
+    raw = read.environ.get(spec.env, "")
+    if not raw:
+        return default
+    if len(raw.encode()) < 32:
+        raise ConfigError(f"{spec.env} must be at least 32 bytes (it is the HS256 key), got {len(raw.encode())}")
+    return raw
 
 
 def _service_keys(read: _Reader, spec: Spec, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -508,8 +520,16 @@ class JwtSettings:
     jwt_private_keys: tuple[tuple[str, str], ...] = setting(
         "GATEHOUSE_JWT_KEYS",
         (),
-        "`kid=path.pem,…`: asymmetric signing keys, the first signs (unset: HS256 from `SECRET_KEY`)",
+        "`kid=path.pem,…`: asymmetric signing keys, the first signs (unset: HS256, see `GATEHOUSE_JWT_SECRET`)",
         load=_jwt_keys,
+    )
+    jwt_secret: str | None = setting(
+        "GATEHOUSE_JWT_SECRET",
+        None,
+        "≥ 32 bytes: the HS256 key itself, byte for byte, to share with an existing back end (unset: derived"
+        " from `SECRET_KEY`, see JWT pairs); secret",
+        load=_jwt_secret,
+        secret=True,
     )
     refresh_reuse_grace: int = setting(
         "GATEHOUSE_REFRESH_REUSE_GRACE_SECONDS", 10, "racing refreshes inside it get the current pair", lo=0, hi=300
@@ -702,6 +722,10 @@ def _check(v: dict[str, Any]) -> None:
         raise ConfigError("GATEHOUSE_SESSION_IDLE_SECONDS must not exceed GATEHOUSE_SESSION_MAX_SECONDS")
     if v["jwt_audience"] == f"{v['jwt_issuer']}/refresh":
         raise ConfigError("GATEHOUSE_JWT_AUDIENCE must not be the refresh tokens' audience (<issuer>/refresh)")
+    if v["jwt_secret"] and v["jwt_secret"] == v["secret_key"]:
+        # The JWT secret is shared with other back ends; SECRET_KEY also signs console
+        # cookies and keys code hashes, which those back ends must not be able to forge.
+        raise ConfigError("GATEHOUSE_JWT_SECRET must differ from SECRET_KEY (it is shared with other back ends)")
     if v["worker_restart_delay_ms"] > v["worker_restart_max_delay_ms"]:
         raise ConfigError("GATEHOUSE_WORKER_RESTART_DELAY_MS must not exceed GATEHOUSE_WORKER_RESTART_MAX_DELAY_MS")
     if bool(v["admin_username"]) != bool(v["admin_password"]):

@@ -137,7 +137,8 @@ INTROSPECTION = {
                 "sid": STR,
                 "username": STR,
             },
-            optional=("username",),
+            # `aud`: a token's own; the legacy profiles' tokens carry none (README "JWT pairs").
+            optional=("username", "aud"),
         ),
     ]
 }

@@ -306,14 +306,15 @@ class AuthService:
     async def refresh(self, token: str, ctx: Context, *, rotate: bool = True, access: str | None = None) -> Pair:
         """A new pair for a refresh token. `access`: an access token sent alongside (004
         lets a client send its expired one); it must be genuine and of the same session."""
+        claims = None
         if access is not None:
-            access_sid = self.tokens.decode(access, "access", verify_exp=False)["sid"]
-            if access_sid != self.tokens.decode(token, "refresh")["sid"]:
+            claims = self.tokens.decode(access, "access", verify_exp=False)
+            if claims["sid"] != self.tokens.decode(token, "refresh")["sid"]:
                 raise TokenInvalid("the access token and the refresh token belong to different sessions")
 
         async def caller_of(sid: str) -> Caller:
             caller = await self.resolver.refreshing(sid)
-            if caller is None:
+            if caller is None or (claims is not None and not self.tokens.fits(claims, "access", caller.session.style)):
                 raise TokenInvalid()
             await self.sessions.touch(caller.session)
             return caller
@@ -361,7 +362,8 @@ class AuthService:
             "kind": "jwt",
             "token_type": facts.use,
             "iss": claims["iss"],
-            "aud": claims["aud"],
+            # Legacy profiles' tokens carry no audience: none is claimed for them.
+            **({"aud": claims["aud"]} if "aud" in claims else {}),
             "jti": claims["jti"],
             "style": session.style,
         }
@@ -393,7 +395,7 @@ class AuthService:
             "exp": facts.exp,
             "iat": facts.iat,
             "iss": claims["iss"],
-            "aud": claims["aud"],
+            **({"aud": claims["aud"]} if "aud" in claims else {}),
             "jti": claims["jti"],
             "sid": session.id,
         }
@@ -457,10 +459,12 @@ class AuthService:
         if token.count(".") == 2:
             for typ in ("access", "refresh"):
                 try:
-                    sid = self.tokens.decode(token, typ)["sid"]
+                    claims = self.tokens.decode(token, typ)
                 except TokenInvalid:
                     continue
-                session = await self.sessions.find_alive(sid)
+                session = await self.sessions.find_alive(claims["sid"])
+                if session is not None and not self.tokens.fits(claims, typ, session.style):
+                    session = None
                 break
         else:
             session = await self.sessions.find_by_token(token)

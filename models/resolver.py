@@ -20,7 +20,7 @@ from .errors import NotAuthenticated, RateLimited, TokenExpired, TokenInvalid
 from .misses import DeadKeys, MissBudget
 from .session_cache import ChangeFeed, SessionCache
 from .sessions import Sessions
-from .tokens import Tokens
+from .tokens import Tokens, fits_style
 from .values import Account, Caller, Session
 
 API_KINDS = ("opaque", "jwt")
@@ -73,10 +73,10 @@ class Resolver:
         that was ours but whose time (or whose session's) is up is `TokenExpired`, so a
         client knows to refresh or log in again; a kicked, unknown or forged one is plain
         `NotAuthenticated`."""
-        sid = None
+        sid = shape = None
         if token.count(".") == 2:
             try:
-                sid = self.tokens.access_sid(token)
+                sid, shape = self.tokens.access_sid(token)
             except TokenInvalid as e:
                 raise (TokenExpired() if e.expired else NotAuthenticated()) from None
         key = f"sid:{sid}" if sid else "tok:" + sha256_hex(token)
@@ -99,6 +99,8 @@ class Resolver:
             raise TokenExpired() if self.dead.expired(key) else NotAuthenticated()
         if caller.session.kind not in kinds:
             raise NotAuthenticated()
+        if shape is not None and not fits_style(shape, caller.session.style):
+            raise NotAuthenticated()  # genuine, but not shaped as its session's style mints
         if touch:
             touched = self.sessions.due_touch(caller.session)
             if touched is not None:
@@ -148,14 +150,15 @@ class Resolver:
         (`RateLimited` past it, without a read), reserved before its read so a burst of
         parallel junk cannot all slip under the budget, and given back when it is found."""
         if token.count(".") == 2:
-            sid = self.tokens.possessed_sid(token)
-            if sid is None or f"sid:{sid}" in self.dead:
+            possessed = self.tokens.possessed_sid(token)
+            if possessed is None or f"sid:{possessed[0]}" in self.dead:
                 return None
+            sid, shape = possessed
             session = await self.sessions.find(sid)
             if session is None:  # gone for good (session ids are never reused): no read again
                 self.dead.add(f"sid:{sid}", self.clock() + EXPIRED_MEMORY, expired=True)
                 return None
-            return f"sid:{sid}", session
+            return (f"sid:{sid}", session) if fits_style(shape, session.style) else None
         key = "tok:" + sha256_hex(token)
         if key in self.dead:
             return None

@@ -6,6 +6,12 @@ fail, and `jwk`/`jku`/`x5u` headers are never looked at. Every access token name
 session (`sid`), and the session must still be alive for every request that reaches
 Gatehouse, so a kick ends the token at once.
 
+What a token carries beside Gatehouse's own claims follows the *profile* of the API style
+that created its session (`PROFILES`): the claims the library of that style's document
+checks (simplejwt for drf, flask-jwt-extended for phone, a plain PyJWT check for simple),
+or Gatehouse's own (native, v1). Gatehouse checks a token by its profile too: a token whose
+shape is not the profile of its session's style is refused.
+
 Refresh tokens are recorded in `refresh_tokens`. Rotation inserts the successor, then
 retires the presented token with a conditional update: of two concurrent refreshes one
 wins, and the other — inside the grace period — gets the current pair. A retired token
@@ -18,7 +24,7 @@ import hashlib
 import hmac
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,16 +68,31 @@ def _load_private(kid: str, pem: str) -> Key:
     return Key(kid, alg, private, public, {**jwk, "kid": kid, "alg": alg, "use": "sig"})
 
 
+def derived_secret(secret_key: str) -> bytes:
+    """The HS256 key when GATEHOUSE_JWT_SECRET is unset: HMAC-SHA256 keyed by SECRET_KEY's
+    UTF-8 bytes over the label `gatehouse/jwt/hs256` (32 bytes), so no other use of
+    SECRET_KEY (cookies, code hashes) shares it."""
+    return hmac.new(secret_key.encode(), b"gatehouse/jwt/hs256", hashlib.sha256).digest()
+
+
+def _hs256(secret: bytes) -> Key:
+    # The kid names the key without revealing it: 48 bits of the SHA-256 of a key of 256 bits at least.
+    return Key("hs-" + hashlib.sha256(secret).hexdigest()[:12], "HS256", secret, secret, None)
+
+
 class KeyRing:
-    """The signing key (the first configured asymmetric key, else HS256 derived from
-    SECRET_KEY) and every key that still verifies, by kid."""
+    """The signing key — the first configured asymmetric key, else HS256 with
+    GATEHOUSE_JWT_SECRET's bytes, else HS256 with the key derived from SECRET_KEY — and
+    every key that still verifies, by kid. The derived key keeps verifying after
+    GATEHOUSE_JWT_SECRET is set, so tokens signed before the switch live out their time."""
 
     def __init__(self, config: JwtSettings, secret_key: str) -> None:
-        secret = hmac.new(secret_key.encode(), b"gatehouse/jwt/hs256", hashlib.sha256).digest()
-        hs = Key("hs-" + hashlib.sha256(secret).hexdigest()[:12], "HS256", secret, secret, None)
+        derived = _hs256(derived_secret(secret_key))
+        shared = _hs256(config.jwt_secret.encode()) if config.jwt_secret else None
+        hs = shared or derived
         keys = [_load_private(kid, pem) for kid, pem in config.jwt_private_keys]
         self.signing = keys[0] if keys else hs
-        self.by_kid = {k.kid: k for k in [*keys, hs]}
+        self.by_kid = {k.kid: k for k in [*keys, *([shared] if shared else []), derived]}
 
     def algorithms(self) -> list[str]:
         """The `alg` of every key that verifies our tokens: the signing key's first."""
@@ -93,13 +114,101 @@ class KeyRing:
         return key
 
 
+KINDS = ("access", "refresh")
+
+
 def rotates(style: str) -> bool:
     """Whether refreshing a session of this style rotates its refresh token: every style
     but drf, whose simplejwt default hands out only a new access token."""
     return style != "drf"
 
 
-REQUIRED = ["exp", "iat", "nbf", "sub", "sid", "jti", "typ", "iss", "aud"]
+@dataclass(frozen=True)
+class Profile:
+    """What the tokens of a group of API styles carry beside Gatehouse's own claims
+    (`iss`, `sub`, `sid`, `jti`, `typ`, `iat`, `nbf`, `exp`; `roles` in access tokens),
+    and so what Gatehouse requires of them.
+
+    `kinds`: per kind (access, refresh), the claims naming it in the library's words, with
+    their exact values; Gatehouse checks them beside its own `typ`, so the two kinds never
+    stand in for each other in either vocabulary. `audience`: the token carries `aud` (the
+    Gatehouse profile only: PyJWT, and so every library on it, refuses a token with an
+    `aud` when the verifier names none). `account_claim`: the claim carrying the integer
+    account id. `fresh`: flask-jwt-extended's `fresh` (true in an access token from a
+    login, false after a refresh and in refresh tokens)."""
+
+    name: str
+    kinds: Mapping[str, Mapping[str, str]]
+    audience: bool = False
+    account_claim: str | None = None
+    fresh: bool = False
+
+    def claims(self, kind: str, account_id: int, *, fresh: bool = False) -> dict:
+        """This profile's own claims in a token of `kind`."""
+        own: dict[str, Any] = dict(self.kinds[kind])
+        if self.account_claim:
+            own[self.account_claim] = account_id
+        if self.fresh:
+            own["fresh"] = fresh and kind == "access"
+        return own
+
+    def fits(self, claims: dict, kind: str) -> bool:
+        """Whether verified `claims` have this profile's shape for `kind`."""
+        if ("aud" in claims) != self.audience:
+            return False
+        if any(claims.get(name) != value for name, value in self.kinds[kind].items()):
+            return False
+        if self.account_claim and not _is_int(claims.get(self.account_claim)):
+            return False
+        return not self.fresh or isinstance(claims.get("fresh"), bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+PROFILES = {
+    p.name: p
+    for p in (
+        # native and v1: `type` repeats `typ` (as every token did before the profiles).
+        Profile("gatehouse", {k: {"type": k} for k in KINDS}, audience=True, account_claim="account_id"),
+        # djangorestframework-simplejwt's defaults: TOKEN_TYPE_CLAIM, USER_ID_CLAIM.
+        Profile("drf", {k: {"token_type": k} for k in KINDS}, account_claim="user_id"),
+        # flask-jwt-extended's: `type`, `fresh`, the identity in `sub` (the account's uid).
+        Profile("phone", {k: {"type": k} for k in KINDS}, fresh=True),
+        # Document 002's sample: {"user_id": 1, "type": "access_token", …}.
+        Profile("simple", {k: {"type": f"{k}_token"} for k in KINDS}, account_claim="user_id"),
+    )
+}
+STYLE_PROFILES = {"native": "gatehouse", "v1": "gatehouse", "drf": "drf", "phone": "phone", "simple": "simple"}
+# Tokens minted before the profiles, by every style: Gatehouse's shape without
+# `account_id`. Accepted for a session of any style until they expire (an upgrade logs
+# nobody out); nothing mints them any more.
+PREVIOUS = "previous"
+
+
+def profile_of(style: str) -> Profile:
+    return PROFILES[STYLE_PROFILES[style]]
+
+
+def shape_of(claims: dict, kind: str) -> str:
+    """The profile whose shape verified `claims` of `kind` have (or `PREVIOUS`);
+    `TokenInvalid` for none."""
+    for profile in PROFILES.values():
+        if profile.fits(claims, kind):
+            return profile.name
+    if "aud" in claims and claims.get("type") == kind and "account_id" not in claims:
+        return PREVIOUS
+    raise TokenInvalid()
+
+
+def fits_style(shape: str, style: str) -> bool:
+    """Whether a token of `shape` may act for a session of `style`: the style's own
+    profile, or a token of the previous version."""
+    return shape == STYLE_PROFILES.get(style) or shape == PREVIOUS
+
+
+REQUIRED = ["exp", "iat", "nbf", "sub", "sid", "jti", "typ", "iss"]
 # The header `typ` of each kind (RFC 8725 §3.11 explicit typing): RFC 9068's for access
 # tokens, which resource servers may insist on; our own for refresh tokens. The `typ`
 # claim, which Gatehouse checks, says the same.
@@ -125,7 +234,8 @@ class Tokens:
         self.sessions = sessions
         self.events = events
         self.keys = KeyRing(config, secret_key)
-        self._verified: OrderedDict[str, tuple[str, int]] = OrderedDict()  # access token -> (sid, exp)
+        # access token -> (sid, exp, shape)
+        self._verified: OrderedDict[str, tuple[str, int, str]] = OrderedDict()
 
     def _encode(self, claims: dict) -> str:
         key = self.keys.signing
@@ -140,31 +250,59 @@ class Tokens:
         return self.config.jwt_audience if typ == "access" else self.config.refresh_audience
 
     def decode(self, token: str, typ: str, *, verify_exp: bool = True) -> dict:
-        """Claims of a genuine token of this type; `TokenInvalid` for anything else."""
+        """Claims of a genuine token of this type in one of the profiles' shapes;
+        `TokenInvalid` for anything else. Whether the shape is the one of its session's
+        style is asked once the session is known (`fits`)."""
+        return self.verify(token, typ, verify_exp=verify_exp)[0]
+
+    def verify(self, token: str, typ: str, *, verify_exp: bool = True) -> tuple[dict, str]:
+        """`decode`, with the token's shape (a profile's name, or `PREVIOUS`)."""
         if not isinstance(token, str) or token.count(".") != 2 or len(token) > 4096:
             raise TokenInvalid()
         key = self.keys.for_token(token)
-        # Refresh tokens minted before they had an audience of their own carry the access
-        # audience: still accepted as refresh tokens (the `typ` claim tells them apart),
-        # until they expire.
-        audience = self.audience(typ) if typ == "access" else [self.audience(typ), self.config.jwt_audience]
         try:
             claims = jwt.decode(
                 token,
                 key.verifying_key,
                 algorithms=[key.alg],
-                audience=audience,
                 issuer=self.config.jwt_issuer,
                 # Times are checked below against our clock (the database's), not this
-                # machine's: a server whose clock is off must not refuse good tokens.
-                options={"require": REQUIRED, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
+                # machine's: a server whose clock is off must not refuse good tokens. The
+                # audience is checked below too: only the Gatehouse profile carries one.
+                options={
+                    "require": REQUIRED,
+                    "verify_aud": False,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
         except jwt.PyJWTError:
             raise TokenInvalid() from None
         if claims.get("typ") != typ or not isinstance(claims.get("sid"), str):
             raise TokenInvalid()
+        if "aud" in claims and claims["aud"] not in self._audiences(typ):
+            raise TokenInvalid()
+        shape = shape_of(claims, typ)
         self._check_time(claims, verify_exp=verify_exp)
-        return claims
+        return claims, shape
+
+    def _audiences(self, typ: str) -> tuple[str, ...]:
+        # Refresh tokens minted before they had an audience of their own carry the access
+        # audience: still accepted as refresh tokens (the `typ` claim tells them apart),
+        # until they expire.
+        if typ == "access":
+            return (self.audience(typ),)
+        return (self.audience(typ), self.config.jwt_audience)
+
+    def fits(self, claims: dict, typ: str, style: str) -> bool:
+        """Whether verified `claims` of `typ` have the shape of `style`'s profile (or are a
+        token of the previous version): a token minted for a session of one style never
+        passes for a session of another profile's, shaped as that one's would be."""
+        try:
+            return fits_style(shape_of(claims, typ), style)
+        except TokenInvalid:
+            return False
 
     def _check_time(self, claims: dict, *, verify_exp: bool = True) -> None:
         """`nbf` and `iat` not in the future and `exp` not past, by our clock, each with
@@ -179,51 +317,60 @@ class Tokens:
         if verify_exp and times["exp"] < now - leeway:
             raise TokenInvalid(expired=True)
 
-    def access_sid(self, token: str) -> str:
-        """The session id of a genuine, unexpired access token. A token verified before is
-        remembered (bounded, per process) with its expiry, so a client sending the same
-        token on every request pays for the signature check once; expiry is still checked
-        on every use, and whether the session lives is the caller's next question."""
+    def access_sid(self, token: str) -> tuple[str, str]:
+        """The session id and shape of a genuine, unexpired access token. A token verified
+        before is remembered (bounded, per process) with its expiry, so a client sending
+        the same token on every request pays for the signature check once; expiry is still
+        checked on every use. Whether the session lives, and whether the shape is its
+        style's (`fits_style`), is the caller's next question."""
         hit = self._verified.get(token)
         if hit is not None:
-            sid, exp = hit
+            sid, exp, shape = hit
             if self.clock().timestamp() <= exp + self.config.jwt_leeway:
                 self._verified.move_to_end(token)
-                return sid
+                return sid, shape
             del self._verified[token]
-        claims = self.decode(token, "access")
-        self._verified[token] = (claims["sid"], claims["exp"])
+        claims, shape = self.verify(token, "access")
+        self._verified[token] = (claims["sid"], claims["exp"], shape)
         if len(self._verified) > VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)
-        return claims["sid"]
+        return claims["sid"], shape
 
-    def _claims(self, account: Account, session: Session, typ: str, jti: str, lifetime: int) -> tuple[dict, int]:
+    def _claims(
+        self, account: Account, session: Session, style: str, typ: str, jti: str, *, fresh: bool = False
+    ) -> tuple[dict, int]:
+        """Gatehouse's own claims and the profile's of `style` (`fresh`: minted at a login)."""
+        lifetimes = self.config.lifetime(style)
+        lifetime = lifetimes.access if typ == "access" else lifetimes.refresh
         now = self.clock()
         exp = min(now + seconds(lifetime), session.absolute_expires_at)
         ttl = max(1, int((exp - now).total_seconds()))
         iat = int(now.timestamp())
+        profile = profile_of(style)
         claims = {
             "iss": self.config.jwt_issuer,
-            "aud": self.audience(typ),
+            **({"aud": self.audience(typ)} if profile.audience else {}),
             "sub": account.uid,
             "sid": session.id,
             "jti": jti,
             "typ": typ,
-            "type": typ,  # flask-jwt-extended's name for it (document 001)
+            **profile.claims(typ, account.id, fresh=fresh),
             "iat": iat,
             "nbf": iat,
             "exp": iat + ttl,
         }
+        if typ == "access":
+            claims["roles"] = list(account.roles)
         return claims, ttl
 
-    def access_token(self, account: Account, session: Session, style: str) -> tuple[str, int]:
-        claims, ttl = self._claims(account, session, "access", uuid.uuid4().hex, self.config.lifetime(style).access)
+    def access_token(self, account: Account, session: Session, style: str, *, fresh: bool = False) -> tuple[str, int]:
+        """A signed access token; `fresh`: minted at a login, not by a refresh."""
+        claims, ttl = self._claims(account, session, style, "access", uuid.uuid4().hex, fresh=fresh)
         return self._encode(claims), ttl
 
     def _signed_refresh(self, account: Account, session: Session, style: str, jti: str) -> tuple[str, int, dict]:
         """A signed refresh token with id `jti`, its lifetime, and the record it needs."""
-        lifetime = self.config.lifetime(style).refresh
-        claims, ttl = self._claims(account, session, "refresh", jti, lifetime)
+        claims, ttl = self._claims(account, session, style, "refresh", jti)
         now = self.clock()
         record = {
             "_id": jti,
@@ -246,7 +393,7 @@ class Tokens:
         return token, ttl
 
     async def issue_pair(self, account: Account, session: Session, style: str, *, refresh: bool = True) -> Pair:
-        access, access_ttl = self.access_token(account, session, style)
+        access, access_ttl = self.access_token(account, session, style, fresh=True)
         if not refresh:
             return Pair(access, access_ttl)
         token, refresh_ttl = await self._new_refresh(account, session, style)
@@ -268,11 +415,11 @@ class Tokens:
         A rotation is three commands: the caller, one `update` command that records the
         successor and then retires the presented token (conditionally: of two concurrent
         refreshes one retires it), and the audit event."""
-        claims = self.decode(token, "refresh")
+        claims, shape = self.verify(token, "refresh")
         caller = await caller_of(claims["sid"])
         account, session = caller.account, caller.session
         style = session.style
-        if rotate != rotates(style):
+        if rotate != rotates(style) or not fits_style(shape, style):
             raise TokenInvalid()
         if rotate:
             return await self._rotate(claims["jti"], account, session, ctx)
@@ -343,13 +490,13 @@ class Tokens:
         active one (forged, expired, of a dead session, a retired refresh token).
         `load(sid)` answers the live caller: the same check every authenticated request
         makes."""
-        for typ in ("access", "refresh"):
+        for typ in KINDS:
             try:
-                claims = self.decode(token, typ)
+                claims, shape = self.verify(token, typ)
             except TokenInvalid:
                 continue
             caller = await load(claims["sid"])
-            if caller is None:
+            if caller is None or not fits_style(shape, caller.session.style):
                 return None
             if typ == "refresh":
                 record = await self.refresh_tokens.find_one({"_id": claims["jti"]})
@@ -358,14 +505,16 @@ class Tokens:
             return TokenFacts(caller, typ, int(claims["exp"]), int(claims["iat"]), claims)
         return None
 
-    def possessed_sid(self, token: str) -> str | None:
-        """The session of a genuine access or refresh token of ours, expired or not, or
-        None. The signature proves the presenter holds a token of that session (RFC 7009
-        revocation: a client logging out with an expired access token); checked here,
-        without a database read, so junk costs nothing."""
-        for typ in ("access", "refresh"):
+    def possessed_sid(self, token: str) -> tuple[str, str] | None:
+        """The session and shape of a genuine access or refresh token of ours, expired or
+        not, or None. The signature proves the presenter holds a token of that session
+        (RFC 7009 revocation: a client logging out with an expired access token); checked
+        here, without a database read, so junk costs nothing. Whether the shape is the
+        session's style's is the caller's to ask (`fits_style`)."""
+        for typ in KINDS:
             try:
-                return self.decode(token, typ, verify_exp=False)["sid"]
+                claims, shape = self.verify(token, typ, verify_exp=False)
             except TokenInvalid:
                 continue
+            return claims["sid"], shape
         return None

@@ -34,6 +34,8 @@ def test_defaults_load(tmp_path):
         ({"GATEHOUSE_SMS_COUNTRIES": "USA"}, "GATEHOUSE_SMS_COUNTRIES takes two-letter"),
         ({"GATEHOUSE_SESSION_IDLE_SECONDS": "7200", "GATEHOUSE_SESSION_MAX_SECONDS": "3600"}, "must not exceed"),
         ({"GATEHOUSE_JWT_ISSUER": "https://id.test", "GATEHOUSE_JWT_AUDIENCE": "https://id.test/refresh"}, "refresh"),
+        ({"GATEHOUSE_JWT_SECRET": "é" * 15}, "GATEHOUSE_JWT_SECRET must be at least 32 bytes"),  # 30 bytes
+        ({"GATEHOUSE_JWT_SECRET": "s" * 40, "SECRET_KEY": "s" * 40}, "must differ from SECRET_KEY"),
     ],
 )
 def test_a_bad_value_names_its_variable(tmp_path, env, words):
@@ -75,3 +77,18 @@ def test_readme_holds_the_generated_table():
     table = config.settings_table()
     for _, f in declarations():
         assert table.count(f"| `{spec_of(f).env}` | {config._shown(f)} |") == 1, spec_of(f).env
+
+
+def test_the_jwt_secret_is_the_hs256_key_byte_for_byte_and_never_shown(tmp_path):
+    from models.tokens import KeyRing, derived_secret
+
+    secret = " django-insecure-!@#$%^&*(-_=+)é " * 2  # spaces kept: its bytes are the key
+    loaded = load_config({"GATEHOUSE_DATA_DIR": str(tmp_path), "GATEHOUSE_JWT_SECRET": secret})
+    assert loaded.jwt.jwt_secret == secret
+    assert secret not in repr(loaded) and secret not in repr(loaded.jwt)
+    keys = KeyRing(loaded.jwt, loaded.secret_key)
+    assert keys.signing.alg == "HS256" and keys.signing.signing_key == secret.encode()
+    # The derived key (unset: the signing one) still verifies tokens signed before the switch.
+    unset = KeyRing(load_config({"GATEHOUSE_DATA_DIR": str(tmp_path)}).jwt, loaded.secret_key)
+    assert unset.signing.signing_key == derived_secret(loaded.secret_key)
+    assert keys.by_kid[unset.signing.kid].verifying_key == unset.signing.verifying_key

@@ -51,6 +51,8 @@ async def test_token_login_makes_a_jwt_session(api, gatehouse):
     account = await gatehouse.accounts.find_by_id(user["id"])
     assert claims["sub"] == account.uid and claims["typ"] == "access"
     assert claims["iss"] == "gatehouse" and claims["aud"] == "gatehouse"
+    # The Gatehouse profile (issue 19): the account's integer id and roles; `type` repeats `typ`.
+    assert (claims["account_id"], claims["roles"], claims["type"]) == (account.id, [], "access")
     assert claims["exp"] - claims["iat"] == 900 and claims["nbf"] == claims["iat"]
     assert len(claims["jti"]) == 32
     assert claims_of(pair["refresh_token"])["typ"] == "refresh"

@@ -1,7 +1,9 @@
 """A resource server that checks our tokens with a stock library (issue 18): PyJWT's
 `PyJWKClient` fetches /.well-known/jwks.json and `jwt.decode` checks the signature, `iss`
-and `aud`. Access tokens of every style pass (header `typ: at+jwt`, RFC 9068); refresh
-tokens carry an audience of their own and are refused, whatever their style."""
+and, for the Gatehouse profile (native, v1), `aud`. Access tokens of every style pass
+(header `typ: at+jwt`, RFC 9068). Refresh tokens are refused whatever their style: the
+Gatehouse profile's carry an audience of their own; the legacy profiles' (drf, phone)
+carry no `aud` at all (issue 19), and their library's type claim tells them apart."""
 
 from __future__ import annotations
 
@@ -43,22 +45,44 @@ async def v1_pair(api, sinks) -> tuple[str, str]:
     return r.data["result"]["access_token"], r.data["result"]["refresh_token"]
 
 
-@pytest.mark.parametrize("pair_of", [native_pair, drf_pair, phone_pair, v1_pair])
+# Each profile as its back end checks it: the audience (Gatehouse's), or the library's
+# own claim naming the kind (simplejwt's `token_type`, flask-jwt-extended's `type`).
+CHECKS = {
+    native_pair: ("gatehouse", None),
+    v1_pair: ("gatehouse", None),
+    drf_pair: (None, "token_type"),
+    phone_pair: (None, "type"),
+}
+
+
+@pytest.mark.parametrize("pair_of", CHECKS)
 async def test_pyjwkclient_accepts_access_tokens_and_refuses_refresh_tokens(sinks, api, base_url, settings, pair_of):
     access, refresh = await pair_of(api, sinks)
+    audience, kind_claim = CHECKS[pair_of]
     jwks = jwt.PyJWKClient(base_url + "/.well-known/jwks.json")
 
-    def verify(token: str) -> dict:  # what the resource server runs (sync: in a thread)
+    def verify(token: str, audience: str | None = audience) -> dict:  # the resource server (sync: in a thread)
         key = jwks.get_signing_key_from_jwt(token)
-        return jwt.decode(token, key.key, algorithms=["RS256"], audience="gatehouse", issuer="gatehouse")
+        claims = jwt.decode(token, key.key, algorithms=["RS256"], audience=audience, issuer="gatehouse")
+        if kind_claim and claims.get(kind_claim) != "access":
+            raise jwt.InvalidTokenError(f"{kind_claim} is not access")
+        return claims
 
     claims = await asyncio.to_thread(verify, access)
     assert claims["typ"] == "access" and claims["sid"]
     assert jwt.get_unverified_header(access)["typ"] == "at+jwt"
-    with pytest.raises(jwt.InvalidAudienceError):
-        await asyncio.to_thread(verify, refresh)
-    assert jwt.get_unverified_header(refresh)["typ"] == "refresh+jwt"
-    assert claims_of(refresh)["aud"] == "gatehouse/refresh" and claims_of(refresh)["typ"] == "refresh"
+    assert jwt.get_unverified_header(refresh)["typ"] == "refresh+jwt" and claims_of(refresh)["typ"] == "refresh"
+    if audience:
+        with pytest.raises(jwt.InvalidAudienceError):
+            await asyncio.to_thread(verify, refresh)
+        assert claims_of(refresh)["aud"] == "gatehouse/refresh"
+    else:
+        with pytest.raises(jwt.InvalidTokenError, match=f"{kind_claim} is not access"):
+            await asyncio.to_thread(verify, refresh)
+        assert claims_of(refresh)[kind_claim] == "refresh" and "aud" not in claims_of(refresh)
+        # No audience: a verifier that insists on one refuses the legacy profiles' tokens.
+        with pytest.raises(jwt.MissingRequiredClaimError):
+            await asyncio.to_thread(verify, access, "gatehouse")
     # And Gatehouse itself never takes one for the other.
     assert (await api.get("/auth/me", token=refresh)).status == 403
     assert (await api.get("/auth/me", token=access)).status == 200
