@@ -46,10 +46,15 @@ from .revocations import RevocationSet
 
 log = logging.getLogger("gatehouse_client")
 
-Steps = Generator[httpx.Request, httpx.Response, Principal]
+Steps = Generator[httpx.Request | float, httpx.Response | None, Principal]
 ACCESS_TYPES = ("access", "access_token")  # the `typ`/`type`/`token_type` of every profile's access token
 AT_JWT = ("at+jwt", "application/at+jwt")
 MAX_TOKEN_LENGTH = 8192
+
+
+FETCH, WAIT, SKIP = "fetch", "wait", "skip"
+# Yielded instead of a request: the driver pauses this long, then resumes the steps.
+PAUSE = 0.005
 
 
 class _Unreachable(Exception):
@@ -108,7 +113,8 @@ class Verifier:
         self._lock = threading.Lock()
         self._keys: dict[str, PyJWK] = {}
         self._keys_at: float | None = None  # when the JWKS was last read
-        self._fetch_at: float | None = None  # when a read was last tried
+        self._settled_at: float | None = None  # when the last read ended, well or not
+        self._reading = False  # a read is under way
         self.jwks_fetches = 0
         self._introspected: OrderedDict[bytes, tuple[float, Principal | None]] = OrderedDict()
         # RFC 6749 2.3.1's client_secret_basic: each part form-encoded, then Base64.
@@ -128,6 +134,10 @@ class Verifier:
         try:
             request = next(steps)
             while True:
+                if isinstance(request, float):
+                    time.sleep(request)
+                    request = steps.send(None)
+                    continue
                 try:
                     response = self._sync_http().send(request)
                 except httpx.HTTPError as e:
@@ -143,6 +153,10 @@ class Verifier:
         try:
             request = next(steps)
             while True:
+                if isinstance(request, float):
+                    await asyncio.sleep(request)
+                    request = steps.send(None)
+                    continue
                 try:
                     response = await self._async_http().send(request)
                 except httpx.HTTPError as e:
@@ -214,12 +228,21 @@ class Verifier:
             raise InvalidToken("invalid", "not an access token (header typ must be at+jwt)")
         kid = header.get("kid")
         kid = kid if isinstance(kid, str) else None
-        if self._should_fetch(kid, header.get("alg")):
+        waited_since = time.monotonic()
+        while (decision := self._should_fetch(kid, header.get("alg"))) == WAIT:
+            if time.monotonic() - waited_since > self.timeout.read + 1:  # type: ignore[operator]
+                break
+            yield PAUSE  # another caller's read is under way: its answer may hold this kid
+        if decision == FETCH:
             try:
                 response = yield self._jwks_request()
                 self._store_jwks(response)
             except (_Unreachable, ValueError) as e:
                 log.warning("gatehouse: could not read the JWKS: %s", e)
+            finally:
+                with self._lock:
+                    self._reading = False
+                    self._settled_at = time.monotonic()
         key = self._key_for(kid, header.get("alg"))
         if key is None:
             if self._keys_at is None and self.base_url and self.secret is None:
@@ -247,25 +270,30 @@ class Verifier:
             raise InvalidToken("invalid", "malformed sid or sub")
         return Principal.from_claims(claims)
 
-    def _should_fetch(self, kid: str | None, alg: Any) -> bool:
-        """Whether this verification reads the JWKS first: never read yet, older than
-        `jwks_max_age`, or the `kid` is unknown — but at most once per `jwks_cooldown`
-        (once a second while no read has succeeded), so a stream of tokens with made-up
-        `kid`s costs Gatehouse one request per cooldown, not one per token."""
+    def _should_fetch(self, kid: str | None, alg: Any) -> str:
+        """Whether this verification reads the JWKS first (FETCH): never read yet, older
+        than `jwks_max_age`, or the `kid` is unknown — but at most once per
+        `jwks_cooldown` after the last read (once a second while none has succeeded), so
+        a stream of tokens with made-up `kid`s costs Gatehouse one request per cooldown,
+        not one per token. One read at a time: a caller whose `kid` is unknown while
+        another's read is under way waits for it (WAIT) rather than fail or read again,
+        so a cold start or a key rotation under load costs one request, not a 401 each."""
         if not self.base_url:
-            return False
+            return SKIP
         if self.secret is not None and alg == "HS256" and kid not in self._keys:
-            return False  # the shared secret's token: no JWKS key can be its
+            return SKIP  # the shared secret's token: no JWKS key can be its
         now = time.monotonic()
         with self._lock:
-            fresh = self._keys_at is not None and now - self._keys_at < self.jwks_max_age
-            if fresh and kid in self._keys:
-                return False
+            known = kid in self._keys
+            if known and self._keys_at is not None and now - self._keys_at < self.jwks_max_age:
+                return SKIP
+            if self._reading:
+                return SKIP if known else WAIT  # stale keys serve until the read is done
             cooldown = self.jwks_cooldown if self._keys_at is not None else 1.0
-            if self._fetch_at is not None and now - self._fetch_at < cooldown:
-                return False
-            self._fetch_at = now
-            return True
+            if self._settled_at is not None and now - self._settled_at < cooldown:
+                return SKIP
+            self._reading = True
+            return FETCH
 
     def _jwks_request(self) -> httpx.Request:
         return httpx.Request(
@@ -291,7 +319,7 @@ class Verifier:
         with self._lock:
             self._keys = keys
             self._keys_at = time.monotonic()
-            self._fetch_at = self._keys_at  # a read, prefetch included, starts the cooldown
+            self._settled_at = self._keys_at  # a read, prefetch included, starts the cooldown
             self.jwks_fetches += 1
 
     def _key_for(self, kid: str | None, alg: Any) -> tuple[Any, str] | None:

@@ -187,3 +187,15 @@ async def test_the_client_logs_in_and_the_verifier_agrees(api, base_url, verifie
         me = await gh.me()
     principal = await verifiers(base_url).averify(pair.access_token)
     assert me.session_id == principal.session_id and me.account.id == user["id"]
+
+
+async def test_a_cold_start_under_load_reads_the_keys_once(api, base_url, verifiers):
+    """Concurrent first requests (async tasks, and threads for the sync entry point) wait
+    for the one read under way instead of failing or reading again."""
+    _, pair = await new_pair(api, base_url)
+    cold = verifiers(base_url)
+    principals = await asyncio.gather(*(cold.averify(pair.access_token) for _ in range(20)))
+    assert len({p.session_id for p in principals}) == 1 and cold.jwks_fetches == 1
+    cold_sync = verifiers(base_url)
+    principals = await asyncio.gather(*(asyncio.to_thread(cold_sync.verify, pair.access_token) for _ in range(8)))
+    assert len({p.session_id for p in principals}) == 1 and cold_sync.jwks_fetches == 1
