@@ -199,3 +199,35 @@ async def test_a_cold_start_under_load_reads_the_keys_once(api, base_url, verifi
     cold_sync = verifiers(base_url)
     principals = await asyncio.gather(*(asyncio.to_thread(cold_sync.verify, pair.access_token) for _ in range(8)))
     assert len({p.session_id for p in principals}) == 1 and cold_sync.jwks_fetches == 1
+
+
+async def test_legacy_profile_tokens_read_user_id_and_refuse_their_refresh_tokens(api, base_url, verifiers):
+    """The legacy profiles' shapes (contract19.md: no `aud`, the library's own type claim,
+    an integer `user_id`), signed with Gatehouse's key: a verifier with `audience=None`."""
+    _, pair = await new_pair(api, base_url)
+    base = {k: v for k, v in claims_of(pair.access_token).items() if k not in ("aud", "typ", "type")}
+    key = serialization.load_pem_private_key(RSA_PEM.encode(), None)
+    legacy = verifiers(base_url, audience=None)
+
+    def sign(claims: dict, typ: str = "at+jwt") -> str:
+        return jwt.encode(claims, key, "RS256", headers={"kid": KID, "typ": typ})
+
+    drf = await legacy.averify(sign({**base, "token_type": "access", "user_id": 41, "typ": "access"}))
+    phone = await legacy.averify(sign({**base, "type": "access", "fresh": True, "typ": "access"}))
+    simple = await legacy.averify(sign({**base, "type": "access_token", "user_id": 43, "typ": "access"}))
+    assert (drf.account_id, phone.account_id, simple.account_id) == (41, None, 43)
+    assert drf.uid == phone.uid == simple.uid == base["sub"]
+    assert phone.claims["fresh"] is True
+    assert (await legacy.averify(sign({**base, "account_id": 44, "user_id": 45, "roles": ["admin"]}))).account_id == 44
+    for refresh in (
+        {**base, "token_type": "refresh", "user_id": 41},
+        {**base, "type": "refresh"},
+        {**base, "typ": "refresh"},
+    ):
+        with pytest.raises(InvalidToken):
+            await legacy.averify(sign(refresh))
+    with pytest.raises(InvalidToken):
+        await legacy.averify(sign({**base, "token_type": "access"}, typ="refresh+jwt"))
+    # `roles` becomes a tuple of strings; anything else in it is dropped.
+    odd = await legacy.averify(sign({**base, "roles": ["admin", 7, None, "ops"]}))
+    assert odd.roles == ("admin", "ops") and odd.has_role("ops") and not odd.has_role("root")
