@@ -12,13 +12,20 @@
 No token: the authentication class steps aside (`request.user` is anonymous and
 `IsAuthenticated` answers 401 with the bare challenge); a bad token: 401 with
 `error="invalid_token"`; Gatehouse unreachable: 503.
+
+Plain Django views (no DRF): `@gatehouse_required` puts the Principal in
+`request.gatehouse_principal` (and a `GatehouseUser` in `request.user`) or answers the
+401/503 itself, as JSON.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.http import JsonResponse
 from django.utils.module_loading import import_string
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
@@ -88,3 +95,20 @@ class GatehouseAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Any) -> str:
         return getattr(request, "_gatehouse_challenge", None) or f'Bearer realm="{REALM}"'
+
+
+def gatehouse_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A plain Django view that needs a good access token (the verifier from settings)."""
+
+    @functools.wraps(view)
+    def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            principal = get_verifier().verify(token_from_header(request.META.get("HTTP_AUTHORIZATION")))
+        except InvalidToken as e:
+            answer = refusal(e)
+            return JsonResponse(answer.body, status=answer.status, headers=answer.headers)
+        request.gatehouse_principal = principal
+        request.user = GatehouseUser(principal)
+        return view(request, *args, **kwargs)
+
+    return wrapper

@@ -206,3 +206,29 @@ async def test_django_rest_framework_authentication(api, base_url, clock, admin_
         return await asyncio.to_thread(get, token)
 
     await check_adapter(call, api, base_url, clock, admin_client, revocations)
+
+
+async def test_django_plain_view_decorator(api, base_url, clock, admin_client, revocations, verifier):
+    await asyncio.to_thread(django_view)  # configures Django once
+    from django.test import RequestFactory, override_settings
+    from gatehouse_client.django import gatehouse_required
+
+    @gatehouse_required
+    def whoami(request):
+        from django.http import JsonResponse
+
+        assert request.user.id == request.gatehouse_principal.account_id
+        return JsonResponse(view(request.gatehouse_principal))
+
+    factory = RequestFactory()
+
+    def get(token: str | None):
+        extra = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+        with override_settings(GATEHOUSE_VERIFIER=verifier):
+            response = whoami(factory.get("/whoami", **extra))
+        return response.status_code, response.headers, json.loads(response.content)
+
+    async def call(token: str | None):
+        return await asyncio.to_thread(get, token)
+
+    await check_adapter(call, api, base_url, clock, admin_client, revocations)
