@@ -18,7 +18,7 @@ import jwt
 import pytest
 from conftest import SERVICE_KEY, new_pair
 from gatehouse_client import Principal, RevocationWatcher, Verifier
-from test_sdk_revocations import BOUND, report
+from test_sdk_revocations import WORST, report
 
 Call = Callable[[str | None], Awaitable[tuple[int, Any, dict]]]  # token -> (status, headers, body)
 BARE = 'Bearer realm="gatehouse"'
@@ -80,7 +80,7 @@ async def check_adapter(call: Call, api, base_url, clock, admin_client, revocati
         status, headers, _ = await call(pair.access_token)
         if status == 401:
             break
-        assert status == 200 and time.monotonic() - kicked_at < BOUND, "still accepted past the bound"
+        assert status == 200 and time.monotonic() - kicked_at < WORST, "still accepted past the bound"
         await asyncio.sleep(0.01)
     report(f"kicked -> 401 ({'live' if revocations.live else 'fake'} feed)", [time.monotonic() - kicked_at])
     assert headers["WWW-Authenticate"].startswith(INVALID) and "ended" in headers["WWW-Authenticate"]

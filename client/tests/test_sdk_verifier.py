@@ -205,7 +205,9 @@ async def test_legacy_profile_tokens_read_user_id_and_refuse_their_refresh_token
     """The legacy profiles' shapes (contract19.md: no `aud`, the library's own type claim,
     an integer `user_id`), signed with Gatehouse's key: a verifier with `audience=None`."""
     _, pair = await new_pair(api, base_url)
-    base = {k: v for k, v in claims_of(pair.access_token).items() if k not in ("aud", "typ", "type", "account_id", "roles")}
+    base = {
+        k: v for k, v in claims_of(pair.access_token).items() if k not in ("aud", "typ", "type", "account_id", "roles")
+    }
     key = serialization.load_pem_private_key(RSA_PEM.encode(), None)
     legacy = verifiers(base_url, audience=None)
 
