@@ -135,6 +135,8 @@ INTROSPECTION = {
                 "aud": {"anyOf": [STR, array(STR)]},
                 "jti": STR,
                 "sid": STR,
+                "account_id": INT,
+                "roles": array(STR),
                 "username": STR,
             },
             # `aud`: a token's own; the legacy profiles' tokens carry none (README "JWT pairs").

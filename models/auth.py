@@ -398,6 +398,9 @@ class AuthService:
             **({"aud": claims["aud"]} if "aud" in claims else {}),
             "jti": claims["jti"],
             "sid": session.id,
+            # Gatehouse's own, as its access JWTs carry them: for an opaque token too.
+            "account_id": account.id,
+            "roles": sorted(account.roles),
         }
         # A human-readable name of the account: its username, else the e-mail or phone it
         # logs in with (document 000's and 001's accounts have no username).

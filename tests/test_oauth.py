@@ -124,6 +124,7 @@ async def test_authlib_resource_server_introspects_tokens_of_every_style(sinks, 
     account = await gatehouse.accounts.find_by_id(session["account"]["id"])
     assert facts["active"] is True and facts["token_type"] == "Bearer" and facts["token_use"] == "access_token"
     assert facts["sub"] == account.uid and facts["sid"] == session["session"]
+    assert facts["account_id"] == account.id and facts["roles"] == sorted(account.roles)
     assert facts["username"] in (account.username, account.email, account.phone)
     assert facts["iss"] == gatehouse.config.jwt.jwt_issuer and facts["exp"] > facts["iat"]
     if access.count(".") == 2:  # a JWT: its own claims, never a hard-coded audience (none: a legacy profile's)
