@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import threading
 import time
@@ -212,7 +213,9 @@ class RevocationWatcher:
 
     async def poll(self, http: httpx.AsyncClient) -> dict[str, Any]:
         """One request of the feed; applies its answer and moves the cursor."""
-        params: dict[str, Any] = {"wait": f"{self.wait:g}" if self.cursor is not None else "0"}
+        # The feed takes whole seconds (0..25): a fractional wait is rounded up, never sent
+        # as "2.5", which the feed refuses with a 400 that would read as a refused cursor.
+        params: dict[str, Any] = {"wait": str(math.ceil(self.wait)) if self.cursor is not None else "0"}
         if self.cursor is not None:
             params["since"] = self.cursor
         response = await http.get(self.url, params=params, headers={"Authorization": f"Bearer {self.service_key}"})
