@@ -71,7 +71,10 @@ def decode_cursor(cursor: str) -> datetime:
     digits = cursor.removeprefix(CURSOR_PREFIX)
     if not cursor.startswith(CURSOR_PREFIX) or not digits.isascii() or not digits.isdigit() or len(digits) > 15:
         raise InvalidRequest("'since' is not a cursor this feed gave out", field="since")
-    return datetime.fromtimestamp(int(digits) / 1000, UTC)
+    try:
+        return datetime.fromtimestamp(int(digits) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):  # past year 9999: no cursor this feed gave out
+        raise InvalidRequest("'since' is not a cursor this feed gave out", field="since") from None
 
 
 def _aware(value: datetime) -> datetime:
