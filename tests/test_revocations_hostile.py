@@ -1,5 +1,5 @@
-"""Review of issue 19 (s19-review): hostile input to the revocation feed and token
-confusion between the profiles."""
+"""Hostile input to the revocation feed: odd `since` and `wait` values are 400s, never a
+500 (a cursor past the year 9999 included)."""
 
 from __future__ import annotations
 
