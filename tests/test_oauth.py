@@ -487,3 +487,24 @@ async def test_the_native_introspection_and_revocation_are_unchanged(api):
     r = await api.post("/auth/revoke", {"token": token}, token=token)
     assert r.status == 200 and r.data["code"] == "SUCCESS" and r.data["data"] is None
     assert (await api.get("/auth/me", token=token)).status == 403
+
+
+async def test_thirty_parallel_revokes_racing_thirty_refreshes_end_the_session_once(api, gatehouse):
+    """The same refresh token revoked 30 times at once while 30 refreshes of it race:
+    every revoke is an empty 200, the session ends once (one logout event), and once the
+    revokes have answered no token of the session works, whichever refreshes won."""
+    access, refresh = await native_pair(api, None)
+    sid = claims_of(access)["sid"]
+    body = {"refresh_token": refresh}
+    answers = await asyncio.gather(
+        *(revoke(api, refresh) for _ in range(30)), *(api.post("/auth/token/refresh", body) for _ in range(30))
+    )
+    revokes, refreshes = answers[:30], answers[30:]
+    assert [(r.status, r.body) for r in revokes] == [(200, b"")] * 30
+    assert all(r.status in (200, 401) for r in refreshes), [r.status for r in refreshes]
+    assert len(await events_of(gatehouse, sid)) == 1
+    issued = [r.data["data"] for r in refreshes if r.status == 200]
+    for token in [access] + [pair["access_token"] for pair in issued]:
+        assert (await api.get("/auth/me", token=token)).status == 403
+    for token in [refresh] + [pair["refresh_token"] for pair in issued]:
+        assert (await api.post("/auth/token/refresh", {"refresh_token": token})).status == 401

@@ -125,3 +125,18 @@ BAD = ["since=x", "since=r1.abc", "since=r1.99999999999999999", "since=r1.999999
 async def test_bad_queries_are_400s(api, settings, query):
     r = await api.get("/auth/revocations?" + query, headers=BEARER)
     assert r.status == 400 and r.data["error"] == "invalid_request", r.data
+
+
+async def test_twenty_parallel_kicks_each_come_exactly_once(api, settings):
+    """Twenty sessions kicked at once, by logout and by the admin API in parallel (so
+    their stamps crowd the same milliseconds): the feed gives each exactly once."""
+    cursor = (await feed(api)).data["cursor"]
+    user = await register(api)
+    tokens = [await login(api, user) for _ in range(20)]
+    sids = [(await api.get("/auth/me", token=t)).data["data"]["session"] for t in tokens]
+    await asyncio.gather(
+        *(api.post("/auth/logout", token=t) for t in tokens[:10]),
+        *(api.delete(f"/admin/api/sessions/{sid}", headers=BEARER) for sid in sids[10:]),
+    )
+    entries, _ = await collect(api, cursor, set(sids))
+    assert sorted(e["sid"] for e in entries) == sorted(sids)
