@@ -355,7 +355,7 @@ class AuthService:
         claims = facts.claims
         return {
             "active": True,
-            "sub": claims["sub"],
+            "sub": account.uid,  # drf's and simple's tokens carry no `sub`
             "sid": claims["sid"],
             "exp": claims["exp"],
             "iat": claims["iat"],

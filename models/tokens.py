@@ -126,7 +126,7 @@ def rotates(style: str) -> bool:
 @dataclass(frozen=True)
 class Profile:
     """What the tokens of a group of API styles carry beside Gatehouse's own claims
-    (`iss`, `sub`, `sid`, `jti`, `typ`, `iat`, `nbf`, `exp`; `roles` in access tokens),
+    (`iss`, `sid`, `jti`, `typ`, `iat`, `nbf`, `exp`; `roles` in access tokens),
     and so what Gatehouse requires of them.
 
     `kinds`: per kind (access, refresh), the claims naming it in the library's words, with
@@ -135,13 +135,18 @@ class Profile:
     Gatehouse profile only: PyJWT, and so every library on it, refuses a token with an
     `aud` when the verifier names none). `account_claim`: the claim carrying the integer
     account id. `fresh`: flask-jwt-extended's `fresh` (true in an access token from a
-    login, false after a refresh and in refresh tokens)."""
+    login, false after a refresh and in refresh tokens). `subject`: the token carries
+    `sub` (the account's uid). drf's and simple's do not: with one shared HS256 secret,
+    flask-jwt-extended (the phone back end) takes any token with a `sub` and no
+    `type: refresh` for an access token, and its "Missing claim: sub" is what keeps
+    those styles' tokens — refresh tokens included — out of it."""
 
     name: str
     kinds: Mapping[str, Mapping[str, str]]
     audience: bool = False
     account_claim: str | None = None
     fresh: bool = False
+    subject: bool = True
 
     def claims(self, kind: str, account_id: int, *, fresh: bool = False) -> dict:
         """This profile's own claims in a token of `kind`."""
@@ -154,7 +159,7 @@ class Profile:
 
     def fits(self, claims: dict, kind: str) -> bool:
         """Whether verified `claims` have this profile's shape for `kind`."""
-        if ("aud" in claims) != self.audience:
+        if ("aud" in claims) != self.audience or ("sub" in claims) != self.subject:
             return False
         if any(claims.get(name) != value for name, value in self.kinds[kind].items()):
             return False
@@ -173,11 +178,11 @@ PROFILES = {
         # native and v1: `type` repeats `typ` (as every token did before the profiles).
         Profile("gatehouse", {k: {"type": k} for k in KINDS}, audience=True, account_claim="account_id"),
         # djangorestframework-simplejwt's defaults: TOKEN_TYPE_CLAIM, USER_ID_CLAIM.
-        Profile("drf", {k: {"token_type": k} for k in KINDS}, account_claim="user_id"),
+        Profile("drf", {k: {"token_type": k} for k in KINDS}, account_claim="user_id", subject=False),
         # flask-jwt-extended's: `type`, `fresh`, the identity in `sub` (the account's uid).
         Profile("phone", {k: {"type": k} for k in KINDS}, fresh=True),
         # Document 002's sample: {"user_id": 1, "type": "access_token", …}.
-        Profile("simple", {k: {"type": f"{k}_token"} for k in KINDS}, account_claim="user_id"),
+        Profile("simple", {k: {"type": f"{k}_token"} for k in KINDS}, account_claim="user_id", subject=False),
     )
 }
 STYLE_PROFILES = {"native": "gatehouse", "v1": "gatehouse", "drf": "drf", "phone": "phone", "simple": "simple"}
@@ -197,7 +202,7 @@ def shape_of(claims: dict, kind: str) -> str:
     for profile in PROFILES.values():
         if profile.fits(claims, kind):
             return profile.name
-    if "aud" in claims and claims.get("type") == kind and "account_id" not in claims:
+    if "aud" in claims and "sub" in claims and claims.get("type") == kind and "account_id" not in claims:
         return PREVIOUS
     raise TokenInvalid()
 
@@ -208,7 +213,7 @@ def fits_style(shape: str, style: str) -> bool:
     return shape == STYLE_PROFILES.get(style) or shape == PREVIOUS
 
 
-REQUIRED = ["exp", "iat", "nbf", "sub", "sid", "jti", "typ", "iss"]
+REQUIRED = ["exp", "iat", "nbf", "sid", "jti", "typ", "iss"]  # `sub`: by profile
 # The header `typ` of each kind (RFC 8725 §3.11 explicit typing): RFC 9068's for access
 # tokens, which resource servers may insist on; our own for refresh tokens. The `typ`
 # claim, which Gatehouse checks, says the same.
@@ -350,7 +355,7 @@ class Tokens:
         claims = {
             "iss": self.config.jwt_issuer,
             **({"aud": self.audience(typ)} if profile.audience else {}),
-            "sub": account.uid,
+            **({"sub": account.uid} if profile.subject else {}),
             "sid": session.id,
             "jti": jti,
             "typ": typ,

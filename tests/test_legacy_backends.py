@@ -109,7 +109,7 @@ def ensure_django_user(account_id: int) -> None:
 async def drf_tokens(api, gatehouse, sinks) -> tuple[str, str, int]:
     access, refresh = await drf_pair(api, sinks)
     account = await gatehouse.accounts.find_by_id(claims_of(access)["user_id"])
-    assert account is not None and account.uid == claims_of(access)["sub"]
+    assert account is not None and "sub" not in claims_of(access)  # see tests/test_shared_secret.py
     await in_django(ensure_django_user, account.id)
     return access, refresh, account.id
 
@@ -252,7 +252,7 @@ async def test_a_plain_pyjwt_check_reads_simple_tokens(api, gatehouse, settings)
     claims = jwt.decode(token, SECRET, algorithms=["HS256"])  # what 002's back end runs
     account = await gatehouse.accounts.find_by_login(name)
     assert (claims["user_id"], claims["type"]) == (account.id, "access_token")
-    assert claims["exp"] > claims["iat"] and claims["sub"] == account.uid
+    assert claims["exp"] > claims["iat"] and "sub" not in claims
     assert (await api.get("/auth/me", token=token)).status == 200  # and Gatehouse takes it too
 
 
@@ -272,11 +272,12 @@ def without(claims: dict, *names: str) -> dict:
 
 
 def as_drf(c: dict) -> dict:
-    return {**without(c, "aud", "type", "account_id"), "token_type": c["typ"], "user_id": c["account_id"]}
+    return {**without(c, "aud", "sub", "type", "account_id"), "token_type": c["typ"], "user_id": c["account_id"]}
 
 
 def as_gatehouse(c: dict) -> dict:
-    return {**without(c, "token_type", "user_id"), "aud": "gatehouse", "type": c["typ"], "account_id": c["user_id"]}
+    shaped = {**without(c, "token_type", "user_id"), "aud": "gatehouse", "type": c["typ"]}
+    return {**shaped, "sub": "an-account-uid", "account_id": c["user_id"]}
 
 
 RESHAPED = {
@@ -284,6 +285,8 @@ RESHAPED = {
     "native shaped as drf's": ("native", as_drf),
     "native shaped as phone's": ("native", lambda c: {**without(c, "aud", "account_id"), "fresh": True}),
     "drf with an aud": ("drf", lambda c: {**c, "aud": "gatehouse"}),
+    "drf with a sub": ("drf", lambda c: {**c, "sub": "an-account-uid"}),
+    "native without its sub": ("native", lambda c: without(c, "sub")),
     "drf shaped as Gatehouse's": ("drf", as_gatehouse),
     "drf shaped as simple's": ("drf", lambda c: {**without(c, "token_type"), "type": "access_token"}),
     "drf whose token_type is the other kind's": (
@@ -309,16 +312,24 @@ async def test_a_token_not_shaped_as_its_sessions_profile_is_refused(sinks, api,
     assert facts == {"active": False}
 
 
-def previous_version(c: dict) -> dict:
+def previous_version(uid: str) -> Callable[[dict], dict]:
     """The claims the version before the profiles put in every style's tokens."""
-    kept = without(c, "token_type", "user_id", "account_id", "roles", "fresh")
-    return {**kept, "aud": "gatehouse" if c["typ"] == "access" else "gatehouse/refresh", "type": c["typ"]}
+
+    def change(c: dict) -> dict:
+        kept = without(c, "token_type", "user_id", "account_id", "roles", "fresh")
+        aud = "gatehouse" if c["typ"] == "access" else "gatehouse/refresh"
+        return {**kept, "sub": uid, "aud": aud, "type": c["typ"]}
+
+    return change
 
 
 @pytest.mark.parametrize("style", PAIRS)
 async def test_tokens_of_the_previous_version_work_until_they_expire(sinks, api, gatehouse, style):
     access, refresh = await PAIRS[style](api, sinks)
-    old_access, old_refresh = resign(gatehouse, access, previous_version), resign(gatehouse, refresh, previous_version)
+    claims = claims_of(access)
+    account = await gatehouse.accounts.find_by_id(claims.get("account_id") or claims["user_id"])
+    old = previous_version(account.uid)
+    old_access, old_refresh = resign(gatehouse, access, old), resign(gatehouse, refresh, old)
     assert (await api.get("/auth/me", token=old_access)).status == 200
     assert (await gatehouse.auth.introspect(old_access))["aud"] == "gatehouse"
     path, name = REFRESH_ROUTES[style]

@@ -58,18 +58,19 @@ class GatehouseUser:
         self.principal = principal
         self.id = self.pk = principal.account_id
         self.uid = principal.uid
-        self.username = principal.uid
+        # drf's and simple's tokens name the account by its integer id only.
+        self.username = principal.uid or str(principal.account_id)
         self.roles = principal.roles
         self.is_staff = self.is_superuser = "admin" in principal.roles
 
     def __str__(self) -> str:
-        return f"GatehouseUser({self.uid})"
+        return f"GatehouseUser({self.username})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, GatehouseUser) and other.uid == self.uid
+        return isinstance(other, GatehouseUser) and (other.id, other.uid) == (self.id, self.uid)
 
     def __hash__(self) -> int:
-        return hash(self.uid)
+        return hash((self.id, self.uid))
 
 
 class GatehouseUnavailable(exceptions.APIException):

@@ -16,7 +16,9 @@ class Principal:
       claim (the Gatehouse profile), else `user_id` (the drf and simple profiles), else
       the introspection answer's; None when the token carries neither (the phone profile
       names the account by its uid only).
-    - `uid`: the account's UUID (`sub`), always present.
+    - `uid`: the account's UUID (`sub`); None in tokens of the drf and simple profiles,
+      which name the account by `user_id` only (introspection answers always carry it).
+      Every principal has one of the two.
     - `session_id`: the session (`sid`) the token belongs to: what a kick ends.
     - `roles`: the account's roles when the token was minted (`roles` claim). A role
       granted or taken away reaches offline verifiers with the next access token.
@@ -24,7 +26,7 @@ class Principal:
     """
 
     account_id: int | None
-    uid: str
+    uid: str | None
     session_id: str
     roles: tuple[str, ...] = ()
     claims: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -45,7 +47,7 @@ class Principal:
         roles = tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list | tuple) else ()
         return cls(
             account_id=account_id,
-            uid=str(claims["sub"]),
+            uid=None if claims.get("sub") is None else str(claims["sub"]),
             session_id=str(claims["sid"]),
             roles=roles,
             claims=MappingProxyType(dict(claims)),

@@ -257,7 +257,7 @@ class Verifier:
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway,
-                options={"require": ["exp", "iat", "sub", "sid", "iss"]},
+                options={"require": ["exp", "iat", "sid", "iss"]},
             )
         except jwt.ExpiredSignatureError:
             raise InvalidToken("expired", "the access token expired") from None
@@ -266,9 +266,10 @@ class Verifier:
         for name in ("typ", "type", "token_type"):
             if name in claims and claims[name] not in ACCESS_TYPES:
                 raise InvalidToken("invalid", "not an access token")
-        if not isinstance(claims["sid"], str) or not isinstance(claims["sub"], str | int):
-            raise InvalidToken("invalid", "malformed sid or sub")
-        return Principal.from_claims(claims)
+        principal = Principal.from_claims(claims)
+        if not isinstance(claims["sid"], str) or (principal.uid is None and principal.account_id is None):
+            raise InvalidToken("invalid", "no session, or no account (sub, account_id or user_id)")
+        return principal
 
     def _should_fetch(self, kid: str | None, alg: Any) -> str:
         """Whether this verification reads the JWKS first (FETCH): never read yet, older
