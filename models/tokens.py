@@ -25,7 +25,7 @@ import hmac
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -49,8 +49,8 @@ from .values import Account, Caller, Pair, Session, TokenFacts
 class Key:
     kid: str
     alg: str
-    signing_key: Any
-    verifying_key: Any
+    signing_key: Any = field(repr=False)  # an HS256 key is the secret's bytes: never in a log line
+    verifying_key: Any = field(repr=False)
     jwk: dict | None  # public JWK, for asymmetric keys only
 
 

@@ -88,6 +88,7 @@ def test_the_jwt_secret_is_the_hs256_key_byte_for_byte_and_never_shown(tmp_path)
     assert secret not in repr(loaded) and secret not in repr(loaded.jwt)
     keys = KeyRing(loaded.jwt, loaded.secret_key)
     assert keys.signing.alg == "HS256" and keys.signing.signing_key == secret.encode()
+    assert str(secret.encode())[2:-1] not in repr(keys.signing) and secret not in repr(keys.by_kid)
     # The derived key (unset: the signing one) still verifies tokens signed before the switch.
     unset = KeyRing(load_config({"GATEHOUSE_DATA_DIR": str(tmp_path)}).jwt, loaded.secret_key)
     assert unset.signing.signing_key == derived_secret(loaded.secret_key)
