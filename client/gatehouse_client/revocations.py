@@ -3,9 +3,9 @@
 `RevocationWatcher` long-polls Gatehouse's `GET /auth/revocations` (a service-key API)
 and keeps what it learns in a `RevocationSet`: the sessions that ended and the accounts
 that are disabled. A `Verifier` given that set refuses a token whose session ended even
-though its signature and `exp` are still good. Gatehouse wakes a waiting poll at once
-when a session ends in the same process (within about 0.25 s from another one), so
-the app learns of a kick within one round trip of that.
+though its signature and `exp` are still good. Gatehouse holds a waiting poll and looks
+for new entries every 0.25 s; an entry is paged once the database's writes of that moment
+have settled (half a second), so the app learns of a kick within about 0.75 s.
 """
 
 from __future__ import annotations
@@ -117,6 +117,15 @@ class FeedError(Exception):
         self.status = status
 
 
+def _about_since(response: httpx.Response) -> bool:
+    """Whether a 400 from the feed is about `since` (its description names it)."""
+    try:
+        description = response.json().get("error_description", "")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(description, str) and "since" in description
+
+
 class RevocationWatcher:
     """Follows `GET /auth/revocations` in an asyncio task (`start`/`stop`), or in a thread
     of its own for sync apps (`start_thread`/`stop_thread`).
@@ -188,7 +197,7 @@ class RevocationWatcher:
         timeout = httpx.Timeout(10.0, read=self.wait + 10.0)
         async with httpx.AsyncClient(timeout=timeout, transport=self.transport) as http:
             while True:
-                started, held = time.monotonic(), self.cursor is not None and self.wait > 0
+                started = time.monotonic()
                 try:
                     page = await self.poll(http)
                 except (httpx.HTTPError, FeedError, ValueError, KeyError, TypeError) as e:
@@ -205,10 +214,10 @@ class RevocationWatcher:
                 self.revocations.last_ok = self.revocations.clock()
                 if self._ready is not None:
                     self._ready.set()
-                # An empty answer that came back at once, when the poll asked to wait, is
-                # an intermediary that does not hold requests: do not spin.
+                # An empty answer that came back at once — `wait=0`, or an intermediary
+                # that does not hold requests — is not asked again at once: do not spin.
                 empty = not page.get("sessions") and not page.get("accounts")
-                if empty and not page.get("more") and held and time.monotonic() - started < 0.05:
+                if empty and not page.get("more") and time.monotonic() - started < 0.05:
                     await asyncio.sleep(0.25)
 
     async def poll(self, http: httpx.AsyncClient) -> dict[str, Any]:
@@ -219,9 +228,10 @@ class RevocationWatcher:
         if self.cursor is not None:
             params["since"] = self.cursor
         response = await http.get(self.url, params=params, headers={"Authorization": f"Bearer {self.service_key}"})
-        if response.status_code == 400 and self.cursor is not None:
+        if response.status_code == 400 and self.cursor is not None and _about_since(response):
             # A cursor the feed cannot read (corrupt, from another deployment): start
-            # from now rather than never again.
+            # from now rather than never again. Any other 400 keeps the cursor: dropping
+            # it on every poll would look healthy and never learn of a kick.
             log.error("revocation feed refused cursor %r (%s); starting from now", self.cursor, response.text[:200])
             self.cursor = None
             raise FeedError(400, "cursor refused")

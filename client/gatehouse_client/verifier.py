@@ -308,7 +308,7 @@ class Verifier:
         if response.status_code != 200:
             raise ValueError(f"{response.url} answered {response.status_code}")
         keys: dict[str, PyJWK] = {}
-        for jwk in response.json().get("keys", []):
+        for jwk in _json_object(response).get("keys", []):
             if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str):
                 continue
             if jwk.get("use", "sig") != "sig" or jwk.get("kty") == "oct":
@@ -356,7 +356,10 @@ class Verifier:
             if response.status_code == 401:
                 log.error("gatehouse: /oauth/introspect refused the service key")
             raise InvalidToken("unavailable", f"introspection answered {response.status_code}")
-        answer = response.json()
+        try:
+            answer = _json_object(response)
+        except ValueError as e:
+            raise InvalidToken("unavailable", f"introspection answered no JSON object: {e}") from None
         principal: Principal | None = None
         if answer.get("active") is True and answer.get("token_use", "access_token") == "access_token":
             if isinstance(answer.get("sid"), str) and answer.get("sub") is not None:
@@ -384,3 +387,12 @@ class Verifier:
                 raise InvalidToken("unavailable", "the revocation feed is not being followed")
         if revocations.is_revoked(principal.session_id, principal.account_id, principal.uid):
             raise InvalidToken("revoked", "the session ended or the account is disabled")
+
+
+def _json_object(response: httpx.Response) -> dict:
+    """The answer's JSON object; ValueError for anything else (an HTML error page from a
+    proxy, a list), which the callers treat as Gatehouse being unreachable, not a 500."""
+    answer = response.json()  # JSONDecodeError is a ValueError
+    if not isinstance(answer, dict):
+        raise ValueError(f"{response.url} answered {type(answer).__name__}, not a JSON object")
+    return answer

@@ -122,14 +122,16 @@ class FakeFeed:
             return self.answer(h, 404, {"error": "not_found"})
         if h.headers.get("Authorization") != f"Bearer {self.key}":
             return self.answer(h, 401, {"error": "invalid_token"})
-        wait = min(float(query.get("wait", 0)), 25)
+        if not query.get("wait", "0").isdigit() or int(query.get("wait", "0")) > 25:  # as Gatehouse's feed
+            return self.answer(h, 400, {"error": "invalid_request", "error_description": "'wait' must be 0..25"})
+        wait = int(query.get("wait", "0"))
         with self.cond:
             if "since" not in query:
                 start = len(self.log)
             elif query["since"].isdigit() and int(query["since"]) <= len(self.log):
                 start = int(query["since"])
             else:
-                return self.answer(h, 400, {"error": "invalid_request", "error_description": "bad since"})
+                return self.answer(h, 400, {"error": "invalid_request", "error_description": "'since' is no cursor"})
             self.cond.wait_for(lambda: self.closed or len(self.log) > start, timeout=wait if "since" in query else 0)
             page = self.log[start : start + self.page_size]
             more = start + len(page) < len(self.log)
