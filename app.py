@@ -49,6 +49,8 @@ from models.db import connect, db_name_from_uri, ensure_indexes, indexes_ready, 
 from models.errors import AccountExists, DeliveryFailed
 from models.events import EventLog
 from models.followups import Followups
+from models.mfa import FactorList, Factors
+from models.mfa_flows import MfaFlows
 from models.notices import Notifier
 from models.otp import CodeFlows
 from models.passwords import PasswordHasher
@@ -128,6 +130,9 @@ class Gatehouse:
         # The apps' subscribers poll like the session caches do: on the feed's own client.
         self.revocations = RevocationFeed(feed_db if feed_db is not None else db)
         self.codes = Codes(db, clock, config.codes, config.secret_key, self.limits)
+        self.factors = Factors(
+            db, clock, config.mfa, config.throttle, config.secret_key, self.accounts, self.events, self.limits
+        )
         messages = self.build_delivery(db)
         self.auth = AuthService(
             config.sessions,
@@ -142,8 +147,10 @@ class Gatehouse:
             self.resolver,
             self.followups,
             notify=Notifier(messages, self.queue).notify,
+            factors=self.factors,
         )
         self.admin = self.build_admin(admin_db if admin_db is not None else db)
+        self.mfa = MfaFlows(self.auth, self.factors)
         self.flows = CodeFlows(config.codes, self.accounts, self.codes, self.auth, self.events, messages, self.queue)
 
     def build_resolver(self, feed_db: AsyncDatabase, changes: Changes) -> Resolver:
@@ -184,6 +191,7 @@ class Gatehouse:
             clock,
             # The outbox is delivery's collection: the domain reads it through this method.
             outbox=self.delivery.outbox_messages,
+            factors=FactorList(db),
         )
         return bounded(admin, self.admin_limit)
 

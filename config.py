@@ -418,6 +418,62 @@ class SessionSettings:
 
 
 @dataclass(frozen=True)
+class MfaSettings:
+    """Second factors: TOTP and recovery codes, the MFA challenge, step-up."""
+
+    mfa_policy: str = setting(
+        "GATEHOUSE_MFA",
+        "optional",
+        "who must have a second factor: an account the policy covers that has none can log in only to add one",
+        choices=("optional", "required_for_admins", "required"),
+    )
+    mfa_enrol_seconds: int = setting(
+        "GATEHOUSE_MFA_ENROL_SECONDS",
+        900,
+        "lifetime of the enrolment-only session such an account gets at login",
+        lo=60,
+        hi=DAY,
+    )
+
+    mfa_max_factors: int = setting(
+        "GATEHOUSE_MFA_MAX_FACTORS", 5, "TOTP factors one account may have (recovery codes aside)", lo=1, hi=20
+    )
+    mfa_challenge_seconds: int = setting(
+        "GATEHOUSE_MFA_CHALLENGE_SECONDS",
+        300,
+        "how long the MFA challenge between a login's first and second step lives",
+        lo=30,
+        hi=HOUR,
+    )
+    mfa_challenge_attempts: int = setting(
+        "GATEHOUSE_MFA_CHALLENGE_ATTEMPTS", 5, "second-factor codes one challenge may try before it dies", lo=1, hi=20
+    )
+    mfa_failures_per_account: int = setting(
+        "GATEHOUSE_MFA_FAILURES_PER_ACCOUNT",
+        10,
+        "wrong second-factor codes per account per login-failure window, across its challenges",
+        lo=1,
+        hi=1000,
+    )
+    mfa_failures_per_ip: int = setting(
+        "GATEHOUSE_MFA_FAILURES_PER_IP",
+        100,
+        "wrong second-factor codes per client IP (IPv6: per /64) per login-failure window",
+        lo=1,
+        hi=1_000_000,
+    )
+    previous_secret_keys: tuple[str, ...] = setting(
+        "GATEHOUSE_PREVIOUS_SECRET_KEYS",
+        (),
+        "comma list of former `SECRET_KEY`s whose encrypted TOTP secrets stay readable after a rotation"
+        " (each is re-encrypted with the current key when next used)",
+        load=_service_keys,
+        shown="none",
+        secret=True,
+    )
+
+
+@dataclass(frozen=True)
 class ConsoleSettings:
     """Console sessions."""
 
@@ -643,6 +699,7 @@ class Config:
     passwords: PasswordSettings = group(PasswordSettings)
     sessions: SessionSettings = group(SessionSettings)
     console: ConsoleSettings = group(ConsoleSettings)
+    mfa: MfaSettings = group(MfaSettings)
     throttle: ThrottleSettings = group(ThrottleSettings)
     codes: CodeSettings = group(CodeSettings)
     jwt: JwtSettings = group(JwtSettings)

@@ -17,6 +17,7 @@ sets the variable and re-selects the value class, and refuses once metrics exist
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,11 @@ def _create() -> dict[str, Any]:
         CODES=Counter("gatehouse_codes_total", "One-time codes sent or failed to send", ["outcome"]),
         REUSE=Counter("gatehouse_refresh_reuse_total", "Refresh tokens replayed after rotation (session revoked)"),
         KICKS=Counter("gatehouse_kicks_total", "Kick operations (one session or all of an account)"),
+        MFA=Counter(
+            "gatehouse_mfa_total",
+            "Second-factor codes checked, by factor (totp, recovery) and outcome",
+            ["factor", "outcome"],
+        ),
         # Counted by the supervisor of `--processes N` itself, into the same directory.
         WORKER_RESTARTS=Counter("gatehouse_worker_restarts_total", "Worker processes started again after one died"),
         SHED=Counter("gatehouse_shed_requests_total", "Requests refused at once (503) because too many were in flight"),
@@ -77,6 +83,7 @@ LOGINS = _Metric("LOGINS")
 CODES = _Metric("CODES")
 REUSE = _Metric("REUSE")
 KICKS = _Metric("KICKS")
+MFA = _Metric("MFA")
 WORKER_RESTARTS = _Metric("WORKER_RESTARTS")
 SHED = _Metric("SHED")
 DEADLINES = _Metric("DEADLINES")
@@ -113,8 +120,10 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
     series[1].observe(seconds)
 
 
-def observe_event(type: str, outcome: str) -> None:
+def observe_event(type: str, outcome: str, fields: Mapping[str, Any]) -> None:
     EVENTS.labels(type, outcome).inc()
+    if type in ("mfa_verified", "mfa_failed"):
+        MFA.labels(str(fields.get("factor", "")), outcome).inc()
     if type in ("login_ok", "login_failed"):
         LOGINS.labels("ok" if type == "login_ok" else "failed").inc()
     elif type in ("code_sent", "code_failed"):

@@ -15,6 +15,7 @@ from models.accounts import account_view
 from models.admin import admin_session_view
 from models.errors import InvalidRequest, NotAuthenticated
 from models.events import event_view
+from models.mfa import factor_view
 from models.sessions import session_view
 from models.validation import Field, parse_fields
 from models.values import Account
@@ -140,7 +141,15 @@ class AccountsHandler(AdminAPIHandler):
 class AccountHandler(AdminAPIHandler):
     @doc(
         "One account with its sessions (kicked ones marked until they expire) and recent events",
-        ok=obj({"account": ref("Account"), "sessions": array(ref("Session")), "events": array(EVENT)}),
+        ok=obj(
+            {
+                "account": ref("Account"),
+                "sessions": array(ref("Session")),
+                "events": array(EVENT),
+                "factors": array(ref("Factor")),
+                "recoveryCodesLeft": INT,
+            }
+        ),
         errors=(403, 404),
     )
     async def get(self, account_id: str) -> None:
@@ -152,8 +161,21 @@ class AccountHandler(AdminAPIHandler):
                 "account": account_view(overview.account),
                 "sessions": [session_view(s) for s in overview.sessions],
                 "events": [event_view(e) for e in overview.events],
+                "factors": [factor_view(f) for f in overview.factors],
+                "recoveryCodesLeft": overview.recovery_left,
             }
         )
+
+
+class MfaResetHandler(AdminAPIHandler):
+    @doc(
+        "Remove every second factor of the account (audited; the owner is told): for a user who lost them",
+        ok=obj({"removed": INT}),
+        errors=(403, 404),
+    )
+    async def post(self, account_id: str) -> None:
+        account = await self.account(account_id)
+        self.reply({"removed": await self.gatehouse.mfa.admin_reset(account, self.context(), by=self.actor)})
 
 
 class KickAllHandler(AdminAPIHandler):
@@ -229,6 +251,8 @@ class StatsHandler(AdminAPIHandler):
                 "active_accounts_24h": INT,
                 "logins_24h": INT,
                 "failed_logins_24h": INT,
+                "mfa_24h": INT,
+                "failed_mfa_24h": INT,
                 "accounts": INT,
                 "by_hour": array(obj({"hour": EPOCH, "login_ok": INT, "login_failed": INT})),
             }
@@ -249,6 +273,7 @@ def routes() -> list[Route]:
         Route("/admin/api/accounts/{account_id}/disable", DisableHandler),
         Route("/admin/api/accounts/{account_id}/enable", EnableHandler),
         Route("/admin/api/accounts/{account_id}/reset", ResetCodeHandler),
+        Route("/admin/api/accounts/{account_id}/mfa/reset", MfaResetHandler),
         Route("/admin/api/events", EventsHandler),
         Route("/admin/api/stats", StatsHandler),
     ]

@@ -32,6 +32,7 @@ from models.common import Context, canonical_ip, ip_limit_key, parse_ip
 from models.errors import (
     AccountExists,
     AdminQueryTimeout,
+    ChallengeInvalid,
     CodeInvalid,
     DeadlineExceeded,
     DeliveryFailed,
@@ -39,6 +40,8 @@ from models.errors import (
     Forbidden,
     InvalidCredentials,
     InvalidRequest,
+    MfaEnrolmentRequired,
+    MfaRequired,
     NotAuthenticated,
     NotFound,
     Overloaded,
@@ -79,6 +82,9 @@ ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (NotAuthenticated, 401, "NOT_AUTHENTICATED"),
     (TokenInvalid, 401, "INVALID_TOKEN"),
     (ReauthenticationRequired, 403, "REAUTHENTICATION_REQUIRED"),
+    (MfaRequired, 403, "MFA_REQUIRED"),
+    (MfaEnrolmentRequired, 403, "MFA_ENROLMENT_REQUIRED"),
+    (ChallengeInvalid, 401, "MFA_CHALLENGE_INVALID"),
     (Forbidden, 403, "FORBIDDEN"),
     (NotFound, 404, "NOT_FOUND"),
     (AccountExists, 409, "ACCOUNT_EXISTS"),
@@ -662,7 +668,11 @@ class APIHandler(GatehouseHandler):
         if status == 401:
             self.set_header("WWW-Authenticate", self.bearer_challenge())
         self.set_status(status)
-        self.finish(json.dumps(self.error_envelope(status, code, message, exc), separators=(",", ":")))
+        body = self.error_envelope(status, code, message, exc)
+        details = getattr(exc, "details", None)
+        if details and isinstance(body, dict):
+            body.update(details)  # an MFA challenge, what a step-up needs: for every style
+        self.finish(json.dumps(body, separators=(",", ":")))
 
     def bearer_challenge(self) -> str:
         """RFC 6750's challenge on every 401: `error="invalid_token"` when the token in

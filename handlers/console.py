@@ -18,16 +18,25 @@ from markupsafe import Markup
 from tornado.web import HTTPError
 
 from models.accounts import account_view
-from models.errors import InvalidCredentials, NotAuthenticated, Overloaded
+from models.errors import (
+    ChallengeInvalid,
+    CodeInvalid,
+    InvalidCredentials,
+    MfaEnrolmentRequired,
+    MfaRequired,
+    NotAuthenticated,
+    NotFound,
+    Overloaded,
+)
 from models.events import EVENT_TYPES
 from models.sessions import KINDS
 from models.useragent import describe
 from models.validation import Field, parse_fields
-from models.values import Account, Session
+from models.values import Account, Assurance, OpaqueLogin, Session
 
 from .admin_api import parse_time
 from .base import GatehouseHandler, translate
-from .fields import ACCOUNT_REF, ACTIVE, CURSOR, EVENT_TYPE, LOGIN_NAME, PAGE, PASSWORD, SESSION_KIND, TIME
+from .fields import ACCOUNT_REF, ACTIVE, CODE, CURSOR, EVENT_TYPE, LOGIN_NAME, PAGE, PASSWORD, SESSION_KIND, TIME
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -43,6 +52,7 @@ DONE = {
     "disabled": "Account disabled; its sessions were ended.",
     "enabled": "Account enabled.",
     "reset_sent": "A password-reset code was sent.",
+    "mfa_reset": "Every second factor of the account was removed; its owner was told.",
     "reset_nowhere": "This account has no e-mail or phone to send a code to.",
 }
 
@@ -245,8 +255,84 @@ class LoginHandler(ConsoleHandler):
         except InvalidCredentials as e:
             self.page("login.html", status=401, next=self.next_url(), error=e.message, username=f["username"])
             return
-        self.set_signed_cookie(self.cookie, login.token, expires_days=None)
+        except MfaRequired as e:  # the password was right; the second step comes next
+            self.page("login.html", next=self.next_url(), error=None, mfa=e.details["mfa"])
+            return
+        except MfaEnrolmentRequired as e:  # GATEHOUSE_MFA: an authenticator app first
+            await self.enrol_page(e.details["mfa_enrolment"]["token"])
+            return
+        self.start(login.token)
+
+    async def enrol_page(self, enrol_token: str, error: str | None = None, status: int = 200) -> None:
+        caller = await self.resolver.resolve(enrol_token, kinds=("enrol",), touch=False)
+        enrolment = await self.gatehouse.mfa.enrol_totp(caller, "console", self.context())
+        enrol = {
+            "token": enrol_token,
+            "factor": enrolment.factor.id,
+            "secret": enrolment.secret,
+            "qr": Markup(enrolment.qr_svg),  # noqa: S704 - segno's SVG of our own otpauth:// URI
+        }
+        self.page("login.html", status=status, next=self.next_url(), error=error, enrol=enrol)
+
+    def start(self, token: str) -> None:
+        self.set_signed_cookie(self.cookie, token, expires_days=None)
         self.redirect(self.next_url(), status=303)
+
+
+class LoginEnrolHandler(LoginHandler):
+    """GATEHOUSE_MFA: an administrator without a second factor adds an authenticator app
+    at the console login, and is logged in at aal2 with its first code."""
+
+    async def get(self) -> None:
+        self.redirect("/console/login", status=303)
+
+    async def post(self) -> None:
+        f = parse_fields(
+            {k: self.get_body_argument(k, None) for k in ("enrol", "factor", "code")},
+            {
+                "enrol": Field(str, required=True, max_len=128),
+                "factor": Field(str, required=True, max_len=32),
+                "code": CODE,
+            },
+        )
+        ctx = self.context()
+        try:
+            caller = await self.resolver.resolve(f["enrol"], kinds=("enrol",), touch=False)
+            done = await self.gatehouse.mfa.confirm_totp(caller, f["factor"], f["code"], ctx)
+        except (NotAuthenticated, NotFound) as e:
+            self.page("login.html", status=401, next=self.next_url(), error=e.message)
+            return
+        except CodeInvalid as e:
+            await self.enrol_page(f["enrol"], e.message, 400)
+            return
+        account = await self.accounts.get(caller.account.id)
+        login = await self.auth.opaque_login(account, ctx, kind="console", assurance=Assurance(2, ("pwd", "totp")))
+        self.set_signed_cookie(self.cookie, login.token, expires_days=None)
+        self.page("recovery_codes.html", codes=done.recovery_codes or [], next=self.next_url())
+
+
+class LoginMfaHandler(LoginHandler):
+    """The console login's second step, for an administrator with a second factor."""
+
+    async def get(self) -> None:
+        self.redirect("/console/login", status=303)
+
+    async def post(self) -> None:
+        f = parse_fields(
+            {k: self.get_body_argument(k, None) for k in ("challenge", "code")},
+            {"challenge": Field(str, required=True, max_len=128), "code": CODE},
+        )
+        try:
+            login = await self.gatehouse.mfa.verify(f["challenge"], f["code"], self.context(), kinds=("console",))
+        except CodeInvalid as e:  # the same challenge may try again, up to its cap
+            mfa = {"challenge": f["challenge"]}
+            self.page("login.html", status=400, next=self.next_url(), error=e.message, mfa=mfa)
+            return
+        except ChallengeInvalid as e:
+            self.page("login.html", status=401, next=self.next_url(), error=e.message)
+            return
+        assert isinstance(login, OpaqueLogin) and login.session.kind == "console"
+        self.start(login.token)
 
 
 class LogoutHandler(ConsoleHandler):
@@ -328,6 +414,9 @@ class AccountHandler(ConsoleHandler):
             account=account_view(overview.account),
             sessions=overview.sessions,
             events=overview.events,
+            factors=overview.factors,
+            recovery_left=overview.recovery_left,
+            has_mfa=bool(overview.account.mfa),
             now=self.clock(),
         )
 
@@ -343,6 +432,9 @@ class AccountActionHandler(ConsoleHandler):
             assert self.operator is not None
             await self.auth.set_disabled(account, action == "disable", ctx, by=self.actor, actor_id=self.operator.id)
             done = action + "d"
+        elif action == "mfa-reset":
+            await self.gatehouse.mfa.admin_reset(account, ctx, by=self.actor)
+            done = "mfa_reset"
         else:  # reset
             done = "reset_sent" if await self.flows.send_reset(account, ctx) else "reset_nowhere"
         self.back(f"/console/accounts/{account.id}", done)
@@ -384,13 +476,15 @@ def routes() -> list[tuple[str, type]]:
     return [
         (r"/console/?", DashboardHandler),
         (r"/console/login", LoginHandler),
+        (r"/console/login/mfa", LoginMfaHandler),
+        (r"/console/login/enrol", LoginEnrolHandler),
         (r"/console/logout", LogoutHandler),
         (r"/console/sessions", SessionsHandler),
         (r"/console/sessions/rows", SessionRowsHandler),
         (r"/console/sessions/([0-9a-f]{32})/kick", KickHandler),
         (r"/console/accounts", AccountsHandler),
         (r"/console/accounts/([0-9]{1,12})", AccountHandler),
-        (r"/console/accounts/([0-9]{1,12})/(kick|disable|enable|reset)", AccountActionHandler),
+        (r"/console/accounts/([0-9]{1,12})/(kick|disable|enable|reset|mfa-reset)", AccountActionHandler),
         (r"/console/events", EventsHandler),
         (r"/console/outbox", OutboxHandler),
     ]

@@ -242,7 +242,7 @@ class OtpVerifyHandler(OtpHandler):
         "Check a one-time code: a login answers like /auth/auth, a verification with `verified`",
         body=FIELDS,
         ok={"anyOf": [LOGIN_VIEW, obj({"verified": STR})]},
-        errors=(401, 429),
+        errors=(401, 403, 429),  # 403: an account with a second factor (its challenge in `mfa`)
     )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)

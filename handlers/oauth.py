@@ -138,6 +138,9 @@ INTROSPECTION = {
                 "account_id": INT,
                 "roles": array(STR),
                 "username": STR,
+                "aal": {"enum": [1, 2]},
+                "amr": array(STR),
+                "auth_time": INT,
             },
             # `aud`: a token's own; the legacy profiles' tokens carry none (README "JWT pairs").
             optional=("username", "aud"),

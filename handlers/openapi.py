@@ -21,6 +21,7 @@ from .spec import (
     Route,
     Schema,
     array,
+    const,
     doc,
     field_schema,
     fields_schema,
@@ -65,7 +66,7 @@ ACCOUNT: dict[str, Schema] = {
 
 SESSION: dict[str, Schema] = {
     "id": STR,
-    "kind": {"enum": ["opaque", "jwt", "console"]},
+    "kind": {"enum": ["opaque", "jwt", "console", "enrol"]},
     "style": nullable(STR),
     "created": EPOCH,
     "lastActive": EPOCH,
@@ -73,6 +74,16 @@ SESSION: dict[str, Schema] = {
     "ip": nullable(STR),
     "userAgent": nullable(STR),
     "revoked": BOOL,
+    "aal": {"enum": [1, 2]},
+    "amr": array(STR),
+    "authTime": EPOCH,
+}
+
+# What an error may add for the client to go on (`DomainError.details`), in every style.
+DETAILS: dict[str, Schema] = {
+    "mfa": ref("MfaChallenge"),
+    "mfa_enrolment": ref("MfaEnrolment"),
+    "reauthenticate": ref("ReauthenticationNeeds"),
 }
 
 # Objects several routes answer with.
@@ -83,6 +94,29 @@ COMPONENTS: dict[str, Schema] = {
     "Account": obj(ACCOUNT),
     "User": obj({**ACCOUNT, "is_active": BOOL}),
     "Session": obj({**SESSION, "current": BOOL}, optional=("current",)),
+    "Factor": obj(
+        {
+            "id": STR,
+            "type": const("totp"),
+            "name": STR,
+            "created": EPOCH,
+            "confirmed": BOOL,
+            "lastUsed": nullable(EPOCH),
+        }
+    ),
+    "MfaChallenge": obj(
+        {
+            "challenge": STR,
+            "factors": array({"enum": ["totp", "recovery"]}),
+            "expires_in": INT,
+            "verify": const("/auth/mfa/verify"),
+        }
+    ),
+    "MfaEnrolment": obj({"token": STR, "session": STR, "expires_in": INT, "enrol": const("/auth/mfa/totp")}),
+    "ReauthenticationNeeds": obj(
+        {"aal": {"enum": [1, 2]}, "within_seconds": INT, "factors": array(STR), "route": STR},
+        optional=("within_seconds", "factors"),
+    ),
     "TokenPair": obj(
         {
             "access_token": STR,
@@ -139,6 +173,15 @@ TAGS: dict[str, str] = {
         " RFC 8414 metadata (form bodies, RFC 6749 error objects)"
     ),
 }
+
+
+def with_details(schema: Schema) -> Schema:
+    """An error envelope that may also carry `DETAILS` (each object in an `anyOf`)."""
+    if "anyOf" in schema:
+        return {**schema, "anyOf": [with_details(s) for s in schema["anyOf"]]}
+    if schema.get("type") != "object" or "properties" not in schema:
+        return schema
+    return {**schema, "properties": {**schema["properties"], **DETAILS}}
 
 
 def error_name(handler: type) -> str:
@@ -211,7 +254,7 @@ def build_spec(routes: list[Route], config: Config) -> dict[str, Any]:
             if op is None:
                 continue
             item[method] = operation(route, method, op, getattr(fn, "__allow_anonymous__", False))
-            components[error_name(route.handler)] = route.handler.error_schema()
+            components[error_name(route.handler)] = with_details(route.handler.error_schema())
         if item:
             paths[route.path] = item
     ops = [op for item in paths.values() for op in item.values()]

@@ -18,6 +18,7 @@ from . import (
     admin_api,
     console,
     health,
+    mfa,
     native,
     oauth,
     openapi,
@@ -42,8 +43,10 @@ STYLE_ROUTES = {
 def routes(config: Config) -> list[Route]:
     enabled = set(config.server.api_styles)
     # Always routed, whichever styles are enabled: health, the documents, the standard
-    # OAuth endpoints and the admin API.
-    table = health.routes() + openapi.routes() + oauth.routes() + revocations.routes() + admin_api.routes()
+    # OAuth endpoints, second factors (every style's MFA accounts finish their logins
+    # there) and the admin API.
+    table = health.routes() + openapi.routes() + oauth.routes() + revocations.routes() + mfa.routes()
+    table += admin_api.routes()
     if "native" in enabled:
         table += native.routes(config.server.test_endpoints)
     for style, style_routes in STYLE_ROUTES.items():

@@ -24,6 +24,7 @@ PARAMS = {
     "session_id": "[0-9a-f]{32}",
     "user_id": "[0-9]{1,12}",
     "account_id": "[0-9]{1,12}",
+    "factor_id": "[0-9a-f]{32}",
 }
 PARAM_RE = re.compile(r"\{([a-z_]+)\}")
 

@@ -78,7 +78,7 @@ class LoginHandler(DrfHandler):
         "Log in for a JWT pair (the access token lives 5 minutes)",
         body=FIELDS,
         ok=obj({"refresh": STR, "access": STR, "nickname": STR}),
-        errors=(401, 429),
+        errors=(401, 403, 429),  # 403: an account with a second factor (its challenge in `mfa`)
     )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)

@@ -112,7 +112,7 @@ class LoginVerifyHandler(PhoneHandler):
         "Trade the login code for a JWT pair",
         body=FIELDS,
         ok=obj({"access_token": STR, "refresh_token": STR}),
-        errors=(429,),
+        errors=(403, 429),  # 403: an account with a second factor (its challenge in `mfa`)
     )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)

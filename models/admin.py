@@ -14,7 +14,7 @@ import base64
 import binascii
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -25,6 +25,7 @@ from .accounts import AccountPage, Accounts
 from .common import Clock, epoch
 from .errors import AccountNotFound, InvalidRequest
 from .events import EVENT_TYPES, EventLog
+from .mfa import Factor, FactorList
 from .sessions import KINDS, Sessions, session_view
 from .values import Account, AccountRef, Session
 
@@ -61,6 +62,8 @@ class AccountOverview:
     account: Account
     sessions: list[Session]
     events: list[dict]
+    factors: list[Factor] = field(default_factory=list)
+    recovery_left: int = 0
 
 
 def encode_cursor(*parts: Any) -> str:
@@ -119,8 +122,15 @@ def one_of(field: str, value: str, allowed: tuple[str, ...]) -> str:
 
 class Admin:
     def __init__(
-        self, accounts: Accounts, sessions: Sessions, events: EventLog, clock: Clock, outbox: OutboxReader
+        self,
+        accounts: Accounts,
+        sessions: Sessions,
+        events: EventLog,
+        clock: Clock,
+        outbox: OutboxReader,
+        factors: FactorList,
     ) -> None:
+        self.factors = factors
         self.accounts = accounts
         self.session_store = sessions
         self.event_log = events
@@ -142,7 +152,9 @@ class Admin:
         account = await self.accounts.get(account_id)
         sessions = await self.session_store.recent_for_account(account, limit=OVERVIEW_SESSIONS)
         events = await self.event_log.page(account_id=account.id, limit=OVERVIEW_EVENTS)
-        return AccountOverview(account, sessions, events)
+        factors = await self.factors.list(account.id)
+        left = await self.factors.recovery_left(account.id) if account.mfa else 0
+        return AccountOverview(account, sessions, events, factors, left)
 
     async def sessions(
         self,
@@ -196,12 +208,17 @@ class Admin:
         now = self.clock()
         hours = [(now - timedelta(hours=h)).replace(minute=0, second=0, microsecond=0) for h in range(23, -1, -1)]
         chart = {epoch(h): {"hour": epoch(h), "login_ok": 0, "login_failed": 0} for h in hours}
+        mfa = {"mfa_verified": 0, "mfa_failed": 0}
         for bucket in await self.event_log.logins_by_hour(hours[0]):
             row = chart.get(epoch(bucket["hour"]))
             if row is not None:
                 row["login_ok"] += int(bucket.get("login_ok", 0))
                 row["login_failed"] += int(bucket.get("login_failed", 0))
+                for name in mfa:
+                    mfa[name] += int(bucket.get(name, 0))
         return {
+            "mfa_24h": mfa["mfa_verified"],
+            "failed_mfa_24h": mfa["mfa_failed"],
             "active_sessions": await self.session_store.count_live(),
             "active_accounts_24h": await self.session_store.count_accounts_active_since(now - timedelta(hours=24)),
             "logins_24h": sum(row["login_ok"] for row in chart.values()),

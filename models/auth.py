@@ -18,19 +18,21 @@ from .errors import (
     Forbidden,
     InvalidCredentials,
     InvalidRequest,
+    MfaEnrolmentRequired,
     RateLimited,
     ReauthenticationRequired,
     TokenInvalid,
 )
 from .events import EventLog
 from .followups import Followups
+from .mfa import Factors
 from .passwords import PasswordHasher
 from .ratelimit import Limit, RateLimits, Slot
 from .resolver import Resolver
 from .sessions import Sessions
 from .tokens import Tokens
 from .validation import classify_login, is_premium_or_unsendable
-from .values import Account, Caller, JwtLogin, OpaqueLogin, Pair, Session, TokenFacts
+from .values import Account, Assurance, Caller, JwtLogin, OpaqueLogin, Pair, Session, TokenFacts
 
 TOO_MANY = "too many failed logins; try again later"
 TOO_MANY_FROM_IP = "too many failed logins from this address; try again later"
@@ -42,6 +44,11 @@ def login_key(identifier: str, region: str) -> str:
     and computed the same way whether or not the account exists."""
     kind = classify_login(identifier, region)
     return f"{kind[0]}={kind[1]}" if kind else "raw=" + identifier.strip().lower()[:128]
+
+
+def assurance_view(session: Session) -> dict:
+    """How a session was authenticated, as introspection and the admin API tell it."""
+    return {"aal": session.aal, "amr": list(session.amr), "auth_time": epoch(session.auth_time or session.created)}
 
 
 async def _no_notice(account: Account, what: str, ctx: Context) -> None:
@@ -62,6 +69,8 @@ class AuthService:
         tokens: Tokens,
         resolver: Resolver,
         followups: Followups | None = None,
+        *,
+        factors: Factors,
         notify: Callable[[Account, str, Context], Awaitable[None]] | None = None,
     ) -> None:
         self.session_settings = session_settings
@@ -78,6 +87,7 @@ class AuthService:
         # Security notices to the owner (password changed): `Notifier.notify`, which
         # reaches delivery; none without it.
         self.notify: Callable[[Account, str, Context], Awaitable[None]] = notify or _no_notice
+        self.factors = factors
 
     # ---- sign-up -------------------------------------------------------------------
 
@@ -119,39 +129,82 @@ class AuthService:
 
     # ---- login ---------------------------------------------------------------------
 
+    async def _enrolment(self, account: Account, ctx: Context, method: str) -> MfaEnrolmentRequired:
+        """GATEHOUSE_MFA covers the account and it has no factor: an enrolment-only session
+        (opaque, whichever style asked), returned as the error the login answers with."""
+        session, token = await self.start_session(account, "enrol", ctx, method)
+        seconds_left = self.factors.config.mfa_enrol_seconds
+        return MfaEnrolmentRequired(
+            {"token": token, "session": session.id, "expires_in": seconds_left, "enrol": "/auth/mfa/totp"}
+        )
+
     def _session_lifetimes(self, kind: str) -> tuple[int, int]:
+        if kind == "enrol":
+            enrol = self.factors.config.mfa_enrol_seconds
+            return enrol, enrol
         if kind == "console":
             return self.console_settings.console_idle_seconds, self.console_settings.console_max_seconds
         return self.session_settings.session_idle_seconds, self.session_settings.session_max_seconds
 
     async def opaque_login(
-        self, account: Account, ctx: Context, *, kind: str = "opaque", method: str = "password"
+        self,
+        account: Account,
+        ctx: Context,
+        *,
+        kind: str = "opaque",
+        method: str = "password",
+        assurance: Assurance | None = None,
     ) -> OpaqueLogin:
         """A session answered with an opaque token (`kind`: opaque, or console)."""
-        session, token = await self.start_session(account, kind, ctx, method)
+        session, token = await self.start_session(account, kind, ctx, method, assurance=assurance)
         assert token is not None  # opaque and console sessions always have one
         return OpaqueLogin(account, session, token)
 
     async def jwt_login(
-        self, account: Account, ctx: Context, *, method: str = "password", refresh: bool = True
+        self,
+        account: Account,
+        ctx: Context,
+        *,
+        method: str = "password",
+        refresh: bool = True,
+        assurance: Assurance | None = None,
     ) -> JwtLogin:
         """A session answered with a JWT pair (session kind `jwt`); access only where the
         style has no refresh (`refresh=False`)."""
-        session, _ = await self.start_session(account, "jwt", ctx, method)
+        session, _ = await self.start_session(account, "jwt", ctx, method, refresh=refresh, assurance=assurance)
         pair = await self.tokens.issue_pair(account, session, ctx.style, refresh=refresh)
         return JwtLogin(account, session, pair)
 
     async def start_session(
-        self, account: Account, kind: str, ctx: Context, method: str = "password"
+        self,
+        account: Account,
+        kind: str,
+        ctx: Context,
+        method: str = "password",
+        *,
+        refresh: bool = True,
+        assurance: Assurance | None = None,
     ) -> tuple[Session, str | None]:
         """A new session for an account whose credentials were just checked. The session
         carries the credential epoch of that check; if the account's epoch moved while
         the check ran (a password change, reset, disable or takeover racing this login),
         the session is ended at once and the login fails like a wrong password. Written
         first and checked after, so either this read sees the change or the change's
-        `revoke_all` sees this session: no live session with old credentials is left."""
+        `revoke_all` sees this session: no live session with old credentials is left.
+
+        Every login of every style comes through here, so here is where a first factor
+        alone stops for an account with a second one: no session, an `MfaRequired`
+        carrying the challenge (`assurance`: the login's second step passed already)."""
+        if assurance is None:
+            assurance = Assurance.first(method)
+            if account.mfa:
+                raise await self.factors.challenge(account, kind, ctx, assurance, refresh=refresh)
+            if kind != "enrol" and self.factors.policy_covers(account):
+                raise await self._enrolment(account, ctx, method)
         idle, absolute = self._session_lifetimes(kind)
-        session, token = await self.sessions.create(account, kind, ctx, idle_seconds=idle, max_seconds=absolute)
+        session, token = await self.sessions.create(
+            account, kind, ctx, idle_seconds=idle, max_seconds=absolute, assurance=assurance
+        )
         try:
             now = await self.accounts.find_by_id(account.id)
         except PyMongoError:
@@ -165,7 +218,7 @@ class AuthService:
             await self.sessions.revoke(session.id, "credentials_changed", by="gatehouse")
             raise InvalidCredentials()
         await self.events.record(
-            "login_ok", ctx, account_id=account.id, session_id=session.id, method=method, kind=kind
+            "login_ok", ctx, account_id=account.id, session_id=session.id, method=method, kind=kind, aal=assurance.aal
         )
         return session, token
 
@@ -351,6 +404,7 @@ class AuthService:
                 "token_type": "opaque",
                 "style": session.style,
                 "username": account.username,
+                **assurance_view(session),
             }
         claims = facts.claims
         return {
@@ -366,6 +420,7 @@ class AuthService:
             **({"aud": claims["aud"]} if "aud" in claims else {}),
             "jti": claims["jti"],
             "style": session.style,
+            **assurance_view(session),
         }
 
     async def oauth_introspection(self, token: str) -> dict:
@@ -401,6 +456,7 @@ class AuthService:
             # Gatehouse's own, as its access JWTs carry them: for an opaque token too.
             "account_id": account.id,
             "roles": sorted(account.roles),
+            **assurance_view(session),
         }
         # A human-readable name of the account: its username, else the e-mail or phone it
         # logs in with (document 000's and 001's accounts have no username).
@@ -433,27 +489,44 @@ class AuthService:
         return count
 
     async def end_other_sessions(self, caller: Caller, password: str | None, ctx: Context) -> int:
-        """The caller ends every other session of theirs (a recent login, or the password)."""
-        await self.require_recent_login(caller, password, ctx)
+        """The caller ends every other session of theirs (the step-up rule)."""
+        await self.step_up(caller, ctx, password=password)
         account = caller.account
         return await self.kick_all(account.id, ctx, by=f"account:{account.id}", except_id=caller.session.id)
 
-    # ---- password and account state -----------------------------------------------
+    # ---- step-up -----------------------------------------------------------------------
 
-    async def require_recent_login(self, caller: Caller, password: str | None, ctx: Context) -> None:
-        """Sensitive actions (ending every other session) need a login younger than
-        GATEHOUSE_FRESH_LOGIN_SECONDS, or the current password again (checked under the
-        login limits, like every password check)."""
-        age = (self.sessions.clock() - caller.session.created).total_seconds()
-        if age <= self.session_settings.fresh_login_seconds:
+    async def step_up(self, caller: Caller, ctx: Context, *, password: str | None = None) -> None:
+        """The one rule for sensitive actions (change the password, add or remove a
+        factor, new recovery codes, end every other session): the session authenticated
+        within GATEHOUSE_FRESH_LOGIN_SECONDS and, for an account with a second factor, at
+        aal2. An account without one may instead send its current password again
+        (checked under the login limits, like every password check). Otherwise
+        `ReauthenticationRequired`, saying what would do: `POST /auth/reauthenticate`."""
+        session, account = caller.session, caller.account
+        window = self.session_settings.fresh_login_seconds
+        age = (self.sessions.clock() - (session.auth_time or session.created)).total_seconds()
+        aal = 2 if account.mfa else 1
+        if age <= window and session.aal >= aal:
             return
-        if password:
+        if password and not account.mfa:
             try:
-                await self.verify_password(caller.account, password, ctx, via="reauthenticate")
+                await self.verify_password(account, password, ctx, via="reauthenticate")
                 return
             except InvalidCredentials:
                 pass
-        raise ReauthenticationRequired()
+        needs = {
+            "aal": aal,
+            "within_seconds": window,
+            "factors": [*account.mfa, "recovery"] if account.mfa else [],
+            "route": "/auth/reauthenticate",
+        }
+        if account.mfa:
+            message = "this needs a recent login with your second factor: POST /auth/reauthenticate with a code"
+            raise ReauthenticationRequired(message, needs)
+        raise ReauthenticationRequired(needs=needs)
+
+    # ---- password and account state -----------------------------------------------
 
     async def revoke_token(self, token: str, account: Account, ctx: Context) -> bool:
         """RFC 7009: end the session of `token` if it is one of `account`'s. A token that
@@ -504,7 +577,11 @@ class AuthService:
 
     async def change_password(self, caller: Caller, current: str, new: str, ctx: Context) -> int:
         """Change a password after checking the current one (under the login limits);
-        every other session ends, the caller's carries over. Returns how many ended."""
+        every other session ends, the caller's carries over. Returns how many ended. An
+        account with a second factor also needs the step-up (a recent aal2 session): the
+        password alone is one factor."""
+        if caller.account.mfa:
+            await self.step_up(caller, ctx)
         try:
             await self.verify_password(caller.account, current, ctx, via="password_change")
         except InvalidCredentials:
@@ -517,6 +594,15 @@ class AuthService:
         """Change a password by login name and current password (document 002's reset).
         The caller's own session survives when it belongs to that account."""
         account = await self.check_password(identifier, current, ctx)
+        if account.mfa:
+            # The password alone is one factor: such an account changes it with a session.
+            own = caller is not None and caller.account.id == account.id
+            if not own:
+                raise ReauthenticationRequired(
+                    "this account has a second factor: change the password at POST /auth/password, logged in with it",
+                    {"aal": 2, "route": "/auth/password"},
+                )
+            await self.step_up(caller, ctx)  # type: ignore[arg-type]
         keep = caller.session.id if caller and caller.account.id == account.id else None
         return await self.replace_password(account, new, ctx, keep_session=keep)
 

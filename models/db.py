@@ -59,6 +59,14 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("sid", ASCENDING)], name="sid"),
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],
+    "factors": [
+        IndexModel([("account_id", ASCENDING), ("created", ASCENDING)], name="account_created"),
+        # Only unconfirmed factors carry `expires_at`: the TTL ends them, never a confirmed one.
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
+    ],
+    "mfa_challenges": [
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
+    ],
     "codes": [
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 
 class DomainError(Exception):
-    """Base of every error a caller may see; `message` is safe to show to a client."""
+    """Base of every error a caller may see; `message` is safe to show to a client.
+    `details`: what the client needs to go on (an MFA challenge, what a step-up needs),
+    added to the error body of every style under its own keys."""
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message)
         self.message = message or self.default_message
 
     default_message = "request failed"
+    details: dict | None = None
 
 
 class InvalidRequest(DomainError):
@@ -51,7 +54,45 @@ class Forbidden(DomainError):
 
 
 class ReauthenticationRequired(Forbidden):
+    """A sensitive action asked of a session that authenticated too long ago, or at aal1
+    for an account with a second factor. `needs`: what would do (`details["reauthenticate"]`)."""
+
     default_message = "this needs a recent login: send your current password as 'password', or log in again"
+
+    def __init__(self, message: str = "", needs: dict | None = None) -> None:
+        super().__init__(message)
+        if needs is not None:
+            self.details = {"reauthenticate": needs}
+
+
+class MfaRequired(Forbidden):
+    """The first factor was right, and the account has a second one: no session yet.
+    `challenge` is the view the client continues with (`details["mfa"]`)."""
+
+    default_message = "this account has a second factor: send the challenge and a code to POST /auth/mfa/verify"
+
+    def __init__(self, challenge: dict) -> None:
+        super().__init__()
+        self.details = {"mfa": challenge}
+
+
+class MfaEnrolmentRequired(Forbidden):
+    """The first factor was right, and GATEHOUSE_MFA requires a second one this account
+    has not added: no session but an enrolment-only one (`details["mfa_enrolment"]`)."""
+
+    default_message = (
+        "this account must add a second factor first: POST /auth/mfa/totp with the enrolment token, then log in again"
+    )
+
+    def __init__(self, enrolment: dict) -> None:
+        super().__init__()
+        self.details = {"mfa_enrolment": enrolment}
+
+
+class ChallengeInvalid(DomainError):
+    """An MFA challenge that is unknown, used, expired or out of attempts."""
+
+    default_message = "the MFA challenge is unknown, used, expired or out of attempts: log in again"
 
 
 class NotFound(DomainError):

@@ -22,7 +22,7 @@ from .stats import Stats, hour_of, hour_of_field
 NEWEST = [("at", DESCENDING), ("_id", DESCENDING)]
 MS = timedelta(milliseconds=1)  # the stored times' resolution
 # Events counted by the hour for the dashboard (models/stats.py, series `logins`).
-COUNTED = ("login_ok", "login_failed")
+COUNTED = ("login_ok", "login_failed", "mfa_verified", "mfa_failed")
 
 EVENT_TYPES = (
     "signup",
@@ -46,6 +46,15 @@ EVENT_TYPES = (
     "ownership_proven",
     "contact_detached",
     "signup_rolled_back",
+    "mfa_challenge",
+    "mfa_verified",
+    "mfa_failed",
+    "mfa_enrol",
+    "mfa_factor_added",
+    "mfa_factor_removed",
+    "mfa_recovery_regenerated",
+    "mfa_reset",
+    "reauthenticate",
 )
 
 
@@ -67,8 +76,9 @@ class EventLog:
         self.retention = seconds(retention_days * 86400)
         self.followups = followups or Followups()
         self.stats = stats or Stats(db, timedelta(days=1))
-        # Called with (type, outcome) for every event recorded: the metrics hook.
-        self.listeners: list[Callable[[str, str], None]] = []
+        # Called with (type, outcome, the event's own fields) for every event recorded:
+        # the metrics hook.
+        self.listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
 
     async def record(
         self,
@@ -103,7 +113,7 @@ class EventLog:
         if type in COUNTED:
             await self.stats.apply(self.stats.add("logins", now, **{type: 1}))
         for listener in self.listeners:
-            listener(type, outcome)
+            listener(type, outcome, extra)
 
     async def logins_by_hour(self, since: datetime) -> list[dict[str, Any]]:
         """The `logins` counters of each hour since `since`'s (models/stats.py)."""

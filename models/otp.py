@@ -283,7 +283,7 @@ class CodeFlows:
         """Passwordless login with a code sent to a phone or an e-mail: an opaque session."""
         channel, _, dest = self.destination(phone, email)
         account = await self._code_login(dest, code, ctx, channel=channel)
-        return await self.auth.opaque_login(account, ctx, method="code")
+        return await self.auth.opaque_login(account, ctx, method=channel)
 
     async def verify_signup(self, phone: str, code: str, ticket: str, ctx: Context) -> str:
         """Document 001's `verify/`: the sign-up's code and ticket prove the phone (made
@@ -314,7 +314,7 @@ class CodeFlows:
         # No pending code is told by the attempt itself (no read before it), and is not
         # charged as a wrong guess.
         login_account = await self._code_login(account.phone, code, ctx, channel="sms", charge_missing=False)
-        return await self.auth.jwt_login(login_account, ctx, method="code")
+        return await self.auth.jwt_login(login_account, ctx, method="sms")
 
     async def _code_login(
         self, dest: str, code: str, ctx: Context, *, channel: str, charge_missing: bool = True

@@ -26,9 +26,11 @@ from .changes import CHANGED, Changes
 from .common import Clock, Context, epoch, newest_first, seconds, sha256_hex
 from .db import insert_once
 from .stats import HOUR, Stats, hour_of, hour_of_field, sketch_entry
-from .values import Account, Session
+from .values import Account, Assurance, Session
 
-KINDS = ("opaque", "jwt", "console")
+# `enrol`: the session GATEHOUSE_MFA gives an account that must add a second factor
+# first; only the enrolment routes take its token.
+KINDS = ("opaque", "jwt", "console", "enrol")
 # The admin lists' order, which the `last_active_id`, `kind_last_active` and
 # `account_last_active` indexes keep (after their equality key).
 NEWEST = [("last_active", DESCENDING), ("_id", DESCENDING)]
@@ -70,10 +72,11 @@ class Sessions:
         *,
         idle_seconds: int,
         max_seconds: int,
+        assurance: Assurance,
     ) -> tuple[Session, str | None]:
         """A new session; for opaque and console kinds also its token (returned once)."""
         now = self.clock()
-        token = new_token() if kind in ("opaque", "console") else None
+        token = new_token() if kind in ("opaque", "console", "enrol") else None
         absolute = now + seconds(max_seconds)
         doc: dict[str, Any] = {
             "_id": uuid.uuid4().hex,
@@ -91,6 +94,9 @@ class Sessions:
             # The account's credentials as they were when this login was checked: a
             # password change, reset, disable or takeover since makes the session void.
             "cred_epoch": account.cred_epoch,
+            "aal": assurance.aal,
+            "amr": list(assurance.amr),
+            "auth_time": now,
         }
         if token:
             doc["token_hash"] = sha256_hex(token)
@@ -212,6 +218,18 @@ class Sessions:
             {"_id": session_id, "revoked_at": None}, {"$set": {"cred_epoch": cred_epoch}, **CHANGED}
         )
         self.changes.session(session_id)
+
+    async def reassured(self, session_id: str, assurance: Assurance) -> Session | None:
+        """The session authenticated again just now (`POST /auth/reauthenticate`, a factor
+        confirmed in it): its `auth_time` moves to now, and its assurance becomes
+        `assurance`. None when it is no longer alive."""
+        doc = await self.coll.find_one_and_update(
+            {"_id": session_id, "revoked_at": None},
+            {"$set": {"auth_time": self.clock(), "aal": assurance.aal, "amr": list(assurance.amr)}, **CHANGED},
+            return_document=ReturnDocument.AFTER,
+        )
+        self.changes.session(session_id)
+        return self._alive(doc)
 
     async def revoke_all(
         self, account_id: int, reason: str, by: str | None = None, except_id: str | None = None
@@ -360,6 +378,9 @@ def session_view(session: Session, current_id: str | None = None) -> dict:
         "ip": session.ip,
         "userAgent": session.user_agent,
         "revoked": session.revoked_at is not None,
+        "aal": session.aal,
+        "amr": list(session.amr),
+        "authTime": epoch(session.auth_time or session.created),
     }
     if current_id is not None:
         view["current"] = session.id == current_id

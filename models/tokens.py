@@ -366,6 +366,11 @@ class Tokens:
         }
         if typ == "access":
             claims["roles"] = list(account.roles)
+            # How the session was authenticated (OpenID Connect's names), for resource
+            # servers that ask for a second factor or a recent login.
+            claims["aal"] = session.aal
+            claims["amr"] = list(session.amr)
+            claims["auth_time"] = int((session.auth_time or session.created).timestamp())
         return claims, ttl
 
     def access_token(self, account: Account, session: Session, style: str, *, fresh: bool = False) -> tuple[str, int]:

@@ -46,6 +46,9 @@ class Account:
     # takeover. Sessions carry the one they were made with.
     cred_epoch: int = 0
     cred_carry: CredCarry | None = None
+    # The types of its confirmed second factors (`totp`): non-empty means every login
+    # needs a second step, and sensitive actions a session at aal2.
+    mfa: tuple[str, ...] = ()
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Account:
@@ -69,6 +72,7 @@ class Account:
             password_hash=doc.get("password_hash"),
             cred_epoch=int(doc.get("cred_epoch") or 0),
             cred_carry=CredCarry(carry["session"], carry["epoch"]) if carry else None,
+            mfa=tuple(doc.get("mfa") or ()),
         )
 
     @property
@@ -114,6 +118,26 @@ class AccountRef:
         return cls(id=doc["id"], uid=doc.get("uid"), username=doc.get("username"), phone=doc.get("phone"))
 
 
+# RFC 8176's names where it has one (`pwd`, `sms`, `otp`), ours beside them.
+AMR = {"password": "pwd", "sms": "sms", "email": "email", "totp": "totp", "recovery": "recovery"}
+
+
+@dataclass(frozen=True, slots=True)
+class Assurance:
+    """How a session was authenticated: NIST's assurance level (1: one factor, 2: two)
+    and RFC 8176's methods, in the order they were used."""
+
+    aal: int
+    amr: tuple[str, ...]
+
+    @classmethod
+    def first(cls, method: str) -> Assurance:
+        return cls(1, (AMR.get(method, method),))
+
+    def with_second(self, method: str) -> Assurance:
+        return Assurance(2, (*self.amr, AMR.get(method, method)))
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     id: str
@@ -131,6 +155,9 @@ class Session:
     revoked_reason: str | None = None
     revoked_by: str | None = None
     cred_epoch: int = 0
+    aal: int = 1
+    amr: tuple[str, ...] = ()
+    auth_time: datetime | None = None  # the last authentication (a login, a reauthentication)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Session:
@@ -150,7 +177,14 @@ class Session:
             revoked_reason=doc.get("revoked_reason"),
             revoked_by=doc.get("revoked_by"),
             cred_epoch=int(doc.get("cred_epoch") or 0),
+            aal=int(doc.get("aal") or 1),
+            amr=tuple(doc.get("amr") or ()),
+            auth_time=doc.get("auth_time") or doc["created"],
         )
+
+    @property
+    def assurance(self) -> Assurance:
+        return Assurance(self.aal, self.amr)
 
     def alive(self, now: datetime) -> bool:
         return self.revoked_at is None and self.expires_at > now

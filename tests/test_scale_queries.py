@@ -258,7 +258,7 @@ async def test_a_recount_sets_the_counters_from_the_data_and_twice_is_once(gateh
     live = [session_doc(10 + i % 40, "opaque", now - timedelta(minutes=i % 600), now) for i in range(300)]
     stale = session_doc(11, "opaque", now - timedelta(days=3), now)  # live, not active in the last day
     await gatehouse.db.sessions.insert_many([ended, soon, stale, *live])
-    counted = [("login_ok", 70), ("login_failed", 12)]
+    counted = [("login_ok", 70), ("login_failed", 12), ("mfa_verified", 5), ("mfa_failed", 3)]
     await gatehouse.db.events.insert_many(
         [
             {"_id": ObjectId(), "type": type, "at": now - timedelta(minutes=17 * i), "account_id": 5}
@@ -268,7 +268,14 @@ async def test_a_recount_sets_the_counters_from_the_data_and_twice_is_once(gateh
         + [{"_id": ObjectId(), "type": "login_ok", "at": now - timedelta(days=2), "account_id": 5}]
     )
     await gatehouse.db.accounts.insert_many([{"id": 9000 + i, "uid": f"imported-{i}"} for i in range(3)])
-    truth = {"active_sessions": 302, "logins_24h": 70, "failed_logins_24h": 12, "accounts": 3}
+    truth = {
+        "active_sessions": 302,
+        "logins_24h": 70,
+        "failed_logins_24h": 12,
+        "mfa_24h": 5,
+        "failed_mfa_24h": 3,
+        "accounts": 3,
+    }
 
     def figures(found: dict) -> dict:
         return {k: found[k] for k in truth}

@@ -1,0 +1,157 @@
+"""What a user does with second factors, over `Factors` (the store and its checks) and
+`AuthService` (sessions, the step-up rule, notices): enrol and confirm an authenticator
+app, remove it, get new recovery codes, finish a login's second step, and authenticate
+again in a live session. Every API style's MFA account ends up here (README "Second
+factors")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .auth import AuthService
+from .common import Context
+from .errors import ChallengeInvalid, CodeInvalid, InvalidCredentials, InvalidRequest
+from .mfa import Enrolment, Factor, Factors
+from .values import Account, Assurance, Caller, JwtLogin, OpaqueLogin, Session
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """A confirmed factor; `recovery_codes` when this was the account's first (shown once);
+    the caller's session, now at aal2."""
+
+    factor: Factor
+    recovery_codes: list[str] | None
+    session: Session | None
+
+
+class MfaFlows:
+    def __init__(self, auth: AuthService, factors: Factors) -> None:
+        self.auth = auth
+        self.factors = factors
+        self.events = auth.events
+
+    async def _notice(self, account: Account, what: str, ctx: Context) -> None:
+        await self.auth.followups.run(f"the notice '{what}'", lambda: self.auth.notify(account, what, ctx), None)
+
+    # ---- managing factors (a logged-in owner) ---------------------------------------
+
+    async def enrol_totp(self, caller: Caller, name: str, ctx: Context) -> Enrolment:
+        """A new authenticator app, pending until confirmed (needs the step-up)."""
+        await self.auth.step_up(caller, ctx)
+        enrolment = await self.factors.enrol(caller.account, name)
+        await self.events.record("mfa_enrol", ctx, account_id=caller.account.id, factor=enrolment.factor.id)
+        return enrolment
+
+    async def confirm_totp(self, caller: Caller, factor_id: str, code: str, ctx: Context) -> Confirmed:
+        """The app's first code: the factor counts from now on, the caller's session is
+        at aal2 (it has just shown the factor), the owner is told, and an account's first
+        factor comes with its recovery codes."""
+        account = caller.account
+        factor = await self.factors.confirm(account, factor_id, code, ctx)
+        codes = None if account.mfa else await self.factors.new_recovery_codes(account.id)
+        if caller.session.kind == "enrol":
+            # Its work is done: the account logs in again, now in two steps.
+            await self.auth.sessions.revoke(caller.session.id, "enrolled", by=f"account:{account.id}")
+            session = await self.auth.sessions.find(caller.session.id)
+        else:
+            assurance = caller.session.assurance
+            if assurance.aal < 2:
+                assurance = assurance.with_second("totp")
+            session = await self.auth.sessions.reassured(caller.session.id, assurance)
+        await self.events.record("mfa_factor_added", ctx, account_id=account.id, factor=factor.id, factor_type="totp")
+        await self._notice(account, "authenticator app was added", ctx)
+        return Confirmed(factor, codes, session)
+
+    async def remove(self, caller: Caller, factor_id: str, ctx: Context) -> Factor:
+        await self.auth.step_up(caller, ctx)
+        factor = await self.factors.remove(caller.account, factor_id)
+        await self.events.record("mfa_factor_removed", ctx, account_id=caller.account.id, factor=factor.id)
+        await self._notice(caller.account, "authenticator app was removed", ctx)
+        return factor
+
+    async def new_recovery_codes(self, caller: Caller, ctx: Context) -> list[str]:
+        """A new set of recovery codes; the old set stops working (needs the step-up)."""
+        if not caller.account.mfa:
+            raise InvalidRequest("recovery codes come with a second factor: add an authenticator app first")
+        await self.auth.step_up(caller, ctx)
+        codes = await self.factors.new_recovery_codes(caller.account.id)
+        await self.events.record("mfa_recovery_regenerated", ctx, account_id=caller.account.id)
+        await self._notice(caller.account, "recovery codes were replaced", ctx)
+        return codes
+
+    async def admin_reset(self, account: Account, ctx: Context, *, by: str) -> int:
+        """An administrator removes every factor of the account (its owner lost them): the
+        next login is one step again. Audited, and the owner is told."""
+        removed = await self.factors.reset(account.id)
+        await self.events.record("mfa_reset", ctx, account_id=account.id, actor=by, removed=removed)
+        await self._notice(account, "second factors were removed by an administrator", ctx)
+        return removed
+
+    # ---- the second step of a login ---------------------------------------------------
+
+    async def verify(
+        self, challenge_token: str, code: str, ctx: Context, *, kinds: tuple[str, ...] = ("opaque", "jwt")
+    ) -> OpaqueLogin | JwtLogin:
+        """A login's second step: the challenge and a TOTP or recovery code make the
+        session the first step asked for (its kind, style and refresh), at aal2. Each
+        attempt is counted on the challenge before the code is checked; the last one
+        allowed ends it, right or wrong; a right code uses it up. `kinds`: the sessions
+        this door may finish (the API's, or the console's: a console login's challenge
+        never yields a token at the API, nor an API login's a console cookie)."""
+        challenge = await self.factors.attempt(challenge_token)
+        account = await self.auth.accounts.find_by_id(challenge.account_id)
+        stale = account is None or account.disabled or account.cred_epoch != challenge.cred_epoch or not account.mfa
+        if stale or challenge.kind not in kinds:
+            # The credentials changed since the first step (a password change, a reset,
+            # a disable, the factors reset): that step no longer counts.
+            await self.factors.spend(challenge_token)
+            raise ChallengeInvalid()
+        assert account is not None
+        try:
+            method = await self.factors.check(account, code, ctx, via="login")
+        except CodeInvalid:
+            if self.factors.exhausted(challenge):
+                await self.factors.spend(challenge_token)
+            raise
+        if not await self.factors.spend(challenge_token):
+            raise ChallengeInvalid()  # another request finished this challenge first
+        await self._after_code(account, method, ctx)
+        assurance = challenge.first.with_second(method)
+        ctx = replace(ctx, style=challenge.style)  # the session is the first step's style's
+        if challenge.kind == "jwt":
+            return await self.auth.jwt_login(account, ctx, refresh=challenge.refresh, assurance=assurance)
+        return await self.auth.opaque_login(account, ctx, kind=challenge.kind, assurance=assurance)
+
+    async def _after_code(self, account: Account, method: str, ctx: Context) -> None:
+        if method == "recovery":
+            await self._notice(account, "recovery code was used", ctx)
+
+    # ---- authenticating again ----------------------------------------------------------
+
+    async def reauthenticate(self, caller: Caller, password: str | None, code: str | None, ctx: Context) -> Session:
+        """Refresh the session's `auth_time` (and its assurance) without a new session:
+        the password for an account without a second factor; a TOTP or recovery code
+        (and the password, if sent, must be right) for one with."""
+        account = caller.account
+        if account.mfa and not code:
+            raise InvalidRequest("this account has a second factor: send a code as 'code'", field="code")
+        if not account.mfa and not password:
+            raise InvalidRequest("send your current password as 'password'", field="password")
+        assurance = Assurance.first("password") if password else None
+        if password:
+            try:
+                await self.auth.verify_password(account, password, ctx, via="reauthenticate")
+            except InvalidCredentials:
+                raise InvalidCredentials("the password is wrong") from None
+        if account.mfa:
+            method = await self.factors.check(account, code or "", ctx, via="reauthenticate")
+            await self._after_code(account, method, ctx)
+            first = assurance or Assurance(1, tuple(m for m in caller.session.amr if m not in ("totp", "recovery")))
+            assurance = first.with_second(method)
+        assert assurance is not None
+        session = await self.auth.sessions.reassured(caller.session.id, assurance)
+        if session is None:
+            raise InvalidCredentials("the session ended meanwhile; log in again")
+        await self.events.record("reauthenticate", ctx, account_id=account.id, session_id=session.id, aal=session.aal)
+        return session
