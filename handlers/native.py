@@ -64,10 +64,25 @@ class NativeHandler(APIHandler):
             "session": login.session.id,
             "lastActive": epoch(login.session.last_active),
             "created": epoch(login.session.created),
+            # How the session was authenticated (README "Second factors").
+            "aal": login.session.aal,
+            "amr": list(login.session.amr),
+            "authTime": epoch(login.session.auth_time or login.session.created),
         }
 
 
-LOGIN_VIEW = obj({"token": STR, "account": ref("PublicAccount"), "session": STR, "lastActive": EPOCH, "created": EPOCH})
+LOGIN_VIEW = obj(
+    {
+        "token": STR,
+        "account": ref("PublicAccount"),
+        "session": STR,
+        "lastActive": EPOCH,
+        "created": EPOCH,
+        "aal": {"enum": [1, 2]},
+        "amr": array(STR),
+        "authTime": EPOCH,
+    }
+)
 
 
 def public_account(account: Account) -> dict:

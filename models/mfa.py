@@ -222,29 +222,18 @@ class Factors(FactorList):
 
     # ---- limits -----------------------------------------------------------------------
 
+    def _limit(self, key: str, limit: int, whose: str) -> Limit:
+        """A guessing limit on wrong second-factor codes, over the login-failure window."""
+        message = f"too many wrong second-factor codes{whose}; try again later"
+        return Limit(f"mfa_fail_{key}", self.throttle.login_failure_window, limit, message, key, carry=True)
+
     @property
     def failures_per_account(self) -> Limit:
-        c = self.config
-        return Limit(
-            "mfa_fail_account",
-            self.throttle.login_failure_window,
-            c.mfa_failures_per_account,
-            "too many wrong second-factor codes; try again later",
-            "account",
-            carry=True,
-        )
+        return self._limit("account", self.config.mfa_failures_per_account, "")
 
     @property
     def failures_per_ip(self) -> Limit:
-        c = self.config
-        return Limit(
-            "mfa_fail_ip",
-            self.throttle.login_failure_window,
-            c.mfa_failures_per_ip,
-            "too many wrong second-factor codes from this address; try again later",
-            "ip",
-            carry=True,
-        )
+        return self._limit("ip", self.config.mfa_failures_per_ip, " from this address")
 
     async def _reserve(self, account: Account, ctx: Context) -> list[Slot]:
         return await self.limits.reserve_all(
@@ -328,10 +317,15 @@ class Factors(FactorList):
         doc = await self.coll.find_one_and_delete({"_id": factor_id, "account_id": account.id, "type": "totp"})
         if doc is None:
             raise NotFound("no such authenticator app")
-        left = await self.coll.count_documents({"account_id": account.id, "type": "totp", "confirmed": True})
-        if not left:
+        confirmed = {"account_id": account.id, "type": "totp", "confirmed": True}
+        if not await self.coll.count_documents(confirmed):
             await self.accounts.coll.update_one({"id": account.id}, {"$pull": {"mfa": "totp"}, **CHANGED})
-            await self.coll.delete_one({"_id": f"recovery:{account.id}"})
+            if await self.coll.count_documents(confirmed):
+                # A confirmation landed between the count and the pull: the account has a
+                # factor after all, and the login gate must know it.
+                await self.accounts.coll.update_one({"id": account.id}, {"$addToSet": {"mfa": "totp"}, **CHANGED})
+            else:
+                await self.coll.delete_one({"_id": f"recovery:{account.id}"})
             self.accounts.changes.account(account.id)
         return Factor.from_doc(doc)
 

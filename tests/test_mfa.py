@@ -90,6 +90,9 @@ async def test_the_whole_story_of_an_authenticator_app(api, gatehouse, clock):
     r = await second_step(api, mfa, code)
     assert r.status == 200, r.data
     token = r.data["data"]["token"]
+    assert (r.data["data"]["aal"], r.data["data"]["amr"]) == (2, ["pwd", "totp"])
+    me = (await api.get("/auth/me", token=token)).data["data"]
+    assert (me["aal"], me["amr"], me["authTime"]) == (2, ["pwd", "totp"], r.data["data"]["authTime"])
     me = (await api.get("/auth/sessions", token=token)).data["data"]["sessions"]
     mine = next(s for s in me if s["current"])
     assert (mine["aal"], mine["amr"]) == (2, ["pwd", "totp"])
