@@ -669,7 +669,9 @@ class APIHandler(GatehouseHandler):
             self.set_header("WWW-Authenticate", self.bearer_challenge())
         self.set_status(status)
         body = self.error_envelope(status, code, message, exc)
-        details = getattr(exc, "details", None)
+        # Only our own errors' details: PyMongo's errors have a `details` too (the
+        # server's raw answer), which no client may see.
+        details = exc.details if isinstance(exc, DomainError) else None
         if details and isinstance(body, dict):
             body.update(details)  # an MFA challenge, what a step-up needs: for every style
         self.finish(json.dumps(body, separators=(",", ":")))

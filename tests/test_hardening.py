@@ -19,6 +19,7 @@ import pytest
 
 from models.common import Context
 from models.errors import InvalidCredentials
+from models.values import Assurance
 from tests.conftest import PASSWORD, assert_error, failpoint, login, register, unique, unique_phone
 from tests.test_console import Console
 
@@ -409,7 +410,7 @@ async def test_a_session_with_an_old_epoch_is_refused_everywhere(api, gatehouse)
     account = await gatehouse.accounts.find_by_id(user["id"])
     await gatehouse.accounts.set_password(user["id"], NEW)
     ctx = Context(ip="127.0.0.1")
-    lifetimes = {"idle_seconds": 3600, "max_seconds": 7200}
+    lifetimes = {"idle_seconds": 3600, "max_seconds": 7200, "assurance": Assurance.first("password")}
     _, opaque = await gatehouse.sessions.create(account, "opaque", ctx, **lifetimes)
     session, _ = await gatehouse.sessions.create(account, "jwt", ctx, **lifetimes)
     pair = await gatehouse.tokens.issue_pair(account, session, "native")
