@@ -21,6 +21,7 @@ from models.accounts import account_view
 from models.errors import (
     ChallengeInvalid,
     CodeInvalid,
+    Forbidden,
     InvalidCredentials,
     MfaEnrolmentRequired,
     MfaRequired,
@@ -263,9 +264,16 @@ class LoginHandler(ConsoleHandler):
             return
         self.start(login.token)
 
-    async def enrol_page(self, enrol_token: str, error: str | None = None, status: int = 200) -> None:
+    async def enrol_page(
+        self, enrol_token: str, error: str | None = None, status: int = 200, *, factor_id: str | None = None
+    ) -> None:
+        """The authenticator app to add: a new one, or (`factor_id`, after a mistyped
+        first code) the one already shown, whose QR code the administrator has scanned."""
         caller = await self.resolver.resolve(enrol_token, kinds=("enrol",), touch=False)
-        enrolment = await self.gatehouse.mfa.enrol_totp(caller, "console", self.context())
+        if factor_id is None:
+            enrolment = await self.gatehouse.mfa.enrol_totp(caller, "console", self.context())
+        else:
+            enrolment = await self.gatehouse.factors.pending(caller.account, factor_id)
         enrol = {
             "token": enrol_token,
             "factor": enrolment.factor.id,
@@ -298,12 +306,16 @@ class LoginEnrolHandler(LoginHandler):
         ctx = self.context()
         try:
             caller = await self.resolver.resolve(f["enrol"], kinds=("enrol",), touch=False)
+            # Only an enrolment the console's own login started, for an administrator:
+            # an API login's enrolment token never becomes a console session.
+            if caller.session.style != self.style or not caller.account.is_admin:
+                raise NotAuthenticated("log in to the console first")
             done = await self.gatehouse.mfa.confirm_totp(caller, f["factor"], f["code"], ctx)
-        except (NotAuthenticated, NotFound) as e:
+        except (NotAuthenticated, NotFound, Forbidden) as e:
             self.page("login.html", status=401, next=self.next_url(), error=e.message)
             return
         except CodeInvalid as e:
-            await self.enrol_page(f["enrol"], e.message, 400)
+            await self.enrol_page(f["enrol"], e.message, 400, factor_id=f["factor"])
             return
         account = await self.accounts.get(caller.account.id)
         login = await self.auth.opaque_login(account, ctx, kind="console", assurance=Assurance(2, ("pwd", "totp")))

@@ -377,11 +377,12 @@ class AuthService:
     async def inspect(self, token: str) -> TokenFacts | None:
         """What introspection tells about any token of ours (opaque, access or refresh
         JWT), for a resource server: the same liveness check every authenticated request
-        makes. None for a token that is not an active one."""
+        makes. None for a token that is not an active one, and for an enrolment-only
+        session's (GATEHOUSE_MFA): no resource server may take that one."""
         if token.count(".") == 2:
             return await self.tokens.inspect(token, lambda sid: self.resolver.load(sid, token))
         caller = await self.resolver.load(None, token)
-        if caller is None:
+        if caller is None or caller.session.kind == "enrol":
             return None
         session = caller.session
         return TokenFacts(caller, "opaque", epoch(session.expires_at), epoch(session.created))
@@ -685,7 +686,8 @@ class AuthService:
           registered it (account pre-hijacking: a squatter registered someone else's
           address with their own password). Every session ends and the password set
           before the proof stops working. The other contact stays, unproven: resets go
-          to proven contacts first, and proving it later detaches it (below);
+          to proven contacts first, and proving it later detaches it (below). Second
+          factors go too (the squatter's authenticator app and recovery codes);
         - `detached`: the account's owner had proven the *other* contact and never this
           one (a recycled number, a typo, a squatter's own proven address beside a
           victim's number): the address leaves that account, free for its owner to
@@ -701,8 +703,13 @@ class AuthService:
             return "detached"
         if not await self.accounts.take_over(account, field):
             return "verified"  # a concurrent proof took it over first
+        # The squatter's second factors go with their password and sessions: the owner
+        # must not need the squatter's authenticator app to log in. (A pending app is
+        # left to its TTL: no session of the squatter's is left to confirm it.)
+        factors = await self.factors.reset(account.id) if account.mfa else 0
         ended = await self.end_sessions(account.id, "ownership_proven", by="gatehouse")
-        await self.events.record("ownership_proven", ctx, account_id=account.id, channel=channel, sessions_ended=ended)
+        facts = {"channel": channel, "sessions_ended": ended, "factors_removed": factors}
+        await self.events.record("ownership_proven", ctx, account_id=account.id, **facts)
         return "taken_over"
 
     async def roll_back_signup(self, account: Account, ctx: Context) -> None:

@@ -61,6 +61,9 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     "factors": [
         IndexModel([("account_id", ASCENDING), ("created", ASCENDING)], name="account_created"),
+        # GATEHOUSE_MFA_MAX_FACTORS: each authenticator app holds one numbered slot of its
+        # account (the recovery-code set, none: one per account).
+        IndexModel([("account_id", ASCENDING), ("slot", ASCENDING)], unique=True, name="account_slot"),
         # Only unconfirmed factors carry `expires_at`: the TTL ends them, never a confirmed one.
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],

@@ -29,10 +29,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -43,6 +45,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from config import MfaSettings, ThrottleSettings
 
@@ -63,6 +66,8 @@ RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read off
 RECOVERY_LENGTH = 10  # 10 of 31 symbols: 49.5 bits
 TOTP_RE = re.compile(r"^[0-9]{6}$")
 ISSUER = "Gatehouse"
+
+log = logging.getLogger("gatehouse")
 
 
 class SecretBox:
@@ -116,6 +121,7 @@ def normalize_recovery(code: str) -> str:
 @dataclass(frozen=True)
 class Factor:
     id: str
+    account_id: int
     type: str
     name: str
     created: datetime
@@ -123,11 +129,13 @@ class Factor:
     last_used: datetime | None = None
     sealed: dict[str, str] = field(default_factory=dict, repr=False)
     last_step: int = -1
+    slot: int | None = field(default=None, repr=False)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Factor:
         return cls(
             id=doc["_id"],
+            account_id=doc["account_id"],
             type=doc["type"],
             name=doc.get("name") or "",
             created=doc["created"],
@@ -135,6 +143,7 @@ class Factor:
             last_used=doc.get("last_used"),
             sealed=doc.get("secret") or {},
             last_step=int(doc.get("last_step", -1)),
+            slot=doc.get("slot"),
         )
 
 
@@ -154,9 +163,9 @@ class Enrolment:
     """A new, unconfirmed TOTP factor as its owner sees it, once."""
 
     factor: Factor
-    secret: str
-    uri: str
-    qr_svg: str
+    secret: str = field(repr=False)
+    uri: str = field(repr=False)
+    qr_svg: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -210,7 +219,12 @@ class Factors(FactorList):
         self.config = config
         self.throttle = throttle
         self.box = SecretBox(secret_key, config.previous_secret_keys)
-        self.recovery_key = hmac.new(secret_key.encode(), b"gatehouse/mfa/recovery", hashlib.sha256).digest()
+        # The current SECRET_KEY's recovery-code key first, then the former keys': codes
+        # made before a rotation keep working (each check tries every key, in one command).
+        self.recovery_keys = [
+            hmac.new(k.encode(), b"gatehouse/mfa/recovery", hashlib.sha256).digest()
+            for k in (secret_key, *config.previous_secret_keys)
+        ]
         self.accounts = accounts
         self.events = events
         self.limits = limits
@@ -243,11 +257,16 @@ class Factors(FactorList):
     # ---- TOTP -------------------------------------------------------------------------
 
     async def enrol(self, account: Account, name: str) -> Enrolment:
-        """A new TOTP factor, pending until a first code confirms it."""
-        if len(await self.list(account.id)) >= self.config.mfa_max_factors:
-            raise InvalidRequest(f"an account may have at most {self.config.mfa_max_factors} authenticator apps")
-        secret = pyotp.random_base32()  # 160 bits, as RFC 4226 recommends
+        """A new TOTP factor, pending until a first code confirms it. At most
+        GATEHOUSE_MFA_MAX_FACTORS per account, pending ones included: each factor holds
+        one of the account's numbered slots, and the unique (account_id, slot) index
+        gives a slot to one request only, so parallel requests cannot all pass a count."""
+        limit = self.config.mfa_max_factors
         now = self.clock()
+        # A pending app past its hour holds no slot, though the TTL sweep may lag.
+        await self.coll.delete_many({"account_id": account.id, "confirmed": False, "expires_at": {"$lte": now}})
+        taken = {f.slot for f in await self.list(account.id)}
+        secret = pyotp.random_base32()  # 160 bits, as RFC 4226 recommends
         factor_id = uuid.uuid4().hex
         doc = {
             "_id": factor_id,
@@ -260,15 +279,38 @@ class Factors(FactorList):
             "last_step": -1,
             "expires_at": now + seconds(PENDING_SECONDS),  # the TTL index ends a pending factor
         }
-        await self.coll.insert_one(doc)
+        for slot in (n for n in range(limit) if n not in taken):
+            try:
+                await self.coll.insert_one({**doc, "slot": slot})
+            except DuplicateKeyError:
+                continue  # a parallel enrolment took it
+            return self._enrolment(account, Factor.from_doc(doc), secret)
+        raise InvalidRequest(f"an account may have at most {limit} authenticator apps")
+
+    def _enrolment(self, account: Account, factor: Factor, secret: str) -> Enrolment:
         label = account.username or account.email or account.phone or account.uid
         uri = pyotp.TOTP(secret).provisioning_uri(name=label, issuer_name=ISSUER)
         qr = segno.make(uri, error="m").svg_inline(scale=4, title="Scan with your authenticator app")
-        return Enrolment(Factor.from_doc(doc), secret, uri, qr)
+        return Enrolment(factor, secret, uri, qr)
+
+    async def pending(self, account: Account, factor_id: str) -> Enrolment:
+        """A pending factor of the account as its enrolment showed it (the console shows
+        the same QR code again after a mistyped first code)."""
+        doc = await self.coll.find_one({"_id": factor_id, "account_id": account.id, "type": "totp", "confirmed": False})
+        if doc is None:
+            raise NotFound("no such pending authenticator app")
+        factor = Factor.from_doc(doc)
+        return self._enrolment(account, factor, self.box.open(factor.sealed, factor.id))
 
     def _step_matching(self, factor: Factor, code: str) -> int | None:
-        """The time step (±DRIFT of now) whose code `code` is, or None."""
-        secret = self.box.open(factor.sealed, factor.id)
+        """The time step (±DRIFT of now) whose code `code` is, or None (also when no key of
+        ours opens the factor's secret: logged, since only its owner's recovery codes or an
+        administrator's reset can help then)."""
+        try:
+            secret = self.box.open(factor.sealed, factor.id)
+        except ValueError as e:
+            log.error("TOTP factor %s of account %s cannot be read: %s", factor.id, factor.account_id, e)
+            return None
         totp = pyotp.TOTP(secret, digits=DIGITS, interval=PERIOD)
         now_step = int(self.clock().timestamp()) // PERIOD
         for step in range(now_step - DRIFT, now_step + DRIFT + 1):
@@ -276,14 +318,12 @@ class Factors(FactorList):
                 return step
         return None
 
-    async def _take_totp(self, factor: Factor, code: str, *, confirm: bool = False) -> bool:
-        """Accept `code` for `factor` once: the conditional write on `last_step` decides
-        between racing requests (and refuses a code of a step already used)."""
-        step = self._step_matching(factor, code)
-        if step is None:
-            return False
+    async def _take_totp(self, factor: Factor, step: int, *, confirm: bool = False) -> bool:
+        """Accept the code of `step` for `factor` once: the conditional write on
+        `last_step` decides between racing requests (and refuses a code of a step already
+        used)."""
         update: dict[str, Any] = {"$set": {"last_step": step, "last_used": self.clock()}}
-        if factor.sealed.get("kid") != self.box.kid:  # sealed under a former SECRET_KEY
+        if factor.sealed.get("kid") != self.box.kid:  # sealed under a former SECRET_KEY: it opened to match
             secret = self.box.open(factor.sealed, factor.id)
             update["$set"]["secret"] = self.box.seal(secret, factor.id)
         if confirm:
@@ -295,21 +335,39 @@ class Factors(FactorList):
         )
         return result.modified_count == 1
 
-    async def confirm(self, account: Account, factor_id: str, code: str, ctx: Context) -> Factor:
-        """A pending factor's first code: it counts from now on."""
+    async def confirm(self, account: Account, factor_id: str, code: str, ctx: Context) -> tuple[Factor, bool]:
+        """A pending factor's first code: it counts from now on. Also returns whether it is
+        the account's first factor, decided by the one conditional write that turns the
+        account's second step on (two first apps confirmed at once: one is first). The
+        first one ends the account's other pending apps (none set up before the owner
+        chose one may be confirmed later)."""
         doc = await self.coll.find_one({"_id": factor_id, "account_id": account.id, "type": "totp"})
-        if doc is None or doc.get("confirmed"):
+        if doc is None or doc.get("confirmed") or doc["expires_at"] <= self.clock():
             raise NotFound("no such pending authenticator app")
         slots = await self._reserve(account, ctx)
-        if not TOTP_RE.match(code) or not await self._take_totp(Factor.from_doc(doc), code, confirm=True):
+        factor = Factor.from_doc(doc)
+        step = self._step_matching(factor, code) if TOTP_RE.match(code) else None
+        if step is None or not await self._take_totp(factor, step, confirm=True):
             await self.events.record(
                 "mfa_failed", ctx, account_id=account.id, outcome="failed", via="confirm", factor="totp"
             )
             raise CodeInvalid()
         await self.limits.release(*slots)
-        await self.accounts.coll.update_one({"id": account.id}, {"$addToSet": {"mfa": "totp"}, **CHANGED})
+        turned_on = await self.accounts.coll.update_one(
+            {"id": account.id, "mfa": {"$ne": "totp"}}, {"$addToSet": {"mfa": "totp"}, **CHANGED}
+        )
         self.accounts.changes.account(account.id)
-        return Factor.from_doc({**doc, "confirmed": True})
+        first = turned_on.modified_count == 1
+        if first:
+            await self.coll.delete_many(
+                {"account_id": account.id, "type": "totp", "confirmed": False, "_id": {"$ne": factor_id}}
+            )
+        return Factor.from_doc({**doc, "confirmed": True}), first
+
+    async def discard(self, factor_id: str) -> None:
+        """A factor confirmed by a request that turned out not to be allowed to (a race the
+        step-up lost): gone again."""
+        await self.coll.delete_one({"_id": factor_id})
 
     async def remove(self, account: Account, factor_id: str) -> Factor:
         """Remove one of the account's factors. With no confirmed TOTP factor left, the
@@ -338,8 +396,9 @@ class Factors(FactorList):
 
     # ---- recovery codes -------------------------------------------------------------
 
-    def _digest(self, code: str) -> str:
-        return hmac.new(self.recovery_key, normalize_recovery(code).encode(), hashlib.sha256).hexdigest()
+    def _digest(self, code: str, key: bytes | None = None) -> str:
+        raw = normalize_recovery(code).encode()
+        return hmac.new(key or self.recovery_keys[0], raw, hashlib.sha256).hexdigest()
 
     async def new_recovery_codes(self, account_id: int) -> list[str]:
         """A new set of recovery codes (the old set is void), returned this once."""
@@ -354,39 +413,61 @@ class Factors(FactorList):
         )
         return codes
 
-    async def _take_recovery(self, account_id: int, code: str) -> bool:
-        digest = self._digest(code)
-        result = await self.coll.update_one(
-            {"_id": f"recovery:{account_id}", "codes": digest},
-            {"$pull": {"codes": digest}, "$set": {"last_used": self.clock()}},
-        )
-        return result.modified_count == 1
-
     # ---- checking a second factor ----------------------------------------------------
 
-    async def check(self, account: Account, code: str, ctx: Context, *, via: str) -> str:
+    async def check(
+        self,
+        account: Account,
+        code: str,
+        ctx: Context,
+        *,
+        via: str,
+        claim: Callable[[], Awaitable[bool]] | None = None,
+    ) -> str:
         """The method (`totp`, `recovery`) `code` proves for `account`, or `CodeInvalid`,
-        under the per-account and per-address limits, reserved before the check."""
+        under the per-account and per-address limits, reserved before the check. `claim`
+        runs between finding that the code is right and using it up: when it answers
+        False (a racing request finished the login's challenge first) the code stays
+        unused and the answer is `ChallengeInvalid`."""
         slots = await self._reserve(account, ctx)
-        method = await self._method_of(account, code)
-        if method is None:
+        match = await self._match(account, code)
+        if match is not None and claim is not None and not await claim():
+            await self.limits.release(*slots)
+            raise ChallengeInvalid()
+        if match is None or not await self._take(account, match):
             factor = "totp" if TOTP_RE.match(code.strip()) else "recovery"
             await self.events.record("mfa_failed", ctx, account_id=account.id, outcome="failed", via=via, factor=factor)
             raise CodeInvalid()
         await self.limits.release(*slots)
+        method = "totp" if isinstance(match, tuple) else "recovery"
         await self.events.record("mfa_verified", ctx, account_id=account.id, via=via, factor=method)
         return method
 
-    async def _method_of(self, account: Account, code: str) -> str | None:
+    async def _match(self, account: Account, code: str) -> tuple[Factor, int] | list[str] | None:
+        """What `code` is, read only: a confirmed TOTP factor and the step whose code it
+        is, or the recovery-code digests of a code still unused; None when neither."""
         code = code.strip()
         if TOTP_RE.match(code):
             for factor in await self.list(account.id):
-                if factor.confirmed and await self._take_totp(factor, code):
-                    return "totp"
+                step = self._step_matching(factor, code) if factor.confirmed else None
+                if step is not None and factor.last_step < step:
+                    return factor, step
             return None
-        if len(normalize_recovery(code)) == RECOVERY_LENGTH and await self._take_recovery(account.id, code):
-            return "recovery"
-        return None
+        if len(normalize_recovery(code)) != RECOVERY_LENGTH:
+            return None
+        digests = [self._digest(code, key) for key in self.recovery_keys]
+        found = await self.coll.find_one({"_id": f"recovery:{account.id}", "codes": {"$in": digests}}, {"_id": 1})
+        return digests if found else None
+
+    async def _take(self, account: Account, match: tuple[Factor, int] | list[str]) -> bool:
+        """Use up what `_match` found, once, whoever races."""
+        if isinstance(match, tuple):
+            return await self._take_totp(*match)
+        result = await self.coll.update_one(
+            {"_id": f"recovery:{account.id}", "codes": {"$in": match}},
+            {"$pull": {"codes": {"$in": match}}, "$set": {"last_used": self.clock()}},
+        )
+        return result.modified_count == 1
 
     # ---- the challenge ---------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from .auth import AuthService
 from .common import Context
-from .errors import ChallengeInvalid, CodeInvalid, InvalidCredentials, InvalidRequest
+from .errors import ChallengeInvalid, CodeInvalid, DomainError, Forbidden, InvalidCredentials, InvalidRequest
 from .mfa import Enrolment, Factor, Factors
 from .values import Account, Assurance, Caller, JwtLogin, OpaqueLogin, Session
 
@@ -46,22 +46,46 @@ class MfaFlows:
     async def confirm_totp(self, caller: Caller, factor_id: str, code: str, ctx: Context) -> Confirmed:
         """The app's first code: the factor counts from now on, the caller's session is
         at aal2 (it has just shown the factor), the owner is told, and an account's first
-        factor comes with its recovery codes."""
-        account = caller.account
-        factor = await self.factors.confirm(account, factor_id, code, ctx)
-        codes = None if account.mfa else await self.factors.new_recovery_codes(account.id)
-        if caller.session.kind == "enrol":
-            # Its work is done: the account logs in again, now in two steps.
-            await self.auth.sessions.revoke(caller.session.id, "enrolled", by=f"account:{account.id}")
-            session = await self.auth.sessions.find(caller.session.id)
-        else:
-            assurance = caller.session.assurance
-            if assurance.aal < 2:
-                assurance = assurance.with_second("totp")
-            session = await self.auth.sessions.reassured(caller.session.id, assurance)
+        factor comes with its recovery codes. An account that has a factor already adds
+        one only under the step-up (an app left pending in a password-only session does
+        not become a second factor by itself); an enrolment session only enrols the
+        first."""
+        account = (await self._current(caller)).account
+        if account.mfa and caller.session.kind == "enrol":
+            raise Forbidden("this account has a second factor now: log in with it")
+        if account.mfa:
+            await self.auth.step_up(replace(caller, account=account), ctx)
+        factor, first = await self.factors.confirm(account, factor_id, code, ctx)
+        if not first and not account.mfa:
+            # Another first app won the race, after this request's check: the step-up again.
+            try:
+                await self.auth.step_up(await self._current(caller), ctx)
+            except DomainError:
+                await self.factors.discard(factor.id)
+                raise
+        codes = await self.factors.new_recovery_codes(account.id) if first else None
+        session = await self._after_confirm(caller, account)
         await self.events.record("mfa_factor_added", ctx, account_id=account.id, factor=factor.id, factor_type="totp")
         await self._notice(account, "authenticator app was added", ctx)
         return Confirmed(factor, codes, session)
+
+    async def _current(self, caller: Caller) -> Caller:
+        """The caller as the database has it now (a racing request may have changed both)."""
+        account = await self.auth.accounts.find_by_id(caller.account.id)
+        session = await self.auth.sessions.find(caller.session.id)
+        if account is None or session is None:
+            raise InvalidCredentials("the session ended meanwhile; log in again")
+        return Caller(account, session)
+
+    async def _after_confirm(self, caller: Caller, account: Account) -> Session | None:
+        if caller.session.kind == "enrol":
+            # Its work is done: the account logs in again, now in two steps.
+            await self.auth.sessions.revoke(caller.session.id, "enrolled", by=f"account:{account.id}")
+            return await self.auth.sessions.find(caller.session.id)
+        assurance = caller.session.assurance
+        if assurance.aal < 2:
+            assurance = assurance.with_second("totp")
+        return await self.auth.sessions.reassured(caller.session.id, assurance)
 
     async def remove(self, caller: Caller, factor_id: str, ctx: Context) -> Factor:
         await self.auth.step_up(caller, ctx)
@@ -109,13 +133,15 @@ class MfaFlows:
             raise ChallengeInvalid()
         assert account is not None
         try:
-            method = await self.factors.check(account, code, ctx, via="login")
+            # The challenge is used up between finding the code right and taking it: of
+            # two right codes racing, one finishes the login and the other stays unused.
+            method = await self.factors.check(
+                account, code, ctx, via="login", claim=lambda: self.factors.spend(challenge_token)
+            )
         except CodeInvalid:
             if self.factors.exhausted(challenge):
                 await self.factors.spend(challenge_token)
             raise
-        if not await self.factors.spend(challenge_token):
-            raise ChallengeInvalid()  # another request finished this challenge first
         await self._after_code(account, method, ctx)
         assurance = challenge.first.with_second(method)
         ctx = replace(ctx, style=challenge.style)  # the session is the first step's style's

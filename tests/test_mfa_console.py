@@ -48,6 +48,8 @@ async def test_an_admin_resets_a_users_factors(console, admin, api, clock, gateh
     assert (await console.login(admin["username"])).status_code == 303
     page = await console.get(f"/console/accounts/{user['id']}")
     assert "Second factors" in page.text and "Reset second factors" in page.text and "aal2" in page.text
+    rows = (await console.get(f"/console/sessions/rows?account={user['id']}")).text
+    assert 'title="pwd + totp">aal2<' in rows  # the sessions page shows each session's assurance
     await challenge(api, user)  # two steps until the reset
     r = await console.post(f"/console/accounts/{user['id']}/mfa-reset")
     assert r.status_code == 303
