@@ -271,6 +271,7 @@ class LoginHandler(ConsoleHandler):
         first code) the one already shown, whose QR code the administrator has scanned."""
         caller = await self.resolver.resolve(enrol_token, kinds=("enrol",), touch=False)
         if factor_id is None:
+            await self.gatehouse.factors.drop_pending(caller.account.id, "console")
             enrolment = await self.gatehouse.mfa.enrol_totp(caller, "console", self.context())
         else:
             enrolment = await self.gatehouse.factors.pending(caller.account, factor_id)

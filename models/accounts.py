@@ -245,13 +245,18 @@ class Accounts:
 
     async def take_over(self, account: Account, field: str) -> bool:
         """A first proof of `field` on an account with no proven contact: in one write,
-        mark it proven, clear the password and move the credential epoch. Conditional on
+        mark it proven, clear the password and the second factors (`mfa`; the factors'
+        own documents go next, `Factors.drop`) and move the credential epoch. Conditional on
         no contact being proven, so of concurrent proofs one takes over. True when this
         call did."""
         other = "email" if field == "phone" else "phone"
         taken = await self.coll.update_one(
             {"id": account.id, f"{field}_verified": {"$ne": True}, f"{other}_verified": {"$ne": True}},
-            {"$set": {f"{field}_verified": True, "password_hash": None}, "$inc": {"cred_epoch": 1}, **CHANGED},
+            {
+                "$set": {f"{field}_verified": True, "password_hash": None, "mfa": []},
+                "$inc": {"cred_epoch": 1},
+                **CHANGED,
+            },
         )
         self.changes.account(account.id)
         return taken.modified_count == 1

@@ -703,11 +703,11 @@ class AuthService:
             return "detached"
         if not await self.accounts.take_over(account, field):
             return "verified"  # a concurrent proof took it over first
-        # The squatter's second factors go with their password and sessions: the owner
-        # must not need the squatter's authenticator app to log in. (A pending app is
-        # left to its TTL: no session of the squatter's is left to confirm it.)
-        factors = await self.factors.reset(account.id) if account.mfa else 0
+        # The squatter's second factors go with their password and sessions (after the
+        # sessions, so none of them confirms an app meanwhile): the owner must not need
+        # the squatter's authenticator app to log in.
         ended = await self.end_sessions(account.id, "ownership_proven", by="gatehouse")
+        factors = await self.factors.drop(account.id)
         facts = {"channel": channel, "sessions_ended": ended, "factors_removed": factors}
         await self.events.record("ownership_proven", ctx, account_id=account.id, **facts)
         return "taken_over"

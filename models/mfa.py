@@ -300,7 +300,10 @@ class Factors(FactorList):
         if doc is None:
             raise NotFound("no such pending authenticator app")
         factor = Factor.from_doc(doc)
-        return self._enrolment(account, factor, self.box.open(factor.sealed, factor.id))
+        try:
+            return self._enrolment(account, factor, self.box.open(factor.sealed, factor.id))
+        except ValueError:  # sealed under a SECRET_KEY no longer known: set up a new one
+            raise NotFound("no such pending authenticator app") from None
 
     def _step_matching(self, factor: Factor, code: str) -> int | None:
         """The time step (±DRIFT of now) whose code `code` is, or None (also when no key of
@@ -389,10 +392,20 @@ class Factors(FactorList):
 
     async def reset(self, account_id: int) -> int:
         """Every factor of the account gone (an administrator's reset); how many."""
-        result = await self.coll.delete_many({"account_id": account_id})
+        removed = await self.drop(account_id)
         await self.accounts.coll.update_one({"id": account_id}, {"$set": {"mfa": []}, **CHANGED})
         self.accounts.changes.account(account_id)
-        return result.deleted_count
+        return removed
+
+    async def drop_pending(self, account_id: int, name: str) -> None:
+        """The account's pending apps of this name gone (the console's login sets up a new
+        one each time: the ones of abandoned logins must not fill the account's slots)."""
+        await self.coll.delete_many({"account_id": account_id, "type": "totp", "confirmed": False, "name": name})
+
+    async def drop(self, account_id: int) -> int:
+        """Every factor document of the account (apps, pending ones, recovery codes) gone;
+        how many. The account's `mfa` is the caller's to clear."""
+        return (await self.coll.delete_many({"account_id": account_id})).deleted_count
 
     # ---- recovery codes -------------------------------------------------------------
 

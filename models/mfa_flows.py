@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from .auth import AuthService
 from .common import Context
-from .errors import ChallengeInvalid, CodeInvalid, DomainError, Forbidden, InvalidCredentials, InvalidRequest
+from .errors import ChallengeInvalid, CodeInvalid, Forbidden, InvalidCredentials, InvalidRequest
 from .mfa import Enrolment, Factor, Factors
 from .values import Account, Assurance, Caller, JwtLogin, OpaqueLogin, Session
 
@@ -60,7 +60,7 @@ class MfaFlows:
             # Another first app won the race, after this request's check: the step-up again.
             try:
                 await self.auth.step_up(await self._current(caller), ctx)
-            except DomainError:
+            except BaseException:  # refused, or the database failed: not confirmed after all
                 await self.factors.discard(factor.id)
                 raise
         codes = await self.factors.new_recovery_codes(account.id) if first else None
@@ -72,7 +72,7 @@ class MfaFlows:
     async def _current(self, caller: Caller) -> Caller:
         """The caller as the database has it now (a racing request may have changed both)."""
         account = await self.auth.accounts.find_by_id(caller.account.id)
-        session = await self.auth.sessions.find(caller.session.id)
+        session = await self.auth.sessions.find_alive(caller.session.id)
         if account is None or session is None:
             raise InvalidCredentials("the session ended meanwhile; log in again")
         return Caller(account, session)

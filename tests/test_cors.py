@@ -188,16 +188,16 @@ async def test_a_browser_app_on_a_listed_origin_signs_up_logs_in_refreshes_and_l
     assert await other.evaluate(REFUSED, base_url) == "TypeError"  # the browser's CORS refusal
 
 
-@pytest.mark.parametrize("settings", [{"max_in_flight": 5, "request_deadline_ms": 4000, "cors_origins": (APP,)}])
+@pytest.mark.parametrize("settings", [{"max_in_flight": 5, "request_deadline_ms": 8000, "cors_origins": (APP,)}])
 async def test_fifty_parallel_preflights_in_an_overload_are_all_answered(settings, base_url, api, mongo_uri):
-    """During an overload (at most 5 in flight, every find taking 2 s), 50 parallel
+    """During an overload (at most 5 in flight, every find taking 6 s), 50 parallel
     preflights all get their 204 at once, and the requests they clear that are shed get a
     503 a script can read: the origin granted, Retry-After exposed."""
     user = await register(api)
     body = {"username": user["username"], "password": PASSWORD}
     limits = httpx.Limits(max_connections=128, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as http:
-        async with slow(mongo_uri, ["find"], 2000):
+        async with slow(mongo_uri, ["find"], 6000):
             origin = {"Origin": APP}
             logins = [asyncio.ensure_future(http.post("/auth/auth", json=body, headers=origin)) for _ in range(20)]
             await asyncio.sleep(0.5)  # the first logins now hold every slot
@@ -207,7 +207,9 @@ async def test_fifty_parallel_preflights_in_an_overload_are_all_answered(setting
             answers = await asyncio.gather(*logins)
     assert [r.status_code for r in preflights] == [204] * 50
     assert all(r.headers["Access-Control-Allow-Origin"] == APP for r in preflights)
-    assert elapsed < 1.5, elapsed  # none waited on the database
+    # None waited on the database (6 s a find); 50 new connections on a busy 2-core
+    # machine took up to 2.4 s.
+    assert elapsed < 5, elapsed
     shed = [r for r in answers if r.status_code == 503 and r.headers.get("Retry-After")]
     assert shed, [r.status_code for r in answers]
     for r in shed:

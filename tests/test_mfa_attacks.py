@@ -189,3 +189,20 @@ async def test_a_takeover_removes_the_squatters_second_factors(sinks, api, gateh
     assert await gatehouse.factors.coll.count_documents({"account_id": squatter["id"]}) == 0
     r = await api.post("/auth/auth", {"username": victim_email, "password": NEW})
     assert r.status == 200, r.data
+
+
+@pytest.mark.parametrize("settings", [ADMINS])
+async def test_abandoned_console_enrolments_do_not_fill_the_factor_slots(base_url, gatehouse, settings):
+    """Each console login of a covered administrator sets up a new app; those of logins
+    abandoned before the first code are dropped, so the cap never locks the console."""
+    name = unique("admin")
+    await gatehouse.ensure_admin(name, PASSWORD)
+    admin = await gatehouse.accounts.find_by_login(name)
+    console = Console(base_url)
+    try:
+        for _ in range(gatehouse.config.mfa.mfa_max_factors + 2):
+            r = await console.login(name)
+            assert r.status_code == 200 and 'action="/console/login/enrol"' in r.text, r.text[:300]
+    finally:
+        await console.http.aclose()
+    assert await gatehouse.factors.coll.count_documents({"account_id": admin.id, "confirmed": False}) == 1

@@ -372,7 +372,8 @@ async def test_bounded_soak_with_mixed_traffic(servers, mongo_uri):
     await asyncio.gather(*[worker(time.monotonic() + seconds) for _ in range(6)])
     rss_after = rss_kib(server.proc.pid)
     assert errors == [], errors[:10]
-    assert counts["requests"] > 200
+    # Load really ran (about 300 requests on an idle machine, 176 on a busy one).
+    assert counts["requests"] > 100
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         for token in kept:
             assert (await http.get("/auth/me", headers={"Authorization": token})).status_code == 200
