@@ -53,6 +53,8 @@ from models.mfa import FactorList, Factors
 from models.mfa_flows import MfaFlows
 from models.notices import Notifier
 from models.otp import CodeFlows
+from models.passkey_flows import PasskeyFlows
+from models.passkeys import Passkeys
 from models.passwords import PasswordHasher
 from models.ratelimit import RateLimits
 from models.resolver import Resolver
@@ -151,6 +153,8 @@ class Gatehouse:
         )
         self.admin = self.build_admin(admin_db if admin_db is not None else db)
         self.mfa = MfaFlows(self.auth, self.factors)
+        self.passkeys = Passkeys(db, clock, config.webauthn, config.secret_key)
+        self.passkey_flows = PasskeyFlows(self.auth, self.factors, self.passkeys, self.mfa)
         self.flows = CodeFlows(config.codes, self.accounts, self.codes, self.auth, self.events, messages, self.queue)
 
     def build_resolver(self, feed_db: AsyncDatabase, changes: Changes) -> Resolver:

@@ -474,6 +474,42 @@ class MfaSettings:
 
 
 @dataclass(frozen=True)
+class WebAuthnSettings:
+    """Passkeys (WebAuthn): off until both the RP id and the origins are set."""
+
+    webauthn_rp_id: str | None = setting(
+        "GATEHOUSE_WEBAUTHN_RP_ID",
+        None,
+        "the relying party id: the domain passkeys are bound to (`example.com` serves `app.example.com` too);"
+        " unset: passkeys are off",
+    )
+    webauthn_origins: tuple[str, ...] = setting(
+        "GATEHOUSE_WEBAUTHN_ORIGINS",
+        (),
+        "comma list of the exact origins allowed to use them (the app's front end, Gatehouse's own pages)",
+        load=_origins,
+    )
+    webauthn_rp_name: str = setting("GATEHOUSE_WEBAUTHN_RP_NAME", "Gatehouse", "the name browsers show for it")
+    webauthn_challenge_seconds: int = setting(
+        "GATEHOUSE_WEBAUTHN_CHALLENGE_SECONDS",
+        300,
+        "how long a ceremony's challenge lives (also the browser's timeout)",
+        lo=30,
+        hi=900,
+    )
+    webauthn_begins_per_ip: int = setting(
+        "GATEHOUSE_WEBAUTHN_BEGINS_PER_IP",
+        60,
+        "ceremonies one client IP (IPv6: per /64) may begin per minute",
+        lo=1,
+        hi=1_000_000,
+    )
+    webauthn_max_passkeys: int = setting(
+        "GATEHOUSE_WEBAUTHN_MAX_PASSKEYS", 10, "passkeys one account may have", lo=1, hi=50
+    )
+
+
+@dataclass(frozen=True)
 class ConsoleSettings:
     """Console sessions."""
 
@@ -700,6 +736,7 @@ class Config:
     sessions: SessionSettings = group(SessionSettings)
     console: ConsoleSettings = group(ConsoleSettings)
     mfa: MfaSettings = group(MfaSettings)
+    webauthn: WebAuthnSettings = group(WebAuthnSettings)
     throttle: ThrottleSettings = group(ThrottleSettings)
     codes: CodeSettings = group(CodeSettings)
     jwt: JwtSettings = group(JwtSettings)

@@ -51,6 +51,7 @@ from models.errors import (
     TokenInvalid,
     Unavailable,
 )
+from models.passkeys import PasskeyExists, PasskeyRejected, PasskeysOff
 from models.validation import Field, parse_fields
 from models.values import Account, Caller, Session
 
@@ -85,6 +86,9 @@ ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (MfaRequired, 403, "MFA_REQUIRED"),
     (MfaEnrolmentRequired, 403, "MFA_ENROLMENT_REQUIRED"),
     (ChallengeInvalid, 401, "MFA_CHALLENGE_INVALID"),
+    (PasskeysOff, 404, "PASSKEYS_OFF"),
+    (PasskeyRejected, 400, "PASSKEY_REJECTED"),
+    (PasskeyExists, 409, "PASSKEY_EXISTS"),
     (Forbidden, 403, "FORBIDDEN"),
     (NotFound, 404, "NOT_FOUND"),
     (AccountExists, 409, "ACCOUNT_EXISTS"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from models.errors import InvalidRequest
 from models.mfa import factor_view
 from models.sessions import session_view
 from models.validation import Field
@@ -108,18 +109,32 @@ class MfaVerifyHandler(NativeHandler):
     makes is the one that login asked for (an opaque token, or a JWT pair in that style's
     token profile)."""
 
-    FIELDS = {"challenge": Field(str, required=True, max_len=128), "code": CODE}
+    FIELDS = {
+        "challenge": Field(str, required=True, max_len=128),
+        "code": optional(CODE),
+        "credential": Field(dict),
+    }
 
     @allow_anonymous
     @doc(
-        "A login's second step: the MFA challenge and a TOTP or recovery code make the session (aal2)",
+        "A login's second step: the MFA challenge and a TOTP or recovery code, or a passkey's credential (begun"
+        " at /auth/passkeys/mfa/begin), make the session (aal2)",
         body=FIELDS,
         ok={"anyOf": [LOGIN_VIEW, ref("TokenPair"), ACCESS_ONLY]},
-        errors=(401, 429),
+        errors=(400, 401, 429),
     )
     async def post(self) -> None:
         f = self.fields(self.FIELDS)
-        login = await self.gatehouse.mfa.verify(f["challenge"], f["code"], self.context())
+        ctx, credential = self.context(), f.get("credential")
+        if credential is None and "code" not in f:
+            raise InvalidRequest("send a code as 'code', or a passkey's credential as 'credential'", field="code")
+        passkey = None
+        if credential is not None:
+
+            async def passkey() -> str:
+                return await self.gatehouse.passkey_flows.second_step(f["challenge"], credential, ctx)
+
+        login = await self.gatehouse.mfa.verify(f["challenge"], f.get("code"), ctx, passkey=passkey)
         if isinstance(login, JwtLogin) and login.pair.refresh is None:  # document 002: access only
             pair = login.pair
             self.reply({"access_token": pair.access, "token_type": "Bearer", "expires_in": pair.access_expires_in})
@@ -130,18 +145,24 @@ class MfaVerifyHandler(NativeHandler):
 
 
 class ReauthenticateHandler(NativeHandler):
-    FIELDS = {"password": optional(PASSWORD), "code": optional(CODE)}
+    FIELDS = {"password": optional(PASSWORD), "code": optional(CODE), "credential": Field(dict)}
 
     @doc(
-        "Authenticate again in this session (password, and a code for an account with a second factor):"
-        " refreshes its auth_time and assurance, for the step-up rule",
+        "Authenticate again in this session (password, and a code or a passkey's credential, begun at"
+        " /auth/passkeys/reauthenticate/begin, for an account with a second factor): refreshes its auth_time"
+        " and assurance, for the step-up rule",
         body=FIELDS,
         ok=obj({"session": ref("Session")}),
-        errors=(401, 429),
+        errors=(400, 401, 429),
     )
     async def post(self) -> None:
         f: dict[str, Any] = self.fields(self.FIELDS)
-        session = await self.gatehouse.mfa.reauthenticate(self.caller, f.get("password"), f.get("code"), self.context())
+        if f.get("credential") is not None:
+            session = await self.gatehouse.passkey_flows.reauthenticate(self.caller, f["credential"], self.context())
+        else:
+            session = await self.gatehouse.mfa.reauthenticate(
+                self.caller, f.get("password"), f.get("code"), self.context()
+            )
         self.reply({"session": session_view(session, session.id)})
 
 

@@ -104,10 +104,20 @@ COMPONENTS: dict[str, Schema] = {
             "lastUsed": nullable(EPOCH),
         }
     ),
+    "Passkey": obj(
+        {
+            "id": STR,
+            "name": STR,
+            "created": EPOCH,
+            "lastUsed": nullable(EPOCH),
+            "transports": array(STR),
+            "backedUp": BOOL,
+        }
+    ),
     "MfaChallenge": obj(
         {
             "challenge": STR,
-            "factors": array({"enum": ["totp", "recovery"]}),
+            "factors": array({"enum": ["totp", "webauthn", "recovery"]}),
             "expires_in": INT,
             "verify": const("/auth/mfa/verify"),
         }

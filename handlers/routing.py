@@ -22,6 +22,7 @@ from . import (
     native,
     oauth,
     openapi,
+    passkeys,
     revocations,
     style_drf,
     style_phone,
@@ -45,7 +46,9 @@ def routes(config: Config) -> list[Route]:
     # Always routed, whichever styles are enabled: health, the documents, the standard
     # OAuth endpoints, second factors (every style's MFA accounts finish their logins
     # there) and the admin API.
-    table = health.routes() + openapi.routes() + oauth.routes() + revocations.routes() + mfa.routes()
+    table = (
+        health.routes() + openapi.routes() + oauth.routes() + revocations.routes() + mfa.routes() + passkeys.routes()
+    )
     table += admin_api.routes()
     if "native" in enabled:
         table += native.routes(config.server.test_endpoints)

@@ -25,6 +25,7 @@ PARAMS = {
     "user_id": "[0-9]{1,12}",
     "account_id": "[0-9]{1,12}",
     "factor_id": "[0-9a-f]{32}",
+    "passkey_id": "[A-Za-z0-9_-]{1,1400}",  # a WebAuthn credential id, base64url
 }
 PARAM_RE = re.compile(r"\{([a-z_]+)\}")
 
@@ -108,6 +109,10 @@ def ref(name: str) -> Schema:
 
 
 def field_schema(f: Field) -> Schema:
+    if f.kind is dict:  # a WebAuthn credential, as the browser's toJSON() gives it
+        return {"type": "object", "additionalProperties": True}
+    if f.kind is bool:
+        return {"type": "boolean"}
     if f.kind is int:
         schema: Schema = {"type": "integer"}
         if f.lo is not None:

@@ -67,6 +67,10 @@ INDEXES: dict[str, list[IndexModel]] = {
         # Only unconfirmed factors carry `expires_at`: the TTL ends them, never a confirmed one.
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],
+    "passkeys": [IndexModel([("account_id", ASCENDING), ("created", ASCENDING)], name="account_created")],
+    "webauthn_challenges": [
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
+    ],
     "mfa_challenges": [
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],

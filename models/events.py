@@ -55,6 +55,12 @@ EVENT_TYPES = (
     "mfa_recovery_regenerated",
     "mfa_reset",
     "reauthenticate",
+    "passkey_added",
+    "passkey_renamed",
+    "passkey_removed",
+    "passkey_login",
+    "passkey_failed",
+    "passkey_clone_suspected",
 )
 
 

@@ -229,6 +229,14 @@ class Factors(FactorList):
         self.events = events
         self.limits = limits
 
+    async def last_one(self, account: Account, kind: str) -> bool:
+        """Whether removing one factor of `kind` would leave the account with none."""
+        if any(k != kind for k in account.mfa):
+            return False
+        if kind == "totp":
+            return await self.coll.count_documents({"account_id": account.id, "type": "totp", "confirmed": True}) <= 1
+        return await self.coll.database.passkeys.count_documents({"account_id": account.id}) <= 1
+
     def policy_covers(self, account: Account) -> bool:
         """Whether GATEHOUSE_MFA requires this account to have a second factor."""
         policy = self.config.mfa_policy
@@ -356,16 +364,40 @@ class Factors(FactorList):
             )
             raise CodeInvalid()
         await self.limits.release(*slots)
-        turned_on = await self.accounts.coll.update_one(
-            {"id": account.id, "mfa": {"$ne": "totp"}}, {"$addToSet": {"mfa": "totp"}, **CHANGED}
-        )
-        self.accounts.changes.account(account.id)
-        first = turned_on.modified_count == 1
+        first = await self.add_kind(account.id, "totp")
         if first:
             await self.coll.delete_many(
                 {"account_id": account.id, "type": "totp", "confirmed": False, "_id": {"$ne": factor_id}}
             )
         return Factor.from_doc({**doc, "confirmed": True}), first
+
+    async def add_kind(self, account_id: int, kind: str) -> bool:
+        """The account has a factor of `kind` now (`totp`, `webauthn`): its logins take
+        two steps. True when it is the account's first factor of any kind, decided by
+        this one write (of two first factors added at once, one is first)."""
+        before = await self.accounts.coll.find_one_and_update(
+            {"id": account_id}, {"$addToSet": {"mfa": kind}, **CHANGED}, projection={"mfa": 1}
+        )
+        self.accounts.changes.account(account_id)
+        return before is not None and not before.get("mfa")
+
+    async def drop_kind(self, account_id: int, kind: str, still_there: Callable[[], Awaitable[bool]]) -> None:
+        """The account's last factor of `kind` is gone: take `kind` off the account (put
+        back if `still_there` finds one added meanwhile), and with no factor of any kind
+        left, its recovery codes go too."""
+        after = await self.accounts.coll.find_one_and_update(
+            {"id": account_id},
+            {"$pull": {"mfa": kind}, **CHANGED},
+            projection={"mfa": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        if await still_there():
+            # One was added between the caller's count and the pull: the account has a
+            # factor of this kind after all, and the login gate must know it.
+            await self.accounts.coll.update_one({"id": account_id}, {"$addToSet": {"mfa": kind}, **CHANGED})
+        elif after is not None and not after.get("mfa"):
+            await self.coll.delete_one({"_id": f"recovery:{account_id}"})
+        self.accounts.changes.account(account_id)
 
     async def discard(self, factor_id: str) -> None:
         """A factor confirmed by a request that turned out not to be allowed to (a race the
@@ -373,21 +405,19 @@ class Factors(FactorList):
         await self.coll.delete_one({"_id": factor_id})
 
     async def remove(self, account: Account, factor_id: str) -> Factor:
-        """Remove one of the account's factors. With no confirmed TOTP factor left, the
-        account has no second factor any more: its recovery codes go too."""
+        """Remove one of the account's authenticator apps. With none confirmed left, TOTP
+        is off for the account (and with no passkey either, its recovery codes go).
+        (`Factors.last_one` says beforehand whether a policy may forbid it.)"""
         doc = await self.coll.find_one_and_delete({"_id": factor_id, "account_id": account.id, "type": "totp"})
         if doc is None:
             raise NotFound("no such authenticator app")
         confirmed = {"account_id": account.id, "type": "totp", "confirmed": True}
         if not await self.coll.count_documents(confirmed):
-            await self.accounts.coll.update_one({"id": account.id}, {"$pull": {"mfa": "totp"}, **CHANGED})
-            if await self.coll.count_documents(confirmed):
-                # A confirmation landed between the count and the pull: the account has a
-                # factor after all, and the login gate must know it.
-                await self.accounts.coll.update_one({"id": account.id}, {"$addToSet": {"mfa": "totp"}, **CHANGED})
-            else:
-                await self.coll.delete_one({"_id": f"recovery:{account.id}"})
-            self.accounts.changes.account(account.id)
+
+            async def still_there() -> bool:
+                return bool(await self.coll.count_documents(confirmed))
+
+            await self.drop_kind(account.id, "totp", still_there)
         return Factor.from_doc(doc)
 
     async def reset(self, account_id: int) -> int:
@@ -511,6 +541,20 @@ class Factors(FactorList):
         factors = [*account.mfa, *(["recovery"] if await self.recovery_left(account.id) else [])]
         return MfaRequired({"challenge": token, "factors": factors, "expires_in": ttl, "verify": "/auth/mfa/verify"})
 
+    async def peek(self, token: str) -> Challenge:
+        """The live challenge, not counted (a passkey's second step begins with it);
+        `ChallengeInvalid` for an unknown, expired, used or exhausted one."""
+        doc = await self.challenges.find_one(
+            {
+                "_id": sha256_hex(token),
+                "expires_at": {"$gt": self.clock()},
+                "attempts": {"$lt": self.config.mfa_challenge_attempts},
+            }
+        )
+        if doc is None:
+            raise ChallengeInvalid()
+        return self._challenge(doc)
+
     async def attempt(self, token: str) -> Challenge:
         """Count one attempt at the challenge, before its code is checked; `ChallengeInvalid`
         for an unknown, expired, used or exhausted one."""
@@ -525,6 +569,10 @@ class Factors(FactorList):
         )
         if doc is None:
             raise ChallengeInvalid()
+        return self._challenge(doc)
+
+    @staticmethod
+    def _challenge(doc: dict[str, Any]) -> Challenge:
         return Challenge(
             account_id=doc["account_id"],
             cred_epoch=int(doc.get("cred_epoch") or 0),

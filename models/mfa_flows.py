@@ -6,12 +6,14 @@ factors")."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from .auth import AuthService
 from .common import Context
 from .errors import ChallengeInvalid, CodeInvalid, Forbidden, InvalidCredentials, InvalidRequest
 from .mfa import Enrolment, Factor, Factors
+from .passkeys import PasskeyRejected
 from .values import Account, Assurance, Caller, JwtLogin, OpaqueLogin, Session
 
 
@@ -31,7 +33,7 @@ class MfaFlows:
         self.factors = factors
         self.events = auth.events
 
-    async def _notice(self, account: Account, what: str, ctx: Context) -> None:
+    async def notice(self, account: Account, what: str, ctx: Context) -> None:
         await self.auth.followups.run(f"the notice '{what}'", lambda: self.auth.notify(account, what, ctx), None)
 
     # ---- managing factors (a logged-in owner) ---------------------------------------
@@ -50,7 +52,7 @@ class MfaFlows:
         one only under the step-up (an app left pending in a password-only session does
         not become a second factor by itself); an enrolment session only enrols the
         first."""
-        account = (await self._current(caller)).account
+        account = (await self.current(caller)).account
         if account.mfa and caller.session.kind == "enrol":
             raise Forbidden("this account has a second factor now: log in with it")
         if account.mfa:
@@ -59,17 +61,17 @@ class MfaFlows:
         if not first and not account.mfa:
             # Another first app won the race, after this request's check: the step-up again.
             try:
-                await self.auth.step_up(await self._current(caller), ctx)
+                await self.auth.step_up(await self.current(caller), ctx)
             except BaseException:  # refused, or the database failed: not confirmed after all
                 await self.factors.discard(factor.id)
                 raise
         codes = await self.factors.new_recovery_codes(account.id) if first else None
-        session = await self._after_confirm(caller, account)
+        session = await self.after_confirm(caller, account, "totp")
         await self.events.record("mfa_factor_added", ctx, account_id=account.id, factor=factor.id, factor_type="totp")
-        await self._notice(account, "authenticator app was added", ctx)
+        await self.notice(account, "authenticator app was added", ctx)
         return Confirmed(factor, codes, session)
 
-    async def _current(self, caller: Caller) -> Caller:
+    async def current(self, caller: Caller) -> Caller:
         """The caller as the database has it now (a racing request may have changed both)."""
         account = await self.auth.accounts.find_by_id(caller.account.id)
         session = await self.auth.sessions.find_alive(caller.session.id)
@@ -77,21 +79,28 @@ class MfaFlows:
             raise InvalidCredentials("the session ended meanwhile; log in again")
         return Caller(account, session)
 
-    async def _after_confirm(self, caller: Caller, account: Account) -> Session | None:
+    async def after_confirm(self, caller: Caller, account: Account, method: str) -> Session | None:
+        """A new factor was just shown in this session: it is at aal2 now; an
+        enrolment-only session's work is done, and it ends."""
         if caller.session.kind == "enrol":
-            # Its work is done: the account logs in again, now in two steps.
+            # The account logs in again, now in two steps.
             await self.auth.sessions.revoke(caller.session.id, "enrolled", by=f"account:{account.id}")
             return await self.auth.sessions.find(caller.session.id)
         assurance = caller.session.assurance
         if assurance.aal < 2:
-            assurance = assurance.with_second("totp")
+            assurance = assurance.with_second(method)
         return await self.auth.sessions.reassured(caller.session.id, assurance)
 
     async def remove(self, caller: Caller, factor_id: str, ctx: Context) -> Factor:
+        """Remove an authenticator app (needs the step-up). The last factor of an account
+        the MFA policy covers stays: it adds another first."""
         await self.auth.step_up(caller, ctx)
+        covered = self.factors.policy_covers(caller.account)
+        if covered and "totp" in caller.account.mfa and await self.factors.last_one(caller.account, "totp"):
+            raise Forbidden("GATEHOUSE_MFA needs a second factor on this account: add another before removing this one")
         factor = await self.factors.remove(caller.account, factor_id)
         await self.events.record("mfa_factor_removed", ctx, account_id=caller.account.id, factor=factor.id)
-        await self._notice(caller.account, "authenticator app was removed", ctx)
+        await self.notice(caller.account, "authenticator app was removed", ctx)
         return factor
 
     async def new_recovery_codes(self, caller: Caller, ctx: Context) -> list[str]:
@@ -101,7 +110,7 @@ class MfaFlows:
         await self.auth.step_up(caller, ctx)
         codes = await self.factors.new_recovery_codes(caller.account.id)
         await self.events.record("mfa_recovery_regenerated", ctx, account_id=caller.account.id)
-        await self._notice(caller.account, "recovery codes were replaced", ctx)
+        await self.notice(caller.account, "recovery codes were replaced", ctx)
         return codes
 
     async def admin_reset(self, account: Account, ctx: Context, *, by: str) -> int:
@@ -109,13 +118,19 @@ class MfaFlows:
         next login is one step again. Audited, and the owner is told."""
         removed = await self.factors.reset(account.id)
         await self.events.record("mfa_reset", ctx, account_id=account.id, actor=by, removed=removed)
-        await self._notice(account, "second factors were removed by an administrator", ctx)
+        await self.notice(account, "second factors were removed by an administrator", ctx)
         return removed
 
     # ---- the second step of a login ---------------------------------------------------
 
     async def verify(
-        self, challenge_token: str, code: str, ctx: Context, *, kinds: tuple[str, ...] = ("opaque", "jwt")
+        self,
+        challenge_token: str,
+        code: str | None,
+        ctx: Context,
+        *,
+        kinds: tuple[str, ...] = ("opaque", "jwt"),
+        passkey: Callable[[], Awaitable[str]] | None = None,
     ) -> OpaqueLogin | JwtLogin:
         """A login's second step: the challenge and a TOTP or recovery code make the
         session the first step asked for (its kind, style and refresh), at aal2. Each
@@ -133,12 +148,17 @@ class MfaFlows:
             raise ChallengeInvalid()
         assert account is not None
         try:
-            # The challenge is used up between finding the code right and taking it: of
-            # two right codes racing, one finishes the login and the other stays unused.
-            method = await self.factors.check(
-                account, code, ctx, via="login", claim=lambda: self.factors.spend(challenge_token)
-            )
-        except CodeInvalid:
+            if passkey is not None:  # `PasskeyFlows.second_step`: its assertion is single-use
+                method = await passkey()
+                if not await self.factors.spend(challenge_token):
+                    raise ChallengeInvalid()
+            else:
+                # The challenge is used up between finding the code right and taking it: of
+                # two right codes racing, one finishes the login and the other stays unused.
+                method = await self.factors.check(
+                    account, code or "", ctx, via="login", claim=lambda: self.factors.spend(challenge_token)
+                )
+        except (CodeInvalid, PasskeyRejected):
             if self.factors.exhausted(challenge):
                 await self.factors.spend(challenge_token)
             raise
@@ -151,7 +171,7 @@ class MfaFlows:
 
     async def _after_code(self, account: Account, method: str, ctx: Context) -> None:
         if method == "recovery":
-            await self._notice(account, "recovery code was used", ctx)
+            await self.notice(account, "recovery code was used", ctx)
 
     # ---- authenticating again ----------------------------------------------------------
 
@@ -176,8 +196,14 @@ class MfaFlows:
             first = assurance or Assurance(1, tuple(m for m in caller.session.amr if m not in ("totp", "recovery")))
             assurance = first.with_second(method)
         assert assurance is not None
+        return await self.reassure(caller, assurance, ctx)
+
+    async def reassure(self, caller: Caller, assurance: Assurance, ctx: Context) -> Session:
+        """The session authenticated again just now, at `assurance` (audited)."""
         session = await self.auth.sessions.reassured(caller.session.id, assurance)
         if session is None:
             raise InvalidCredentials("the session ended meanwhile; log in again")
-        await self.events.record("reauthenticate", ctx, account_id=account.id, session_id=session.id, aal=session.aal)
+        await self.events.record(
+            "reauthenticate", ctx, account_id=caller.account.id, session_id=session.id, aal=session.aal
+        )
         return session

@@ -63,6 +63,9 @@ def parse_fields(body: Mapping[str, Any], spec: Mapping[str, Field]) -> dict[str
         elif f.kind is bool:
             if not isinstance(value, bool):
                 raise InvalidRequest(f"'{name}' must be true or false", field=name)
+        elif f.kind is dict:
+            if not isinstance(value, dict):
+                raise InvalidRequest(f"'{name}' must be an object", field=name)
         out[name] = value
     return out
 
