@@ -16,6 +16,7 @@ from models.admin import admin_session_view
 from models.errors import InvalidRequest, NotAuthenticated
 from models.events import event_view
 from models.mfa import factor_view
+from models.passkeys import passkey_view
 from models.sessions import session_view
 from models.validation import Field, parse_fields
 from models.values import Account
@@ -148,6 +149,7 @@ class AccountHandler(AdminAPIHandler):
                 "events": array(EVENT),
                 "factors": array(ref("Factor")),
                 "recoveryCodesLeft": INT,
+                "passkeys": array(ref("Passkey")),
             }
         ),
         errors=(403, 404),
@@ -163,8 +165,20 @@ class AccountHandler(AdminAPIHandler):
                 "events": [event_view(e) for e in overview.events],
                 "factors": [factor_view(f) for f in overview.factors],
                 "recoveryCodesLeft": overview.recovery_left,
+                "passkeys": [passkey_view(p) for p in overview.passkeys],
             }
         )
+
+
+class PasskeyRemoveHandler(AdminAPIHandler):
+    @doc(
+        "Remove one of the account's passkeys (audited; the owner is told)", ok=obj({"removed": STR}), errors=(403, 404)
+    )
+    async def delete(self, account_id: str, passkey_id: str) -> None:
+        account = await self.account(account_id)
+        flows = self.gatehouse.passkey_flows
+        passkey = await flows.admin_remove(account.id, passkey_id, self.context(), by=self.actor)
+        self.reply({"removed": passkey.id})
 
 
 class MfaResetHandler(AdminAPIHandler):
@@ -274,6 +288,7 @@ def routes() -> list[Route]:
         Route("/admin/api/accounts/{account_id}/enable", EnableHandler),
         Route("/admin/api/accounts/{account_id}/reset", ResetCodeHandler),
         Route("/admin/api/accounts/{account_id}/mfa/reset", MfaResetHandler),
+        Route("/admin/api/accounts/{account_id}/passkeys/{passkey_id}", PasskeyRemoveHandler),
         Route("/admin/api/events", EventsHandler),
         Route("/admin/api/stats", StatsHandler),
     ]

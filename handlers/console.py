@@ -54,6 +54,7 @@ DONE = {
     "enabled": "Account enabled.",
     "reset_sent": "A password-reset code was sent.",
     "mfa_reset": "Every second factor of the account was removed; its owner was told.",
+    "passkey_removed": "The passkey was removed; its owner was told.",
     "reset_nowhere": "This account has no e-mail or phone to send a code to.",
 }
 
@@ -429,6 +430,7 @@ class AccountHandler(ConsoleHandler):
             events=overview.events,
             factors=overview.factors,
             recovery_left=overview.recovery_left,
+            passkeys=overview.passkeys,
             has_mfa=bool(overview.account.mfa),
             now=self.clock(),
         )
@@ -451,6 +453,13 @@ class AccountActionHandler(ConsoleHandler):
         else:  # reset
             done = "reset_sent" if await self.flows.send_reset(account, ctx) else "reset_nowhere"
         self.back(f"/console/accounts/{account.id}", done)
+
+
+class PasskeyRemoveHandler(ConsoleHandler):
+    async def post(self, account_id: str, passkey_id: str) -> None:
+        flows = self.gatehouse.passkey_flows
+        await flows.admin_remove(int(account_id), passkey_id, self.context(), by=self.actor)
+        self.back(f"/console/accounts/{int(account_id)}", "passkey_removed")
 
 
 class EventsHandler(ConsoleHandler):
@@ -498,6 +507,7 @@ def routes() -> list[tuple[str, type]]:
         (r"/console/accounts", AccountsHandler),
         (r"/console/accounts/([0-9]{1,12})", AccountHandler),
         (r"/console/accounts/([0-9]{1,12})/(kick|disable|enable|reset|mfa-reset)", AccountActionHandler),
+        (r"/console/accounts/([0-9]{1,12})/passkeys/([A-Za-z0-9_-]{1,1400})/remove", PasskeyRemoveHandler),
         (r"/console/events", EventsHandler),
         (r"/console/outbox", OutboxHandler),
     ]

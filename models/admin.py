@@ -26,6 +26,7 @@ from .common import Clock, epoch
 from .errors import AccountNotFound, InvalidRequest
 from .events import EVENT_TYPES, EventLog
 from .mfa import Factor, FactorList
+from .passkeys import Passkey, PasskeyList
 from .sessions import KINDS, Sessions, session_view
 from .values import Account, AccountRef, Session
 
@@ -64,6 +65,7 @@ class AccountOverview:
     events: list[dict]
     factors: list[Factor] = field(default_factory=list)
     recovery_left: int = 0
+    passkeys: list[Passkey] = field(default_factory=list)
 
 
 def encode_cursor(*parts: Any) -> str:
@@ -154,7 +156,8 @@ class Admin:
         events = await self.event_log.page(account_id=account.id, limit=OVERVIEW_EVENTS)
         factors = await self.factors.list(account.id)
         left = await self.factors.recovery_left(account.id) if account.mfa else 0
-        return AccountOverview(account, sessions, events, factors, left)
+        passkeys = await PasskeyList(self.factors.coll.database).list(account.id)
+        return AccountOverview(account, sessions, events, factors, left, passkeys)
 
     async def sessions(
         self,

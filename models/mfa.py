@@ -433,9 +433,10 @@ class Factors(FactorList):
         await self.coll.delete_many({"account_id": account_id, "type": "totp", "confirmed": False, "name": name})
 
     async def drop(self, account_id: int) -> int:
-        """Every factor document of the account (apps, pending ones, recovery codes) gone;
+        """Every factor of the account (apps, pending ones, recovery codes, passkeys) gone;
         how many. The account's `mfa` is the caller's to clear."""
-        return (await self.coll.delete_many({"account_id": account_id})).deleted_count
+        removed = (await self.coll.delete_many({"account_id": account_id})).deleted_count
+        return removed + (await self.coll.database.passkeys.delete_many({"account_id": account_id})).deleted_count
 
     # ---- recovery codes -------------------------------------------------------------
 

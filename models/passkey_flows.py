@@ -71,21 +71,36 @@ class PasskeyFlows:
         current = await self.mfa.current(caller)
         if current.account.mfa and caller.session.kind == "enrol":
             raise Forbidden("this account has a second factor now: log in with it")
+        if current.account.mfa:
+            # Begun before the account had a factor, in a password-only session: that
+            # session must now show one (as confirming an authenticator app must).
+            await self.auth.step_up(current, ctx)
         try:
             passkey = await self.passkeys.register(current.account, caller.session.id, credential, name)
         except PasskeyRejected:
             account_id = current.account.id
             await self.events.record("passkey_failed", ctx, account_id=account_id, outcome="failed", via="register")
             raise
-        if await self.passkeys.count(current.account.id) > self.passkeys.config.webauthn_max_passkeys:
-            await self.passkeys.delete(current.account.id, passkey.id)  # parallel registrations passed one count
-            raise InvalidRequest(f"an account may have at most {self.passkeys.config.webauthn_max_passkeys} passkeys")
+        await self._within_cap(current.account.id, passkey)
         first = await self.factors.add_kind(current.account.id, "webauthn")
+        if not first and not current.account.mfa:
+            # Another first factor won the race, after this request's check: the step-up again.
+            try:
+                await self.auth.step_up(await self.mfa.current(caller), ctx)
+            except BaseException:
+                await self.passkeys.delete(current.account.id, passkey.id)
+                raise
         codes = await self.factors.new_recovery_codes(current.account.id) if first else None
         session = await self.mfa.after_confirm(caller, current.account, "webauthn")
         await self.events.record("passkey_added", ctx, account_id=current.account.id, passkey=passkey.id)
         await self.mfa.notice(current.account, "passkey was added", ctx)
         return Registered(passkey, codes, session)
+
+    async def _within_cap(self, account_id: int, passkey: Passkey) -> None:
+        cap = self.passkeys.config.webauthn_max_passkeys
+        if await self.passkeys.count(account_id) > cap:
+            await self.passkeys.delete(account_id, passkey.id)  # parallel registrations passed one count
+            raise InvalidRequest(f"an account may have at most {cap} passkeys")
 
     async def rename(self, caller: Caller, passkey_id: str, name: str, ctx: Context) -> Passkey:
         passkey = await self.passkeys.rename(caller.account.id, passkey_id, name)
@@ -179,7 +194,13 @@ class PasskeyFlows:
     async def second_step(self, challenge_token: str, credential: dict[str, Any], ctx: Context) -> str:
         """Check a passkey for the login whose challenge this is; its method."""
         self.passkeys.require_on()
-        await self._assert(credential, "mfa", binding_of(challenge_token), ctx)
+        try:
+            assertion = await self._assert(credential, "mfa", binding_of(challenge_token), ctx)
+        except PasskeyRejected:
+            await self.events.record("mfa_failed", ctx, outcome="failed", via="login", factor="webauthn")
+            raise
+        account_id = assertion.passkey.account_id
+        await self.events.record("mfa_verified", ctx, account_id=account_id, via="login", factor="webauthn")
         return "webauthn"
 
     async def reauthentication_options(self, caller: Caller, ctx: Context) -> dict[str, Any]:

@@ -145,9 +145,20 @@ def client_challenge(credential: Any) -> str:
     return challenge
 
 
-class Passkeys:
-    def __init__(self, db: AsyncDatabase, clock: Clock, config: WebAuthnSettings, secret_key: str) -> None:
+class PasskeyList:
+    """An account's passkeys, read only (what the administrators' pages read)."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
         self.coll = db.passkeys
+
+    async def list(self, account_id: int) -> list[Passkey]:
+        docs = await self.coll.find({"account_id": account_id}).sort("created", 1).to_list()
+        return [Passkey.from_doc(d) for d in docs]
+
+
+class Passkeys(PasskeyList):
+    def __init__(self, db: AsyncDatabase, clock: Clock, config: WebAuthnSettings, secret_key: str) -> None:
+        super().__init__(db)
         self.challenges = db.webauthn_challenges
         self.clock = clock
         self.config = config
@@ -163,10 +174,6 @@ class Passkeys:
             raise PasskeysOff()
 
     # ---- the store ----------------------------------------------------------------------
-
-    async def list(self, account_id: int) -> list[Passkey]:
-        docs = await self.coll.find({"account_id": account_id}).sort("created", 1).to_list()
-        return [Passkey.from_doc(d) for d in docs]
 
     async def get(self, account_id: int, passkey_id: str) -> Passkey:
         doc = await self.coll.find_one({"_id": passkey_id, "account_id": account_id})

@@ -39,6 +39,9 @@ def fuzz_server(mongo_uri):
         # Random logins must not throttle the fuzzer's own admin login.
         GATEHOUSE_LOGIN_FAILURES_PER_IP="1000000",
         GATEHOUSE_SERVICE_KEYS="fuzz-service-key-" + "s" * 24,
+        # Passkeys on, so their ceremonies meet generated credentials (not just 404s).
+        GATEHOUSE_WEBAUTHN_RP_ID="localhost",
+        GATEHOUSE_WEBAUTHN_ORIGINS="http://localhost:8000",
     ).start()
     yield server
     server.stop()

@@ -246,3 +246,64 @@ async def test_one_assertion_sent_ten_times_at_once_makes_one_session(api, gateh
 async def test_without_configuration_passkeys_are_off(api, settings):
     r = await api.post("/auth/passkeys/login/begin", {})
     assert_error(r, 404, "PASSKEYS_OFF")
+
+
+@passkeys_on
+async def test_operators_see_and_remove_passkeys(sinks, api, admin, base_url, gatehouse, settings):
+    from tests.test_console import Console
+
+    user = await register(api)
+    token = await login(api, user)
+    await add_passkey(api, token, SoftAuthenticator(), name="laptop")
+    await add_passkey(api, token, SoftAuthenticator(), name="phone")
+    listed = (await api.get("/auth/passkeys", token=token)).data["data"]["passkeys"]
+    assert [p["name"] for p in listed] == ["laptop", "phone"]
+    overview = (await api.get(f"/admin/api/accounts/{user['id']}", token=admin["token"])).data
+    assert [p["name"] for p in overview["passkeys"]] == ["laptop", "phone"]
+    # The admin API removes one (audited, the owner told) ...
+    r = await api.delete(f"/admin/api/accounts/{user['id']}/passkeys/{listed[0]['id']}", token=admin["token"])
+    assert r.status == 200 and r.data == {"removed": listed[0]["id"]}, r.data
+    [event] = await gatehouse.events.find(account_id=user["id"], type="passkey_removed")
+    assert event["actor"] == f"admin:{admin['id']}"
+    assert any("passkey was removed" in m["body"] for m in await sinks.wait_for(user["email"], 3))
+    # ... and the console's account page lists the other and removes it.
+    console = Console(base_url)
+    try:
+        assert (await console.login(admin["username"])).status_code == 303
+        page = await console.get(f"/console/accounts/{user['id']}")
+        assert "Passkeys" in page.text and "phone" in page.text and "laptop" not in page.text
+        r = await console.post(f"/console/accounts/{user['id']}/passkeys/{listed[1]['id']}/remove")
+        assert r.status_code == 303
+    finally:
+        await console.http.aclose()
+    assert await gatehouse.passkeys.list(user["id"]) == []
+    assert (await gatehouse.accounts.find_by_id(user["id"])).mfa == ()
+
+
+@passkeys_on
+async def test_an_administrators_reset_removes_passkeys(api, admin, gatehouse, settings):
+    user = await register(api)
+    await add_passkey(api, await login(api, user), SoftAuthenticator())
+    r = await api.post(f"/admin/api/accounts/{user['id']}/mfa/reset", {}, token=admin["token"])
+    assert r.data == {"removed": 2}, r.data  # the passkey and the recovery codes
+    assert await gatehouse.passkeys.list(user["id"]) == []
+    # A takeover by proof of ownership drops the same (tests/test_mfa_attacks.py).
+    await add_passkey(api, await login(api, user), SoftAuthenticator())
+    assert await gatehouse.factors.drop(user["id"]) == 2
+
+
+@passkeys_on
+async def test_a_registration_begun_before_the_owner_enrolled_needs_the_step_up(api, gatehouse, clock, settings):
+    """A password-only session begins a registration while the account has no factor;
+    the owner then adds an authenticator app: finishing it needs a recent aal2 login."""
+    from tests.test_mfa import enrol
+
+    user = await register(api)
+    attacker = await login(api, user)
+    options = await begin(api, "/auth/passkeys/register/begin", token=attacker)
+    await enrol(api, await login(api, user), clock)
+    r = await api.post(
+        "/auth/passkeys/register/finish", {"credential": SoftAuthenticator().create(options)}, token=attacker
+    )
+    assert_error(r, 403, "REAUTHENTICATION_REQUIRED")
+    assert await gatehouse.passkeys.list(user["id"]) == []
