@@ -22,6 +22,7 @@ from . import (
     native,
     oauth,
     openapi,
+    passkey_page,
     passkeys,
     revocations,
     style_drf,
@@ -171,6 +172,7 @@ def make_application(config: Config, /, **settings: Any) -> GatehouseApplication
     """The application serving every route `config` enables; `settings` are Tornado's."""
     table = routes(config)
     extra = health.unlisted_routes() + console.routes()
+    extra += passkey_page.routes()  # HTML, like the console: not in /openapi.json
     route_names = {r.handler: r.path for r in table}
     route_names.update({handler: pattern for pattern, handler in extra})
     route_names[StaticHandler] = "/static/"

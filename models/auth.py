@@ -523,7 +523,8 @@ class AuthService:
             "route": "/auth/reauthenticate",
         }
         if account.mfa:
-            message = "this needs a recent login with your second factor: POST /auth/reauthenticate with a code"
+            how = "a code or a passkey" if "webauthn" in account.mfa else "a code"
+            message = f"this needs a recent login with your second factor: POST /auth/reauthenticate with {how}"
             raise ReauthenticationRequired(message, needs)
         raise ReauthenticationRequired(needs=needs)
 

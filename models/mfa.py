@@ -375,11 +375,13 @@ class Factors(FactorList):
         """The account has a factor of `kind` now (`totp`, `webauthn`): its logins take
         two steps. True when it is the account's first factor of any kind, decided by
         this one write (of two first factors added at once, one is first)."""
-        before = await self.accounts.coll.find_one_and_update(
-            {"id": account_id}, {"$addToSet": {"mfa": kind}, **CHANGED}, projection={"mfa": 1}
-        )
+        none_yet = {"$or": [{"mfa": {"$exists": False}}, {"mfa": {"$size": 0}}]}
+        add = {"$addToSet": {"mfa": kind}, **CHANGED}
+        first = await self.accounts.coll.update_one({"id": account_id, **none_yet}, add)
+        if first.modified_count == 0:
+            await self.accounts.coll.update_one({"id": account_id}, add)
         self.accounts.changes.account(account_id)
-        return before is not None and not before.get("mfa")
+        return first.modified_count == 1
 
     async def drop_kind(self, account_id: int, kind: str, still_there: Callable[[], Awaitable[bool]]) -> None:
         """The account's last factor of `kind` is gone: take `kind` off the account (put

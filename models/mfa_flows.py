@@ -181,7 +181,8 @@ class MfaFlows:
         (and the password, if sent, must be right) for one with."""
         account = caller.account
         if account.mfa and not code:
-            raise InvalidRequest("this account has a second factor: send a code as 'code'", field="code")
+            passkey = " (or a passkey's credential as 'credential')" if "webauthn" in account.mfa else ""
+            raise InvalidRequest(f"this account has a second factor: send a code as 'code'{passkey}", field="code")
         if not account.mfa and not password:
             raise InvalidRequest("send your current password as 'password'", field="password")
         assurance = Assurance.first("password") if password else None

@@ -175,8 +175,8 @@ class PasskeyFlows:
                 presented=e.count,
             )
             raise
-        except PasskeyRejected:
-            await self.events.record("passkey_failed", ctx, outcome="failed", via=kind)
+        except PasskeyRejected as e:
+            await self.events.record("passkey_failed", ctx, account_id=e.account_id, outcome="failed", via=kind)
             raise
 
     # ---- a second step, authenticating again -------------------------------------------------

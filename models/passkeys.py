@@ -65,6 +65,10 @@ class PasskeyRejected(DomainError):
 
     default_message = "the passkey could not be verified: start again"
 
+    def __init__(self, message: str = "", *, account_id: int | None = None) -> None:
+        super().__init__(message)
+        self.account_id = account_id  # the credential's owner, when it was found: for the audit log
+
 
 class PasskeyExists(DomainError):
     default_message = "this passkey is registered already"
@@ -347,10 +351,10 @@ class Passkeys(PasskeyList):
                 credential_current_sign_count=0,  # compared below, where a decrease is told apart
             )
         except (WebAuthnException, KeyError, TypeError, ValueError):
-            raise PasskeyRejected() from None
+            raise PasskeyRejected(account_id=passkey.account_id) from None
         handle = (credential.get("response") or {}).get("userHandle")
         if handle and (not isinstance(handle, str) or not await self._handle_matches(handle, passkey.account_id)):
-            raise PasskeyRejected()
+            raise PasskeyRejected(account_id=passkey.account_id)
         if not await self._count(passkey, verified.new_sign_count):
             raise SignCountRegressed(passkey, verified.new_sign_count)
         return Assertion(passkey, verified.user_verified)
@@ -382,6 +386,6 @@ class SignCountRegressed(PasskeyRejected):
     """The authenticator's count did not move forward: it may have been cloned."""
 
     def __init__(self, passkey: Passkey, count: int) -> None:
-        super().__init__()
+        super().__init__(account_id=passkey.account_id)
         self.passkey = passkey
         self.count = count

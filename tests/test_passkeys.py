@@ -102,6 +102,8 @@ async def test_ceremonies_that_must_fail(api, gatehouse, clock, settings):
     # A wrong origin (a phishing page relaying the ceremony).
     r = await passkey_login(api, device, origin="https://app.example.test.evil.example")
     assert_error(r, 400, "PASSKEY_REJECTED")
+    # The owner's audit trail shows it (the credential was known).
+    assert await gatehouse.events.find(account_id=user["id"], type="passkey_failed")
     # A registration challenge is no sign-in challenge.
     token = await passkey_token(api, device)
     options = await begin(api, "/auth/passkeys/register/begin", token=token)
