@@ -153,7 +153,7 @@ class Gatehouse:
         )
         self.admin = self.build_admin(admin_db if admin_db is not None else db)
         self.mfa = MfaFlows(self.auth, self.factors)
-        self.passkeys = Passkeys(db, clock, config.webauthn, config.secret_key)
+        self.passkeys = Passkeys(db, clock, config.webauthn)
         self.passkey_flows = PasskeyFlows(self.auth, self.factors, self.passkeys, self.mfa)
         self.flows = CodeFlows(config.codes, self.accounts, self.codes, self.auth, self.events, messages, self.queue)
 

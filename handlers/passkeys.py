@@ -14,7 +14,7 @@ from models.validation import Field
 from models.values import JwtLogin
 
 from .base import allow_anonymous
-from .fields import LOGIN_NAME, optional
+from .fields import optional
 from .mfa import RECOVERY_CODES, EnrolmentHandler
 from .native import LOGIN_VIEW, NativeHandler, pair_view
 from .spec import STR, Route, array, doc, nullable, obj, ref
@@ -84,19 +84,15 @@ class PasskeyHandler(NativeHandler):
 
 
 class LoginBeginHandler(NativeHandler):
-    FIELDS = {"username": optional(LOGIN_NAME)}
-
     @allow_anonymous
     @doc(
-        "Begin a passkey sign-in: request options for navigator.credentials.get (no username: the browser's"
-        " passkey picker)",
-        body=FIELDS,
+        "Begin a passkey sign-in: request options for navigator.credentials.get (the browser's passkey picker;"
+        " user verification required)",
         ok=OPTIONS,
         errors=(404, 429),
     )
     async def post(self) -> None:
-        f = self.fields(self.FIELDS)
-        options = await self.gatehouse.passkey_flows.login_options(f.get("username"), self.context())
+        options = await self.gatehouse.passkey_flows.login_options(self.context())
         self.reply({"options": options})
 
 

@@ -707,8 +707,11 @@ class AuthService:
         # The squatter's second factors go with their password and sessions (after the
         # sessions, so none of them confirms an app meanwhile): the owner must not need
         # the squatter's authenticator app to log in.
+        # Passkeys first (a passkey login racing this one checks its passkey after making
+        # its session), the rest after the sessions end (no session left to confirm one).
+        passkeys = await self.factors.drop_passkeys(account.id)
         ended = await self.end_sessions(account.id, "ownership_proven", by="gatehouse")
-        factors = await self.factors.drop(account.id)
+        factors = passkeys + await self.factors.drop_apps(account.id)
         facts = {"channel": channel, "sessions_ended": ended, "factors_removed": factors}
         await self.events.record("ownership_proven", ctx, account_id=account.id, **facts)
         return "taken_over"

@@ -437,8 +437,14 @@ class Factors(FactorList):
     async def drop(self, account_id: int) -> int:
         """Every factor of the account (apps, pending ones, recovery codes, passkeys) gone;
         how many. The account's `mfa` is the caller's to clear."""
-        removed = (await self.coll.delete_many({"account_id": account_id})).deleted_count
-        return removed + (await self.coll.database.passkeys.delete_many({"account_id": account_id})).deleted_count
+        return await self.drop_apps(account_id) + await self.drop_passkeys(account_id)
+
+    async def drop_apps(self, account_id: int) -> int:
+        """The account's authenticator apps (pending ones too) and recovery codes gone."""
+        return (await self.coll.delete_many({"account_id": account_id})).deleted_count
+
+    async def drop_passkeys(self, account_id: int) -> int:
+        return (await self.coll.database.passkeys.delete_many({"account_id": account_id})).deleted_count
 
     # ---- recovery codes -------------------------------------------------------------
 

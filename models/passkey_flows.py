@@ -139,27 +139,37 @@ class PasskeyFlows:
 
     # ---- signing in ------------------------------------------------------------------------
 
-    async def login_options(self, username: str | None, ctx: Context) -> dict[str, Any]:
+    async def login_options(self, ctx: Context) -> dict[str, Any]:
         await self._begin(ctx)
-        account = await self.auth.accounts.find_by_login(username) if username else None
-        return await self.passkeys.login_options(account, username)
+        return await self.passkeys.login_options()
 
     async def login(self, credential: dict[str, Any], ctx: Context, *, jwt: bool) -> OpaqueLogin | JwtLogin:
-        """A sign-in with a passkey: the session (opaque or a JWT pair), at aal2 when the
-        authenticator verified its user (`amr: ["webauthn"]`). Without user verification
-        it is one factor: an account with a second factor (every account with a passkey)
-        then gets the MFA challenge like after a password."""
+        """A sign-in with a passkey that verified its user (PIN, biometric: two factors in
+        one): the session (opaque or a JWT pair) at aal2, `amr: ["webauthn"]`. Without
+        user verification the key is possession only: refused here (it may still be a
+        second step after the password)."""
         self.passkeys.require_on()
         assertion = await self._assert(credential, "login", None, ctx)
-        account = await self.auth.accounts.find_by_id(assertion.passkey.account_id)
-        if account is None or account.disabled:
-            await self.events.record("passkey_failed", ctx, account_id=assertion.passkey.account_id, outcome="failed")
+        account_id = assertion.passkey.account_id
+        account = await self.auth.accounts.find_by_id(account_id)
+        if account is None or account.disabled or not assertion.user_verified:
+            await self.events.record("passkey_failed", ctx, account_id=account_id, outcome="failed", via="login")
+            if account is not None and not account.disabled:
+                raise PasskeyRejected("this passkey did not verify you (no PIN or biometric): use your password")
             raise PasskeyRejected()
-        assurance = Assurance(2, ("webauthn",)) if assertion.user_verified else None
         await self.events.record("passkey_login", ctx, account_id=account.id, passkey=assertion.passkey.id)
+        assurance = Assurance(2, ("webauthn",))
+        login: OpaqueLogin | JwtLogin
         if jwt:
-            return await self.auth.jwt_login(account, ctx, method="webauthn", assurance=assurance)
-        return await self.auth.opaque_login(account, ctx, method="webauthn", assurance=assurance)
+            login = await self.auth.jwt_login(account, ctx, method="webauthn", assurance=assurance)
+        else:
+            login = await self.auth.opaque_login(account, ctx, method="webauthn", assurance=assurance)
+        if not await self.passkeys.exists(assertion.passkey.id):
+            # Removed while this login ran (its owner, an administrator, a takeover): the
+            # session it made must not outlive it.
+            await self.auth.sessions.revoke(login.session.id, "passkey_removed", by="gatehouse")
+            raise PasskeyRejected()
+        return login
 
     async def _assert(self, credential: dict[str, Any], kind: str, binding: str | None, ctx: Context) -> Assertion:
         try:
@@ -207,14 +217,14 @@ class PasskeyFlows:
         await self._begin(ctx)
         if "webauthn" not in caller.account.mfa:
             raise InvalidRequest("this account has no passkey")
-        return await self.passkeys.mfa_options(caller.account, binding_of(caller.session.id))
+        return await self.passkeys.mfa_options(caller.account, binding_of(caller.session.id), kind="reauth")
 
     async def reauthenticate(self, caller: Caller, credential: dict[str, Any], ctx: Context) -> Session:
         """Authenticate again in this session with a passkey: its `auth_time` is now and
         it is at aal2 (a passkey is a factor of its own: user verification, or the
         password the session began with, makes the second)."""
         self.passkeys.require_on()
-        assertion = await self._assert(credential, "mfa", binding_of(caller.session.id), ctx)
+        assertion = await self._assert(credential, "reauth", binding_of(caller.session.id), ctx)
         if assertion.passkey.account_id != caller.account.id:
             raise PasskeyRejected()
         first = tuple(m for m in caller.session.amr if m not in ("totp", "recovery", "webauthn"))

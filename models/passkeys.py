@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,7 +50,9 @@ from .common import Clock, epoch, seconds
 from .errors import DomainError, NotFound
 from .values import Account
 
-CEREMONIES = ("register", "login", "mfa")
+CEREMONIES = ("register", "login", "mfa", "reauth")
+CLIENT_DATA_MAX = 4096  # base64url characters; a browser's is about 200
+CHALLENGE_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
 TRANSPORTS = {t.value for t in AuthenticatorTransport}
 
 
@@ -138,13 +140,17 @@ class Assertion:
 
 def client_challenge(credential: Any) -> str:
     """The challenge the browser signed, from the credential's `clientDataJSON` (not yet
-    verified: it only finds the stored challenge; the library checks the rest)."""
+    verified: it only finds the stored challenge; the library checks the rest). A
+    client data of more than a few KiB, or a challenge not of our alphabet, is refused
+    before anything parses it further."""
     try:
-        client_data = json.loads(unb64url(credential["response"]["clientDataJSON"]))
-        challenge = client_data["challenge"]
-    except (KeyError, TypeError, ValueError):
+        encoded = credential["response"]["clientDataJSON"]
+        if not isinstance(encoded, str) or len(encoded) > CLIENT_DATA_MAX:
+            raise PasskeyRejected()
+        challenge = json.loads(unb64url(encoded))["challenge"]
+    except (KeyError, TypeError, ValueError, RecursionError):
         raise PasskeyRejected() from None
-    if not isinstance(challenge, str) or not 16 <= len(challenge) <= 128:
+    if not isinstance(challenge, str) or not CHALLENGE_RE.fullmatch(challenge):
         raise PasskeyRejected()
     return challenge
 
@@ -161,13 +167,11 @@ class PasskeyList:
 
 
 class Passkeys(PasskeyList):
-    def __init__(self, db: AsyncDatabase, clock: Clock, config: WebAuthnSettings, secret_key: str) -> None:
+    def __init__(self, db: AsyncDatabase, clock: Clock, config: WebAuthnSettings) -> None:
         super().__init__(db)
         self.challenges = db.webauthn_challenges
         self.clock = clock
         self.config = config
-        # Stand-in credential ids for a login begun with a name that has no passkey.
-        self.decoy_key = hmac.new(secret_key.encode(), b"gatehouse/webauthn/decoy", hashlib.sha256).digest()
 
     @property
     def on(self) -> bool:
@@ -195,6 +199,9 @@ class Passkeys(PasskeyList):
 
     async def delete(self, account_id: int, passkey_id: str) -> bool:
         return (await self.coll.delete_one({"_id": passkey_id, "account_id": account_id})).deleted_count == 1
+
+    async def exists(self, passkey_id: str) -> bool:
+        return await self.coll.find_one({"_id": passkey_id}, {"_id": 1}) is not None
 
     async def count(self, account_id: int) -> int:
         return await self.coll.count_documents({"account_id": account_id})
@@ -296,29 +303,27 @@ class Passkeys(PasskeyList):
 
     # ---- assertions ---------------------------------------------------------------------------
 
-    async def login_options(self, username_account: Account | None, username: str | None) -> dict[str, Any]:
-        """Request options for a passkey sign-in. Without a name: none listed (the
-        browser's picker of discoverable credentials). With one: that account's passkeys,
-        or, for a name with none (unknown included), a stand-in id derived from the name,
-        so the answer does not tell which names have passkeys."""
-        allowed: list[PublicKeyCredentialDescriptor] = []
-        if username is not None:
-            passkeys = await self.list(username_account.id) if username_account else []
-            ids = [unb64url(p.id) for p in passkeys] or [self._decoy(username)]
-            allowed = [PublicKeyCredentialDescriptor(id=i) for i in ids]
-        return await self._assertion_options("login", None, None, allowed)
+    async def login_options(self) -> dict[str, Any]:
+        """Request options for a passkey sign-in: no credential listed (the browser's
+        picker of discoverable credentials, so the answer tells nothing about any
+        account), and user verification required (a passkey alone is a login only with
+        the PIN or biometric that makes it two factors)."""
+        return await self._assertion_options("login", None, None, [], UserVerificationRequirement.REQUIRED)
 
-    def _decoy(self, username: str) -> bytes:
-        return hmac.new(self.decoy_key, username.strip().lower().encode(), hashlib.sha256).digest()
-
-    async def mfa_options(self, account: Account, binding: str) -> dict[str, Any]:
-        """Request options for a login's second step: the account's passkeys, bound to
-        that login's MFA challenge."""
+    async def mfa_options(self, account: Account, binding: str, kind: str = "mfa") -> dict[str, Any]:
+        """Request options for a login's second step (`mfa`, bound to that login's MFA
+        challenge) or a re-authentication (`reauth`, bound to the session): the
+        account's passkeys."""
         allowed = [PublicKeyCredentialDescriptor(id=unb64url(p.id)) for p in await self.list(account.id)]
-        return await self._assertion_options("mfa", account.id, binding, allowed)
+        return await self._assertion_options(kind, account.id, binding, allowed)
 
     async def _assertion_options(
-        self, kind: str, account_id: int | None, binding: str | None, allowed: list[PublicKeyCredentialDescriptor]
+        self,
+        kind: str,
+        account_id: int | None,
+        binding: str | None,
+        allowed: list[PublicKeyCredentialDescriptor],
+        verification: UserVerificationRequirement = UserVerificationRequirement.PREFERRED,
     ) -> dict[str, Any]:
         challenge = await self._issue(kind, account_id, binding)
         options = generate_authentication_options(
@@ -326,7 +331,7 @@ class Passkeys(PasskeyList):
             challenge=challenge,
             timeout=self._timeout_ms,
             allow_credentials=allowed,
-            user_verification=UserVerificationRequirement.PREFERRED,
+            user_verification=verification,
         )
         return self._options(options)
 
@@ -373,9 +378,9 @@ class Passkeys(PasskeyList):
         """Move the stored sign count to `new` (and `last_used` to now), only forward: an
         authenticator without a counter always says 0 and is always taken."""
         now = self.clock()
-        if new == 0 and passkey.sign_count == 0:
-            await self.coll.update_one({"_id": passkey.id}, {"$set": {"last_used": now}})
-            return True
+        if new == 0:  # only while the stored count is 0 too (a copy saying 0 after a real count is refused)
+            result = await self.coll.update_one({"_id": passkey.id, "sign_count": 0}, {"$set": {"last_used": now}})
+            return result.matched_count == 1
         result = await self.coll.update_one(
             {"_id": passkey.id, "sign_count": {"$lt": new}}, {"$set": {"sign_count": new, "last_used": now}}
         )

@@ -57,7 +57,7 @@ async def test_register_then_sign_in_with_the_picker(api, gatehouse, settings):
     me = await api.get("/auth/me", token=r.data["data"]["token"])
     assert me.data["data"]["account"]["id"] == user["id"]
     # A JWT pair, as asked: the access token carries the assurance.
-    options = await begin(api, "/auth/passkeys/login/begin", {"username": user["username"]})
+    options = await begin(api, "/auth/passkeys/login/begin")
     r = await api.post("/auth/passkeys/login/finish", {"credential": device.get(options), "jwt": True})
     claims = pyjwt.decode(r.data["data"]["access_token"], options={"verify_signature": False})
     assert (claims["aal"], claims["amr"]) == (2, ["webauthn"])
@@ -205,24 +205,36 @@ async def test_begins_are_limited_per_address(api, settings):
 
 
 @passkeys_on
-async def test_a_name_answers_alike_whether_it_has_passkeys(api, settings):
-    with_passkey, without = await register(api), await register(api)
-    await add_passkey(api, await login(api, with_passkey), SoftAuthenticator())
-    shapes = []
-    for name in (with_passkey["username"], without["username"], "nobody-at-all"):
-        options = await begin(api, "/auth/passkeys/login/begin", {"username": name})
-        shapes.append((len(options["allowCredentials"]), sorted(options)))
-    assert len(set(map(str, shapes))) == 1, shapes
-    again = await begin(api, "/auth/passkeys/login/begin", {"username": "nobody-at-all"})
-    first = await begin(api, "/auth/passkeys/login/begin", {"username": "nobody-at-all"})
-    assert again["allowCredentials"] == first["allowCredentials"]  # stable, like a real one
+async def test_a_key_that_does_not_verify_its_user_is_no_login_by_itself(api, gatehouse, settings):
+    """A security key without a PIN is possession only: no sign-in with it alone (not even
+    presented twice, as a first step and then its own second step), but it is a second
+    factor after the password. Sign-in options list no credential (nothing about any
+    account) and require user verification."""
+    user = await register(api)
+    key = SoftAuthenticator(uv=False)
+    await add_passkey(api, await login(api, user), key)
+    options = await begin(api, "/auth/passkeys/login/begin", {"username": user["username"]})
+    assert options["allowCredentials"] == [] and options["userVerification"] == "required"
+    r = await api.post("/auth/passkeys/login/finish", {"credential": key.get(options)})
+    assert_error(r, 400, "PASSKEY_REJECTED")
+    assert await gatehouse.sessions.coll.count_documents({"account_id": user["id"], "amr": ["webauthn"]}) == 0
+    first = await api.post("/auth/auth", {"username": user["username"], "password": user["password"]})
+    challenge = first.data["mfa"]["challenge"]
+    options = await begin(api, "/auth/passkeys/mfa/begin", {"challenge": challenge})
+    r = await api.post("/auth/mfa/verify", {"challenge": challenge, "credential": key.get(options)})
+    assert r.status == 200 and r.data["data"]["amr"] == ["pwd", "webauthn"], r.data
 
 
 @passkeys_on
 async def test_hostile_credentials_get_a_clear_400(api, settings):
+    deep = b64url(b"[" * 200_000)
+    surrogates = b64url(b'{"challenge": "' + b"\\ud800" * 20 + b'"}')
     for credential in (
         "not an object",
         {},
+        {"response": {"clientDataJSON": deep}},
+        {"response": {"clientDataJSON": surrogates}},
+        {"response": {"clientDataJSON": 7}},
         {"response": {"clientDataJSON": "%%%"}},
         {"response": {"clientDataJSON": "e30"}},
         {"id": 1, "rawId": ["x"], "response": {"clientDataJSON": "eyJjaGFsbGVuZ2UiOiAxfQ"}},
