@@ -95,6 +95,16 @@ def console_templates(settings: dict) -> Environment:
     return env
 
 
+def page_headers(handler: GatehouseHandler) -> None:
+    """The headers of every HTML page Gatehouse serves (the console, /passkeys/): no
+    caching, no framing, no script or style but our own files."""
+    handler.common_headers()
+    handler.set_header("Content-Type", "text/html; charset=UTF-8")
+    handler.set_header("Cache-Control", "no-store")
+    handler.set_header("Content-Security-Policy", CSP)
+    handler.set_header("X-Frame-Options", "DENY")
+
+
 class ConsoleHandler(GatehouseHandler):
     style = "console"
     login_required = True
@@ -104,11 +114,7 @@ class ConsoleHandler(GatehouseHandler):
     console_session: Session | None = None
 
     def set_default_headers(self) -> None:
-        self.common_headers()
-        self.set_header("Content-Type", "text/html; charset=UTF-8")
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("Content-Security-Policy", CSP)
-        self.set_header("X-Frame-Options", "DENY")
+        page_headers(self)
 
     # Over HTTPS the cookies are `__Host-` cookies (Secure, Path=/, no Domain: no other
     # host or path can plant or shadow them); plain HTTP (development) cannot have those.

@@ -14,18 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 from .base import GatehouseHandler
-from .console import CSP, console_templates
+from .console import console_templates, page_headers
 
 
 class PasskeyPageHandler(GatehouseHandler):
     sheddable = False  # no database: the page renders even in an overload (its calls may not)
 
     def set_default_headers(self) -> None:
-        self.common_headers()
-        self.set_header("Content-Type", "text/html; charset=UTF-8")
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("Content-Security-Policy", CSP)
-        self.set_header("X-Frame-Options", "DENY")
+        page_headers(self)
 
     def compute_etag(self) -> None:
         return None  # no-store: nothing to revalidate
