@@ -321,3 +321,23 @@ async def test_a_registration_begun_before_the_owner_enrolled_needs_the_step_up(
     )
     assert_error(r, 403, "REAUTHENTICATION_REQUIRED")
     assert await gatehouse.passkeys.list(user["id"]) == []
+
+
+@passkeys_on
+async def test_an_unknown_credential_answers_like_a_known_one_with_a_bad_signature(api, settings):
+    """Whether a credential id is registered is not told apart: an unknown credential and
+    a known one whose signature fails get the same status and body."""
+    user = await register(api)
+    device = SoftAuthenticator()
+    await add_passkey(api, await login(api, user), device)
+    stranger = SoftAuthenticator()
+    stranger.create({"rp": {"id": RP_ID}, "user": {"id": "eA"}, "challenge": "x" * 43})
+    answers = []
+    for make in (stranger.get, device.get):
+        options = await begin(api, "/auth/passkeys/login/begin")
+        credential = make(options)
+        if make == device.get:
+            credential["response"]["signature"] = stranger.get(options)["response"]["signature"]
+        r = await api.post("/auth/passkeys/login/finish", {"credential": credential})
+        answers.append((r.status, {k: v for k, v in r.data.items() if k != "time"}))
+    assert answers[0] == answers[1] and answers[0][0] == 400, answers
