@@ -395,6 +395,7 @@ class SessionsHandler(ConsoleHandler):
             next_url=("/console/sessions?" + urlencode({**query, "cursor": page.next})) if page.next else None,
             first_url=("/console/sessions?" + urlencode(query)) if f.get("cursor") else None,
             now=self.clock(),
+            back=self.request.uri.replace("/console/sessions/rows", "/console/sessions", 1),
         )
 
 
@@ -402,12 +403,6 @@ class SessionRowsHandler(SessionsHandler):
     """The table body alone, for the page's self-refresh."""
 
     template = "_session_rows.html"
-
-
-class KickHandler(ConsoleHandler):
-    async def post(self, session_id: str) -> None:
-        await self.auth.kick(session_id, self.context(), by=self.actor)
-        self.back("/console/sessions", "kicked")
 
 
 class AccountsHandler(ConsoleHandler):
@@ -442,32 +437,6 @@ class AccountHandler(ConsoleHandler):
         )
 
 
-class AccountActionHandler(ConsoleHandler):
-    async def post(self, account_id: str, action: str) -> None:
-        account = await self.accounts.get(int(account_id))
-        ctx = self.context()
-        if action == "kick":
-            await self.auth.kick_all(account.id, ctx, by=self.actor)
-            done = "kicked_all"
-        elif action in ("disable", "enable"):
-            assert self.operator is not None
-            await self.auth.set_disabled(account, action == "disable", ctx, by=self.actor, actor_id=self.operator.id)
-            done = action + "d"
-        elif action == "mfa-reset":
-            await self.gatehouse.mfa.admin_reset(account, ctx, by=self.actor)
-            done = "mfa_reset"
-        else:  # reset
-            done = "reset_sent" if await self.flows.send_reset(account, ctx) else "reset_nowhere"
-        self.back(f"/console/accounts/{account.id}", done)
-
-
-class PasskeyRemoveHandler(ConsoleHandler):
-    async def post(self, account_id: str, passkey_id: str) -> None:
-        flows = self.gatehouse.passkey_flows
-        await flows.admin_remove(int(account_id), passkey_id, self.context(), by=self.actor)
-        self.back(f"/console/accounts/{int(account_id)}", "passkey_removed")
-
-
 class EventsHandler(ConsoleHandler):
     async def get(self) -> None:
         f = self.args(EVENT_FILTERS)
@@ -500,6 +469,27 @@ class OutboxHandler(ConsoleHandler):
         self.page("outbox.html", messages=await self.admin.outbox(), now=self.clock())
 
 
+class AliveHandler(ConsoleHandler):
+    """Whether this tab's console session is still alive: 204, or (through `prepare`)
+    the login page. static/console.js asks it on pages that do not refresh themselves,
+    with the self-refresh header, so asking keeps nothing alive."""
+
+    async def get(self) -> None:
+        self.set_status(204)
+        self.finish()
+
+
+class ConsoleNotFoundHandler(ConsoleHandler):
+    """Any other /console/ path: the console's 404 page, with its headers, logged in
+    or not (the console's paths are no secret)."""
+
+    login_required = False
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        raise HTTPError(404, "There is no such page in the console.")
+
+
 def routes() -> list[tuple[str, type]]:
     return [
         (r"/console/?", DashboardHandler),
@@ -509,11 +499,10 @@ def routes() -> list[tuple[str, type]]:
         (r"/console/logout", LogoutHandler),
         (r"/console/sessions", SessionsHandler),
         (r"/console/sessions/rows", SessionRowsHandler),
-        (r"/console/sessions/([0-9a-f]{32})/kick", KickHandler),
         (r"/console/accounts", AccountsHandler),
         (r"/console/accounts/([0-9]{1,12})", AccountHandler),
-        (r"/console/accounts/([0-9]{1,12})/(kick|disable|enable|reset|mfa-reset)", AccountActionHandler),
-        (r"/console/accounts/([0-9]{1,12})/passkeys/([A-Za-z0-9_-]{1,1400})/remove", PasskeyRemoveHandler),
         (r"/console/events", EventsHandler),
         (r"/console/outbox", OutboxHandler),
+        (r"/console/alive", AliveHandler),
+        (r"/console/.*", ConsoleNotFoundHandler),  # last: the console's own 404 page
     ]

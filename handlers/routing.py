@@ -17,6 +17,7 @@ from config import Config
 from . import (
     admin_api,
     console,
+    console_actions,
     health,
     mfa,
     native,
@@ -171,7 +172,7 @@ class GatehouseApplication(Application):
 def make_application(config: Config, /, **settings: Any) -> GatehouseApplication:
     """The application serving every route `config` enables; `settings` are Tornado's."""
     table = routes(config)
-    extra = health.unlisted_routes() + console.routes()
+    extra = health.unlisted_routes() + console_actions.routes() + console.routes()
     extra += passkey_page.routes()  # HTML, like the console: not in /openapi.json
     route_names = {r.handler: r.path for r in table}
     route_names.update({handler: pattern for pattern, handler in extra})

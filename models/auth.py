@@ -472,21 +472,40 @@ class AuthService:
         await self.sessions.revoke(session.id, "logout", by=f"account:{session.account_id}")
         await self.events.record("logout", ctx, account_id=session.account_id, session_id=session.id)
 
-    async def kick(self, session_id: str, ctx: Context, *, by: str, account_id: int | None = None) -> Session:
+    async def kick(
+        self, session_id: str, ctx: Context, *, by: str, account_id: int | None = None, note: str | None = None
+    ) -> Session:
         """Revoke one session. With `account_id`, only a session of that account (a user
-        revoking their own); `NotFound`-style answer otherwise, so ids are not probed."""
+        revoking their own); `NotFound`-style answer otherwise, so ids are not probed.
+        The event names the session (kind, IP, device, age) and carries the operator's
+        `note`, their reason, when one was given."""
         session = await self.sessions.find(session_id)
         if session is None or (account_id is not None and session.account_id != account_id):
             raise AccountNotFound("no such session")
         if await self.sessions.revoke(session_id, "kicked", by=by):
+            target = {
+                "kind": session.kind,
+                "ip": session.ip,
+                "user_agent": session.user_agent,
+                "created": session.created,
+            }
             await self.events.record(
-                "kick", ctx, account_id=session.account_id, session_id=session_id, actor=by, count=1
+                "kick",
+                ctx,
+                account_id=session.account_id,
+                session_id=session_id,
+                actor=by,
+                count=1,
+                target=target,
+                note=note,
             )
         return session
 
-    async def kick_all(self, account_id: int, ctx: Context, *, by: str, except_id: str | None = None) -> int:
+    async def kick_all(
+        self, account_id: int, ctx: Context, *, by: str, except_id: str | None = None, note: str | None = None
+    ) -> int:
         count = await self.sessions.revoke_all(account_id, "kicked", by=by, except_id=except_id)
-        await self.events.record("kick", ctx, account_id=account_id, actor=by, count=count, all=True)
+        await self.events.record("kick", ctx, account_id=account_id, actor=by, count=count, all=True, note=note)
         return count
 
     async def end_other_sessions(self, caller: Caller, password: str | None, ctx: Context) -> int:
@@ -657,7 +676,14 @@ class AuthService:
         return ended
 
     async def set_disabled(
-        self, account: Account, disabled: bool, ctx: Context, *, by: str, actor_id: int | None = None
+        self,
+        account: Account,
+        disabled: bool,
+        ctx: Context,
+        *,
+        by: str,
+        actor_id: int | None = None,
+        note: str | None = None,
     ) -> int:
         """Disable (and end every session) or enable an account. `actor_id`, the account
         acting, cannot disable itself (an administrator locking everyone out). Disabling
@@ -667,7 +693,7 @@ class AuthService:
         await self.accounts.set_disabled(account.id, disabled)
         ended = await self.end_sessions(account.id, "disabled", by=by) if disabled else 0
         await self.events.record(
-            "disable" if disabled else "enable", ctx, account_id=account.id, actor=by, sessions_ended=ended
+            "disable" if disabled else "enable", ctx, account_id=account.id, actor=by, sessions_ended=ended, note=note
         )
         return ended
 

@@ -113,11 +113,11 @@ class MfaFlows:
         await self.notice(caller.account, "recovery codes were replaced", ctx)
         return codes
 
-    async def admin_reset(self, account: Account, ctx: Context, *, by: str) -> int:
+    async def admin_reset(self, account: Account, ctx: Context, *, by: str, note: str | None = None) -> int:
         """An administrator removes every factor of the account (its owner lost them): the
         next login is one step again. Audited, and the owner is told."""
         removed = await self.factors.reset(account.id)
-        await self.events.record("mfa_reset", ctx, account_id=account.id, actor=by, removed=removed)
+        await self.events.record("mfa_reset", ctx, account_id=account.id, actor=by, removed=removed, note=note)
         await self.notice(account, "second factors were removed by an administrator", ctx)
         return removed
 

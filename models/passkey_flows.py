@@ -114,14 +114,18 @@ class PasskeyFlows:
         passkey = await self.passkeys.get(caller.account.id, passkey_id)
         return await self._remove(caller.account, passkey, ctx, by=f"account:{caller.account.id}")
 
-    async def admin_remove(self, account_id: int, passkey_id: str, ctx: Context, *, by: str) -> Passkey:
+    async def admin_remove(
+        self, account_id: int, passkey_id: str, ctx: Context, *, by: str, note: str | None = None
+    ) -> Passkey:
         """An administrator removes one of an account's passkeys (audited, the owner told);
         the policy does not stop an administrator."""
         account = await self.auth.accounts.get(account_id)
         passkey = await self.passkeys.get(account.id, passkey_id)
-        return await self._remove(account, passkey, ctx, by=by, admin=True)
+        return await self._remove(account, passkey, ctx, by=by, admin=True, note=note)
 
-    async def _remove(self, account: Any, passkey: Passkey, ctx: Context, *, by: str, admin: bool = False) -> Passkey:
+    async def _remove(
+        self, account: Any, passkey: Passkey, ctx: Context, *, by: str, admin: bool = False, note: str | None = None
+    ) -> Passkey:
         last = await self.factors.last_one(account, "webauthn")
         if last and not admin and self.factors.policy_covers(account):
             raise Forbidden("GATEHOUSE_MFA needs a second factor on this account: add another before removing this one")
@@ -133,7 +137,7 @@ class PasskeyFlows:
                 return bool(await self.passkeys.count(account.id))
 
             await self.factors.drop_kind(account.id, "webauthn", still_there)
-        await self.events.record("passkey_removed", ctx, account_id=account.id, passkey=passkey.id, actor=by)
+        await self.events.record("passkey_removed", ctx, account_id=account.id, passkey=passkey.id, actor=by, note=note)
         await self.mfa.notice(account, "passkey was removed", ctx)
         return passkey
 
