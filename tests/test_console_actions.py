@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the console fixtures, imported from test_console, are parameters here
 """The console's destructive actions: a GET shows a confirmation page naming what the
 action acts on and changes nothing; the POST does it, with the operator's reason in the
 audit event. The operator's own session is marked, and acting on it warns and logs out."""
