@@ -162,10 +162,8 @@ async def test_a_refresh_never_moves_the_row_under_the_pointer(browser, base_url
     assert len(before) >= 5
     box = await rows.nth(2).bounding_box()
     await page.mouse.move(box["x"] + 40, box["y"] + box["height"] / 2)
-    under = "() => { const b = document.elementFromPoint(%d, %d); return b && b.closest('tr').id; }" % (
-        box["x"] + 40,
-        box["y"] + box["height"] / 2,
-    )
+    x, y = box["x"] + 40, box["y"] + box["height"] / 2
+    under = f"() => document.elementFromPoint({x}, {y}).closest('tr').id"
     assert await page.evaluate(under) == before[2]
 
     for user in users[:3]:
