@@ -22,7 +22,7 @@ from models.validation import Field, parse_fields
 from models.values import Account
 
 from .base import APIHandler
-from .fields import ACCOUNT_REF, ACTIVE, CURSOR, EVENT_TYPE, LIMIT, PAGE, SESSION_KIND, TIME
+from .fields import ACCOUNT_REF, ACTIVE, CURSOR, EVENT_TYPE, LIMIT, NOTE, PAGE, SESSION_KIND, TIME, note_text
 from .openapi import SESSION
 from .spec import BOOL, EPOCH, INT, STR, Route, Schema, array, doc, nullable, obj, ref
 
@@ -47,6 +47,8 @@ EVENT = obj(
         "ip": nullable(STR),
         "userAgent": nullable(STR),
         "style": nullable(STR),
+        "note": nullable(STR),
+        "target": nullable(obj({"kind": STR, "ip": nullable(STR), "userAgent": nullable(STR), "created": STR})),
     }
 )
 ACCOUNT_STATE = obj({"account": ref("Account"), "sessionsEnded": INT})
@@ -79,6 +81,13 @@ class AdminAPIHandler(APIHandler):
 
     async def account(self, account_id: str) -> Account:
         return await self.accounts.get(int(account_id))
+
+    # An action's optional `?reason=`: the administrator's why, kept in its audit event
+    # (the console's confirmation pages ask for the same).
+    REASON = {"reason": NOTE}
+
+    def note(self) -> str | None:
+        return note_text(self.query(self.REASON).get("reason"))
 
 
 def parse_time(name: str, value: str | None) -> datetime | None:
@@ -117,9 +126,14 @@ class SessionsHandler(AdminAPIHandler):
 
 
 class SessionHandler(AdminAPIHandler):
-    @doc("Kick one session: its token is refused from now on", ok=obj({"kicked": STR}), errors=(403, 404))
+    @doc(
+        "Kick one session: its token is refused from now on",
+        query=AdminAPIHandler.REASON,
+        ok=obj({"kicked": STR}),
+        errors=(403, 404),
+    )
     async def delete(self, session_id: str) -> None:
-        await self.auth.kick(session_id, self.context(), by=self.actor)
+        await self.auth.kick(session_id, self.context(), by=self.actor, note=self.note())
         self.reply({"kicked": session_id})
 
 
@@ -172,42 +186,53 @@ class AccountHandler(AdminAPIHandler):
 
 class PasskeyRemoveHandler(AdminAPIHandler):
     @doc(
-        "Remove one of the account's passkeys (audited; the owner is told)", ok=obj({"removed": STR}), errors=(403, 404)
+        "Remove one of the account's passkeys (audited; the owner is told)",
+        query=AdminAPIHandler.REASON,
+        ok=obj({"removed": STR}),
+        errors=(403, 404),
     )
     async def delete(self, account_id: str, passkey_id: str) -> None:
         account = await self.account(account_id)
         flows = self.gatehouse.passkey_flows
-        passkey = await flows.admin_remove(account.id, passkey_id, self.context(), by=self.actor)
+        passkey = await flows.admin_remove(account.id, passkey_id, self.context(), by=self.actor, note=self.note())
         self.reply({"removed": passkey.id})
 
 
 class MfaResetHandler(AdminAPIHandler):
     @doc(
         "Remove every second factor of the account (audited; the owner is told): for a user who lost them",
+        query=AdminAPIHandler.REASON,
         ok=obj({"removed": INT}),
         errors=(403, 404),
     )
     async def post(self, account_id: str) -> None:
         account = await self.account(account_id)
-        self.reply({"removed": await self.gatehouse.mfa.admin_reset(account, self.context(), by=self.actor)})
+        removed = await self.gatehouse.mfa.admin_reset(account, self.context(), by=self.actor, note=self.note())
+        self.reply({"removed": removed})
 
 
 class KickAllHandler(AdminAPIHandler):
-    @doc("Kick every session of the account", ok=obj({"kicked": INT}), errors=(403, 404))
+    @doc("Kick every session of the account", query=AdminAPIHandler.REASON, ok=obj({"kicked": INT}), errors=(403, 404))
     async def post(self, account_id: str) -> None:
         account = await self.account(account_id)
-        self.reply({"kicked": await self.auth.kick_all(account.id, self.context(), by=self.actor)})
+        self.reply({"kicked": await self.auth.kick_all(account.id, self.context(), by=self.actor, note=self.note())})
 
 
 class DisableHandler(AdminAPIHandler):
     disable = True
 
-    @doc("Disable (and kick every session) or enable the account", ok=ACCOUNT_STATE, errors=(403, 404))
+    @doc(
+        "Disable (and kick every session) or enable the account",
+        query=AdminAPIHandler.REASON,
+        ok=ACCOUNT_STATE,
+        errors=(403, 404),
+    )
     async def post(self, account_id: str) -> None:
         account = await self.account(account_id)
         caller = self.caller_or_none
         actor_id = caller.account.id if caller else None
-        ended = await self.auth.set_disabled(account, self.disable, self.context(), by=self.actor, actor_id=actor_id)
+        ctx, note = self.context(), self.note()
+        ended = await self.auth.set_disabled(account, self.disable, ctx, by=self.actor, actor_id=actor_id, note=note)
         self.reply({"account": account_view(replace(account, disabled=self.disable)), "sessionsEnded": ended})
 
 

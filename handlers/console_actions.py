@@ -15,13 +15,11 @@ from typing import Any
 
 from models.errors import AccountNotFound
 from models.useragent import describe
-from models.validation import Field, parse_fields
+from models.validation import parse_fields
 from models.values import Account, Session
 
 from .console import ConsoleHandler, ago, console_target, exact
-
-# The operator's reason for an action, kept in its audit event.
-NOTE = Field(str, max_len=200)
+from .fields import NOTE, note_text
 
 
 @dataclass(frozen=True)
@@ -62,8 +60,8 @@ class ActionHandler(ConsoleHandler):
 
     def note(self) -> str | None:
         """The operator's reason, trimmed; none when left empty."""
-        text = parse_fields({"reason": self.get_body_argument("reason", None)}, {"reason": NOTE}).get("reason")
-        return " ".join(text.split()) or None if text else None
+        raw = parse_fields({"reason": self.get_body_argument("reason", None)}, {"reason": NOTE}).get("reason")
+        return note_text(raw)
 
     def is_me(self, account_id: int) -> bool:
         return self.operator is not None and self.operator.id == account_id

@@ -52,3 +52,9 @@ SESSION_KIND = Field(str, max_len=16)
 ACTIVE = Field(str, max_len=5)  # "true" / "1" (API) or "1" (console)
 EVENT_TYPE = Field(str, max_len=32)
 TIME = Field(str, max_len=40)  # ISO 8601
+NOTE = Field(str, max_len=200)  # an administrator's reason for an action, kept in its audit event
+
+
+def note_text(raw: str | None) -> str | None:
+    """A reason as kept in an audit event: on one line, spaces collapsed; None if empty."""
+    return " ".join(raw.split()) or None if raw else None

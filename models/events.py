@@ -190,4 +190,19 @@ def event_view(event: dict) -> dict:
         "ip": event.get("ip"),
         "userAgent": event.get("user_agent"),
         "style": event.get("style"),
+        "note": event.get("note"),
+        "target": _target_view(event.get("target")),
+    }
+
+
+def _target_view(target: dict | None) -> dict | None:
+    """The session a kick ended, as the admin API shows it."""
+    if not target:
+        return None
+    created = target.get("created")
+    return {
+        "kind": target.get("kind"),
+        "ip": target.get("ip"),
+        "userAgent": target.get("user_agent"),
+        "created": created.isoformat() if created else None,
     }

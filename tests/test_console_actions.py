@@ -141,3 +141,20 @@ async def test_the_alive_check_answers_without_keeping_the_session_alive(admin_c
     await api.delete(f"/admin/api/sessions/{mine}", token=admin["token"])
     r = await admin_console.get("/console/alive", headers={"X-Gatehouse-Refresh": "1"})
     assert r.status_code == 302 and r.headers["location"].startswith("/console/login")
+
+
+async def test_the_admin_api_takes_the_same_reason(api, admin, gatehouse):
+    user = await register(api)
+    sid = await session_of(api, await login(api, user))
+    r = await api.delete(f"/admin/api/sessions/{sid}?reason=lost%20laptop", token=admin["token"])
+    assert r.status == 200
+    [event] = await events_of(api, admin, user["id"], "kick")
+    assert event["note"] == "lost laptop" and event["target"]["kind"] == "opaque"
+    assert event["target"]["ip"] == "127.0.0.1" and event["target"]["created"]
+    r = await api.post(f"/admin/api/accounts/{user['id']}/disable?reason=" + "z" * 201, {}, token=admin["token"])
+    assert r.status == 400 and r.data["error"] == "INVALID_REQUEST"
+    assert not (await gatehouse.accounts.get(user["id"])).disabled
+    r = await api.post(f"/admin/api/accounts/{user['id']}/kick?reason=audit", {}, token=admin["token"])
+    assert r.status == 200
+    notes = [e["note"] for e in await events_of(api, admin, user["id"], "kick")]
+    assert notes == ["audit", "lost laptop"]
