@@ -15,6 +15,7 @@ from models.accounts import account_view
 from models.admin import admin_session_view
 from models.errors import InvalidRequest, NotAuthenticated
 from models.events import event_view
+from models.locks import NOTE_MAX, lock_view
 from models.mfa import factor_view
 from models.passkeys import passkey_view
 from models.sessions import session_view
@@ -50,6 +51,25 @@ EVENT = obj(
     }
 )
 ACCOUNT_STATE = obj({"account": ref("Account"), "sessionsEnded": INT})
+# An account's login record (models/locks.py `lock_view`): null when it is not locked
+# and no failed login counts in the current window.
+LOCK = nullable(
+    obj(
+        {
+            "locked": BOOL,
+            "until": nullable(EPOCH),
+            "secondsLeft": INT,
+            "reason": nullable(STR),
+            "failures": INT,
+            "limit": INT,
+            "window": INT,
+            "strikes": INT,
+            "duration": nullable(INT),
+            "refused": INT,
+        }
+    )
+)
+REASON = Field(str, max_len=NOTE_MAX, allow_empty=True)  # an operator's reason, kept in the audit event
 
 
 class AdminAPIHandler(APIHandler):
@@ -150,6 +170,7 @@ class AccountHandler(AdminAPIHandler):
                 "factors": array(ref("Factor")),
                 "recoveryCodesLeft": INT,
                 "passkeys": array(ref("Passkey")),
+                "lock": LOCK,
             }
         ),
         errors=(403, 404),
@@ -166,6 +187,7 @@ class AccountHandler(AdminAPIHandler):
                 "factors": [factor_view(f) for f in overview.factors],
                 "recoveryCodesLeft": overview.recovery_left,
                 "passkeys": [passkey_view(p) for p in overview.passkeys],
+                "lock": lock_view(overview.lock),
             }
         )
 
@@ -197,6 +219,22 @@ class KickAllHandler(AdminAPIHandler):
     async def post(self, account_id: str) -> None:
         account = await self.account(account_id)
         self.reply({"kicked": await self.auth.kick_all(account.id, self.context(), by=self.actor)})
+
+
+class UnlockHandler(AdminAPIHandler):
+    BODY = {"reason": REASON}
+
+    @doc(
+        "Lift the account's login lock and clear its failed-login count (audited as `unlock`, with the reason)",
+        body=BODY,
+        ok=obj({"unlocked": INT, "wasLocked": BOOL}),
+        errors=(403, 404),
+    )
+    async def post(self, account_id: str) -> None:
+        note = self.fields(self.BODY).get("reason")
+        account = await self.account(account_id)
+        before = await self.auth.unlock(account, self.context(), by=self.actor, note=note)
+        self.reply({"unlocked": account.id, "wasLocked": before.locked})
 
 
 class DisableHandler(AdminAPIHandler):
@@ -286,6 +324,7 @@ def routes() -> list[Route]:
         Route("/admin/api/accounts/{account_id}/kick", KickAllHandler),
         Route("/admin/api/accounts/{account_id}/disable", DisableHandler),
         Route("/admin/api/accounts/{account_id}/enable", EnableHandler),
+        Route("/admin/api/accounts/{account_id}/unlock", UnlockHandler),
         Route("/admin/api/accounts/{account_id}/reset", ResetCodeHandler),
         Route("/admin/api/accounts/{account_id}/mfa/reset", MfaResetHandler),
         Route("/admin/api/accounts/{account_id}/passkeys/{passkey_id}", PasskeyRemoveHandler),

@@ -56,6 +56,7 @@ DONE = {
     "mfa_reset": "Every second factor of the account was removed; its owner was told.",
     "passkey_removed": "The passkey was removed; its owner was told.",
     "reset_nowhere": "This account has no e-mail or phone to send a code to.",
+    "unlocked": "The account's login lock and failed-login count were cleared.",
 }
 
 
@@ -418,6 +419,7 @@ class AccountsHandler(ConsoleHandler):
         self.page(
             "accounts.html",
             accounts=[account_view(a) for a in found.accounts],
+            locks=await self.admin.lock_statuses([a.id for a in found.accounts]),
             q=f.get("q") or "",
             total=found.count,
             capped=found.capped,
@@ -429,6 +431,7 @@ class AccountsHandler(ConsoleHandler):
 class AccountHandler(ConsoleHandler):
     async def get(self, account_id: str) -> None:
         overview = await self.admin.account_overview(int(account_id))
+        now = self.clock()
         self.page(
             "account.html",
             account=account_view(overview.account),
@@ -438,7 +441,12 @@ class AccountHandler(ConsoleHandler):
             recovery_left=overview.recovery_left,
             passkeys=overview.passkeys,
             has_mfa=bool(overview.account.mfa),
-            now=self.clock(),
+            now=now,
+            created=overview.account.created,
+            style=overview.account.style,
+            last_login=overview.last_login,
+            live_sessions=overview.live_sessions(now),
+            lock=overview.lock,
         )
 
 
@@ -456,6 +464,9 @@ class AccountActionHandler(ConsoleHandler):
         elif action == "mfa-reset":
             await self.gatehouse.mfa.admin_reset(account, ctx, by=self.actor)
             done = "mfa_reset"
+        elif action == "unlock":
+            await self.auth.unlock(account, ctx, by=self.actor, note=self.get_body_argument("reason", None))
+            done = "unlocked"
         else:  # reset
             done = "reset_sent" if await self.flows.send_reset(account, ctx) else "reset_nowhere"
         self.back(f"/console/accounts/{account.id}", done)
@@ -512,7 +523,7 @@ def routes() -> list[tuple[str, type]]:
         (r"/console/sessions/([0-9a-f]{32})/kick", KickHandler),
         (r"/console/accounts", AccountsHandler),
         (r"/console/accounts/([0-9]{1,12})", AccountHandler),
-        (r"/console/accounts/([0-9]{1,12})/(kick|disable|enable|reset|mfa-reset)", AccountActionHandler),
+        (r"/console/accounts/([0-9]{1,12})/(kick|disable|enable|reset|mfa-reset|unlock)", AccountActionHandler),
         (r"/console/accounts/([0-9]{1,12})/passkeys/([A-Za-z0-9_-]{1,1400})/remove", PasskeyRemoveHandler),
         (r"/console/events", EventsHandler),
         (r"/console/outbox", OutboxHandler),

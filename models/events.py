@@ -61,6 +61,9 @@ EVENT_TYPES = (
     "passkey_login",
     "passkey_failed",
     "passkey_clone_suspected",
+    "account_locked",
+    "login_locked",
+    "unlock",
 )
 
 
