@@ -59,8 +59,8 @@ async def test_a_lock_shows_on_the_account_page_and_an_unlock_lets_the_owner_in(
     assert (lock["failures"], lock["limit"], lock["window"], lock["strikes"]) == (3, 3, 60, 1)
     assert lock["duration"] == 60 and 0 < lock["secondsLeft"] <= 61 and lock["refused"] == 1
     until = datetime.fromtimestamp(lock["until"], tz=UTC).replace(microsecond=0).isoformat()
-    assert re.search(rf'Locked until</dt><dd><time datetime="{re.escape(until[:16])}', page.text), until
-    assert "3 of 3 in the current 60 s window" in page.text
+    assert re.search(rf'Locked until <time datetime="{re.escape(until[:16])}', page.text), until
+    assert "Failed logins counted: 3 of 3 in the current 60 s window" in page.text
     assert "too many failed logins" in page.text
     assert f'action="/console/accounts/{user["id"]}/unlock"' in page.text and 'name="reason"' in page.text
     # The other facts of the account.
@@ -92,6 +92,7 @@ async def test_failures_short_of_a_lock_are_shown_and_can_be_cleared(settings, a
     assert not lock["locked"] and lock["until"] is None and lock["failures"] == 1
     page = (await admin_console.get(f"/console/accounts/{user['id']}")).text
     assert "1 of 3 in the current 60 s window" in page and "Locked until" not in page
+    assert 'not locked; <a href="#login-lock">1 of 3 failed logins counted</a>' in page
     assert 'href="#login-lock">locked' not in page and f"/console/accounts/{user['id']}/unlock" in page
     assert (await admin_console.post(f"/console/accounts/{user['id']}/unlock")).status_code == 303
     assert (await api.get(f"/admin/api/accounts/{user['id']}", token=admin["token"])).data["lock"] is None
