@@ -49,6 +49,7 @@ from models.db import connect, db_name_from_uri, ensure_indexes, indexes_ready, 
 from models.errors import AccountExists, DeliveryFailed
 from models.events import EventLog
 from models.followups import Followups
+from models.locks import LoginLocks
 from models.mfa import FactorList, Factors
 from models.mfa_flows import MfaFlows
 from models.notices import Notifier
@@ -196,6 +197,7 @@ class Gatehouse:
             # The outbox is delivery's collection: the domain reads it through this method.
             outbox=self.delivery.outbox_messages,
             factors=FactorList(db),
+            locks=LoginLocks(RateLimits(db, clock), self.auth.failures_per_account),
         )
         return bounded(admin, self.admin_limit)
 

@@ -15,14 +15,15 @@ from models.accounts import account_view
 from models.admin import admin_session_view
 from models.errors import InvalidRequest, NotAuthenticated
 from models.events import event_view
+from models.locks import lock_view
 from models.mfa import factor_view
 from models.passkeys import passkey_view
 from models.sessions import session_view
-from models.validation import Field, parse_fields
+from models.validation import Field, operator_note, parse_fields
 from models.values import Account
 
 from .base import APIHandler
-from .fields import ACCOUNT_REF, ACTIVE, CURSOR, EVENT_TYPE, LIMIT, NOTE, PAGE, SESSION_KIND, TIME, note_text
+from .fields import ACCOUNT_REF, ACTIVE, CURSOR, EVENT_TYPE, LIMIT, NOTE, PAGE, SESSION_KIND, TIME
 from .openapi import SESSION
 from .spec import BOOL, EPOCH, INT, STR, Route, Schema, array, doc, nullable, obj, ref
 
@@ -52,6 +53,24 @@ EVENT = obj(
     }
 )
 ACCOUNT_STATE = obj({"account": ref("Account"), "sessionsEnded": INT})
+# An account's login record (models/locks.py `lock_view`): null when it is not locked
+# and no failed login counts in the current window.
+LOCK = nullable(
+    obj(
+        {
+            "locked": BOOL,
+            "until": nullable(EPOCH),
+            "secondsLeft": INT,
+            "reason": nullable(STR),
+            "failures": INT,
+            "limit": INT,
+            "window": INT,
+            "strikes": INT,
+            "duration": nullable(INT),
+            "refused": INT,
+        }
+    )
+)
 
 
 class AdminAPIHandler(APIHandler):
@@ -87,7 +106,7 @@ class AdminAPIHandler(APIHandler):
     REASON = {"reason": NOTE}
 
     def note(self) -> str | None:
-        return note_text(self.query(self.REASON).get("reason"))
+        return operator_note(self.query(self.REASON).get("reason"))
 
 
 def parse_time(name: str, value: str | None) -> datetime | None:
@@ -164,6 +183,7 @@ class AccountHandler(AdminAPIHandler):
                 "factors": array(ref("Factor")),
                 "recoveryCodesLeft": INT,
                 "passkeys": array(ref("Passkey")),
+                "lock": LOCK,
             }
         ),
         errors=(403, 404),
@@ -180,6 +200,7 @@ class AccountHandler(AdminAPIHandler):
                 "factors": [factor_view(f) for f in overview.factors],
                 "recoveryCodesLeft": overview.recovery_left,
                 "passkeys": [passkey_view(p) for p in overview.passkeys],
+                "lock": lock_view(overview.lock),
             }
         )
 
@@ -216,6 +237,20 @@ class KickAllHandler(AdminAPIHandler):
     async def post(self, account_id: str) -> None:
         account = await self.account(account_id)
         self.reply({"kicked": await self.auth.kick_all(account.id, self.context(), by=self.actor, note=self.note())})
+
+
+class UnlockHandler(AdminAPIHandler):
+    @doc(
+        "Lift the account's login lock and clear its failed-login count (audited as `unlock`, with the reason)",
+        query=AdminAPIHandler.REASON,
+        ok=obj({"unlocked": INT, "wasLocked": BOOL}),
+        errors=(403, 404),
+    )
+    async def post(self, account_id: str) -> None:
+        note = self.note()
+        account = await self.account(account_id)
+        before = await self.auth.unlock(account, self.context(), by=self.actor, note=note)
+        self.reply({"unlocked": account.id, "wasLocked": before.locked})
 
 
 class DisableHandler(AdminAPIHandler):
@@ -311,6 +346,7 @@ def routes() -> list[Route]:
         Route("/admin/api/accounts/{account_id}/kick", KickAllHandler),
         Route("/admin/api/accounts/{account_id}/disable", DisableHandler),
         Route("/admin/api/accounts/{account_id}/enable", EnableHandler),
+        Route("/admin/api/accounts/{account_id}/unlock", UnlockHandler),
         Route("/admin/api/accounts/{account_id}/reset", ResetCodeHandler),
         Route("/admin/api/accounts/{account_id}/mfa/reset", MfaResetHandler),
         Route("/admin/api/accounts/{account_id}/passkeys/{passkey_id}", PasskeyRemoveHandler),

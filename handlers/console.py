@@ -56,6 +56,7 @@ DONE = {
     "mfa_reset": "Every second factor of the account was removed; its owner was told.",
     "passkey_removed": "The passkey was removed; its owner was told.",
     "reset_nowhere": "This account has no e-mail or phone to send a code to.",
+    "unlocked": "The account's login lock and failed-login count were cleared.",
 }
 
 
@@ -413,6 +414,7 @@ class AccountsHandler(ConsoleHandler):
         self.page(
             "accounts.html",
             accounts=[account_view(a) for a in found.accounts],
+            locks=await self.admin.lock_statuses([a.id for a in found.accounts]),
             q=f.get("q") or "",
             total=found.count,
             capped=found.capped,
@@ -424,6 +426,7 @@ class AccountsHandler(ConsoleHandler):
 class AccountHandler(ConsoleHandler):
     async def get(self, account_id: str) -> None:
         overview = await self.admin.account_overview(int(account_id))
+        now = self.clock()
         self.page(
             "account.html",
             account=account_view(overview.account),
@@ -433,7 +436,12 @@ class AccountHandler(ConsoleHandler):
             recovery_left=overview.recovery_left,
             passkeys=overview.passkeys,
             has_mfa=bool(overview.account.mfa),
-            now=self.clock(),
+            now=now,
+            created=overview.account.created,
+            style=overview.account.style,
+            last_login=overview.last_login,
+            live_sessions=overview.live_sessions(now),
+            lock=overview.lock,
         )
 
 

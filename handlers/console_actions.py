@@ -14,12 +14,13 @@ from datetime import datetime
 from typing import Any
 
 from models.errors import AccountNotFound
+from models.locks import LockStatus
 from models.useragent import describe
-from models.validation import parse_fields
+from models.validation import operator_note, parse_fields
 from models.values import Account, Session
 
 from .console import ConsoleHandler, ago, console_target, exact
-from .fields import NOTE, note_text
+from .fields import NOTE
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,15 @@ def age(when: datetime | None, now: datetime) -> str:
     return f"{ago(when, now)} ({exact(when)})" if when else "—"
 
 
+def lock_facts(lock: LockStatus | None, now: datetime) -> list[tuple[str, str]]:
+    if lock is None or not lock.notable:
+        return [("Login lock", "not locked, no failed logins counted")]
+    facts = [("Failed logins counted", f"{lock.failures} of {lock.limit} in the current {lock.window} s window")]
+    if lock.locked:
+        facts.insert(0, ("Login lock", f"Locked until {exact(lock.until)}, because of {lock.reason}"))
+    return facts
+
+
 class ActionHandler(ConsoleHandler):
     """GET: the confirmation page; POST: the action, then back to `next`."""
 
@@ -61,7 +71,7 @@ class ActionHandler(ConsoleHandler):
     def note(self) -> str | None:
         """The operator's reason, trimmed; none when left empty."""
         raw = parse_fields({"reason": self.get_body_argument("reason", None)}, {"reason": NOTE}).get("reason")
-        return note_text(raw)
+        return operator_note(raw)
 
     def is_me(self, account_id: int) -> bool:
         return self.operator is not None and self.operator.id == account_id
@@ -106,7 +116,8 @@ class KickHandler(ActionHandler):
 
 
 class AccountActionHandler(ActionHandler):
-    """kick (every session), disable, enable, reset (send a reset code), mfa-reset."""
+    """kick (every session), disable, enable, reset (send a reset code), mfa-reset,
+    unlock (lift the login lock and clear the failures counted)."""
 
     TITLES = {
         "kick": ("Kick every session of {name}?", "Kick all sessions"),
@@ -114,6 +125,7 @@ class AccountActionHandler(ActionHandler):
         "enable": ("Enable {name}?", "Enable account"),
         "reset": ("Send {name} a password-reset code?", "Send reset code"),
         "mfa-reset": ("Remove every second factor of {name}?", "Remove second factors"),
+        "unlock": ("Lift the login lock of {name}?", "Unlock account"),
     }
 
     def default_next(self, account_id: str, action: str) -> str:
@@ -130,13 +142,15 @@ class AccountActionHandler(ActionHandler):
             facts.append(("Second factors", f"{apps} authenticator app(s), {len(overview.passkeys)} passkey(s)"))
         if action == "reset":
             facts.append(("Sent to", account.email or account.phone or "nowhere: no e-mail or phone"))
+        if action == "unlock":
+            facts += lock_facts(overview.lock, self.clock())
         title, button = self.TITLES[action]
         return Confirmation(
             title.format(name=name),
             facts,
             button,
             self.self_warning(account, action),
-            danger=action not in ("enable", "reset"),
+            danger=action not in ("enable", "reset", "unlock"),
         )
 
     def self_warning(self, account: Account, action: str) -> str | None:
@@ -166,6 +180,9 @@ class AccountActionHandler(ActionHandler):
         elif action == "mfa-reset":
             await self.gatehouse.mfa.admin_reset(account, ctx, by=self.actor, note=note)
             done = "mfa_reset"
+        elif action == "unlock":
+            await self.auth.unlock(account, ctx, by=self.actor, note=note)
+            done = "unlocked"
         else:  # reset
             done = "reset_sent" if await self.flows.send_reset(account, ctx) else "reset_nowhere"
         self.back(f"/console/accounts/{account.id}", done)
@@ -199,6 +216,6 @@ class PasskeyRemoveHandler(ActionHandler):
 def routes() -> list[tuple[str, Any]]:
     return [
         (r"/console/sessions/([0-9a-f]{32})/kick", KickHandler),
-        (r"/console/accounts/([0-9]{1,12})/(kick|disable|enable|reset|mfa-reset)", AccountActionHandler),
+        (r"/console/accounts/([0-9]{1,12})/(kick|disable|enable|reset|mfa-reset|unlock)", AccountActionHandler),
         (r"/console/accounts/([0-9]{1,12})/passkeys/([A-Za-z0-9_-]{1,1400})/remove", PasskeyRemoveHandler),
     ]

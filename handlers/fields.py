@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from models.validation import Field
+from models.validation import NOTE_MAX, Field
 
 
 def optional(field: Field) -> Field:
@@ -52,9 +52,6 @@ SESSION_KIND = Field(str, max_len=16)
 ACTIVE = Field(str, max_len=5)  # "true" / "1" (API) or "1" (console)
 EVENT_TYPE = Field(str, max_len=32)
 TIME = Field(str, max_len=40)  # ISO 8601
-NOTE = Field(str, max_len=200)  # an administrator's reason for an action, kept in its audit event
-
-
-def note_text(raw: str | None) -> str | None:
-    """A reason as kept in an audit event: on one line, spaces collapsed; None if empty."""
-    return " ".join(raw.split()) or None if raw else None
+NOTE = Field(
+    str, max_len=4 * NOTE_MAX
+)  # checked again, on one line, by operator_note  # an administrator's reason for an action, kept in its audit event

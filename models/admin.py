@@ -25,6 +25,7 @@ from .accounts import AccountPage, Accounts
 from .common import Clock, epoch
 from .errors import AccountNotFound, InvalidRequest
 from .events import EVENT_TYPES, EventLog
+from .locks import LockStatus, LoginLocks
 from .mfa import Factor, FactorList
 from .passkeys import Passkey, PasskeyList
 from .sessions import KINDS, Sessions, session_view
@@ -66,6 +67,20 @@ class AccountOverview:
     factors: list[Factor] = field(default_factory=list)
     recovery_left: int = 0
     passkeys: list[Passkey] = field(default_factory=list)
+    # Its login record (lock, failures counted, strikes); None where the Admin has no
+    # `locks` reader.
+    lock: LockStatus | None = None
+
+    @property
+    def last_login(self) -> datetime | None:
+        """When its newest session still kept (live, or revoked but not yet expired) was
+        made: the last login those show. None once they have all expired; no write on
+        the login path keeps it."""
+        made = [s.created for s in self.sessions if s.kind != "enrol"]
+        return max(made, default=None)
+
+    def live_sessions(self, now: datetime) -> int:
+        return sum(1 for s in self.sessions if s.alive(now))
 
 
 def encode_cursor(*parts: Any) -> str:
@@ -131,8 +146,10 @@ class Admin:
         clock: Clock,
         outbox: OutboxReader,
         factors: FactorList,
+        locks: LoginLocks | None = None,
     ) -> None:
         self.factors = factors
+        self.locks = locks
         self.accounts = accounts
         self.session_store = sessions
         self.event_log = events
@@ -157,7 +174,13 @@ class Admin:
         factors = await self.factors.list(account.id)
         left = await self.factors.recovery_left(account.id) if account.mfa else 0
         passkeys = await PasskeyList(self.factors.coll.database).list(account.id)
-        return AccountOverview(account, sessions, events, factors, left, passkeys)
+        lock = await self.locks.status(account.id) if self.locks else None
+        return AccountOverview(account, sessions, events, factors, left, passkeys, lock)
+
+    async def lock_statuses(self, account_ids: list[int]) -> dict[int, LockStatus]:
+        """The login record of each account of a list's page (a "locked" badge), in one
+        read (`LoginLocks.statuses`)."""
+        return await self.locks.statuses(account_ids) if self.locks else {}
 
     async def sessions(
         self,

@@ -25,13 +25,14 @@ from .errors import (
 )
 from .events import EventLog
 from .followups import Followups
+from .locks import STRIKES, LockStatus, LoginLocks, account_of_key, lock_key
 from .mfa import Factors
 from .passwords import PasswordHasher
 from .ratelimit import Limit, RateLimits, Slot
 from .resolver import Resolver
 from .sessions import Sessions
 from .tokens import Tokens
-from .validation import classify_login, is_premium_or_unsendable
+from .validation import classify_login, is_premium_or_unsendable, operator_note
 from .values import Account, Assurance, Caller, JwtLogin, OpaqueLogin, Pair, Session, TokenFacts
 
 TOO_MANY = "too many failed logins; try again later"
@@ -304,9 +305,9 @@ class AuthService:
         """Admit one password check of `key` or raise `RateLimited`: the lock, then a
         slot under each limit, reserved before bcrypt runs. Returns the per-IP slots
         (failures, then the success budget when `successes_count`)."""
-        locked = await self.limits.locked_for(f"login:{key}")
+        locked, refused = await self.limits.refuse(lock_key(key))
         if locked:
-            raise RateLimited(TOO_MANY, retry_after=locked, reason="account")
+            raise await self._refused_while_locked(key, ctx, locked, refused)
         per_account = self.failures_per_account
         wanted = [(per_account, key), (self.failures_per_ip, ctx.ip_key)]
         if successes_count:
@@ -317,25 +318,78 @@ class AuthService:
         # turned, holds a fresh slot, but meets the lock here. A lock its own window's
         # last slot set does not take back a slot that window granted (N parallel
         # guesses against a limit of L get exactly L checks, not fewer).
-        locked, source = await self.limits.lock_of(f"login:{key}")
+        locked, source = await self.limits.lock_of(lock_key(key))
         if locked and source != account_slot._id and account_slot.count < per_account.limit:
             await self.limits.release(account_slot, ip_slot, *login_slot)
-            raise RateLimited(TOO_MANY, retry_after=locked, reason="account")
+            _, refused = await self.limits.refuse(lock_key(key))
+            raise await self._refused_while_locked(key, ctx, locked, refused)
         if account_slot.count == per_account.limit:
             # The last check the window allows locks the account before it runs, so guesses
             # arriving meanwhile (or just after the window turns) meet the lock, not a
             # fresh window; a success lifts it again.
-            await self._penalize(key, source=account_slot._id)
+            await self._penalize(key, source=account_slot._id, ctx=ctx)
         return [ip_slot, *login_slot]
 
-    async def _penalize(self, key: str, source: str) -> None:
+    async def _refused_while_locked(self, key: str, ctx: Context, locked: int, refused: int) -> RateLimited:
+        """The refusal of an attempt the lock of `key` stopped (`refused`: how many it has
+        stopped, this one included). Only the first of each lock is audited
+        (`login_locked`), so hammering a locked account cannot flood the log; the count
+        itself is kept on the lock for the console. Every key costs the same one write
+        (`RateLimits.refuse`); only a known account's first refusal adds the event, so a
+        login name's answer and its timing say nothing of whether it has an account."""
+        account_id = account_of_key(key)
+        if refused == 1 and account_id is not None:
+            await self.events.record(
+                "login_locked", ctx, account_id=account_id, outcome="refused", reason="locked", seconds_left=locked
+            )
+        return RateLimited(TOO_MANY, retry_after=locked, reason="account")
+
+    async def _penalize(self, key: str, source: str, ctx: Context | None = None) -> None:
         """The account's failures reached the limit: lock it for one window, twice that
         the next time within a day, and so on up to GATEHOUSE_LOGIN_LOCK_MAX_SECONDS, so
-        guessing slows down without an attacker locking the owner out for good."""
-        strikes, _ = await self.limits.hit("login_strikes", key, DAY)
+        guessing slows down without an attacker locking the owner out for good. A known
+        account's lock is audited (`account_locked`), after it is taken."""
+        strikes, _ = await self.limits.hit(STRIKES, key, DAY)
         window = self.throttle.login_failure_window
         duration = min(window * 2 ** min(strikes - 1, 16), self.throttle.login_lock_max)
-        await self.limits.lock(f"login:{key}", duration, source)
+        await self.limits.lock(lock_key(key), duration, source)
+        account_id = account_of_key(key)
+        if account_id is not None:
+            await self.events.record(
+                "account_locked",
+                ctx,
+                account_id=account_id,
+                outcome="locked",
+                reason="too_many_failed_logins",
+                duration=duration,
+                strikes=strikes,
+            )
+
+    @property
+    def locks(self) -> LoginLocks:
+        """Accounts' login records (lock, failures, strikes), as administrators see them."""
+        return LoginLocks(self.limits, self.failures_per_account)
+
+    async def unlock(self, account: Account, ctx: Context, *, by: str, note: str | None = None) -> LockStatus:
+        """An administrator lifts the account's login lock and forgets this window's
+        failures and the day's strikes (the owner may log in at once; a next lock is
+        short again). Audited (`unlock`, with `actor` and the operator's `note`) whether
+        or not it was locked: an operator's action is always on the record, and
+        `was_locked` says whether it changed anything. Returns the record before."""
+        note = operator_note(note)
+        before = await self.locks.status(account.id)
+        await self.locks.clear(account.id)
+        await self.events.record(
+            "unlock",
+            ctx,
+            account_id=account.id,
+            actor=by,
+            was_locked=before.locked,
+            failures=before.failures,
+            strikes=before.strikes,
+            **({"note": note} if note else {}),
+        )
+        return before
 
     async def login_password(
         self,

@@ -61,6 +61,9 @@ EVENT_TYPES = (
     "passkey_login",
     "passkey_failed",
     "passkey_clone_suspected",
+    "account_locked",
+    "login_locked",
+    "unlock",
 )
 
 
@@ -114,7 +117,7 @@ class EventLog:
             "style": ctx.style if ctx else None,
             "request_id": ctx.request_id if ctx else None,
         }
-        doc.update(extra)
+        doc.update({k: v for k, v in extra.items() if v is not None})  # an absent note is no note
         await self.followups.run(f"audit event {type}", lambda: insert_once(self.coll, doc), None)
         if type in COUNTED:
             await self.stats.apply(self.stats.add("logins", now, **{type: 1}))

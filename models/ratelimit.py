@@ -143,6 +143,18 @@ class RateLimits:
         if updates:
             await self.coll.bulk_write(updates)
 
+    def window_id(self, bucket: str, key: str, window: int) -> str:
+        """The document id of the current window of (bucket, key)."""
+        return self._window(bucket, key, window)[0]
+
+    async def find_many(self, ids: Sequence[str]) -> dict[str, dict]:
+        """The documents (counters, cooldowns, locks) of `ids` that exist, by id: one
+        bounded `$in` read on `_id`, however many kinds of document it spans."""
+        if not ids:
+            return {}
+        docs = await self.coll.find({"_id": {"$in": list(ids)}}).to_list(length=len(ids))
+        return {doc["_id"]: doc for doc in docs}
+
     async def count(self, bucket: str, key: str, window: int) -> tuple[int, int]:
         _id, left = self._window(bucket, key, window)
         doc = await self.coll.find_one({"_id": _id}, {"n": 1})
@@ -170,7 +182,7 @@ class RateLimits:
             )
         except DuplicateKeyError:
             held = await self.coll.find_one({"_id": _id}, {"until": 1})
-            raise RateLimited(message, retry_after=_seconds_left(held, now) or 1, reason=reason) from None
+            raise RateLimited(message, retry_after=seconds_left(held, now) or 1, reason=reason) from None
 
     async def release_cooldown(self, key: str) -> None:
         await self.coll.delete_one({"_id": f"cooldown:{key}"})
@@ -184,20 +196,39 @@ class RateLimits:
     async def lock_of(self, key: str) -> tuple[int, str | None]:
         """Seconds left on the lock of `key` (0: not locked), and the `source` that set it."""
         lock = await self.coll.find_one({"_id": f"lock:{key}"}, {"until": 1, "source": 1})
-        return _seconds_left(lock, self.clock()), (lock or {}).get("source")
+        return seconds_left(lock, self.clock()), (lock or {}).get("source")
+
+    async def refuse(self, key: str) -> tuple[int, int]:
+        """Count one attempt refused by the lock of `key`, if it is locked: returns the
+        seconds left on it (0: not locked, and nothing written) and how many attempts it
+        has refused, this one included (1: the first). One command, as the read it
+        replaces: a lookup that matches no locked document writes nothing."""
+        now = self.clock()
+        lock = await self.coll.find_one_and_update(
+            {"_id": f"lock:{key}", "until": {"$gt": now}},
+            {"$inc": {"refused": 1}},
+            projection={"until": 1, "refused": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        return seconds_left(lock, now), int((lock or {}).get("refused") or 0)
 
     async def unlock(self, key: str) -> None:
         await self.coll.delete_one({"_id": f"lock:{key}"})
 
     async def lock(self, key: str, duration: int, source: str | None = None) -> None:
         """Refuse `key` for `duration` seconds from now (a longer existing lock stays);
-        `source` says what set it (the slot whose window it closes)."""
+        `source` says what set it (the slot whose window it closes). A new lock starts
+        its count of refused attempts (`refuse`) again, and keeps the longest duration
+        it was set for (`duration`, what administrators are shown)."""
         until = self.clock() + seconds(duration)
         for _ in range(5):
             try:
                 await self.coll.update_one(
                     {"_id": f"lock:{key}"},
-                    {"$max": {"until": until, "expires_at": until + seconds(60)}, "$set": {"source": source}},
+                    {
+                        "$max": {"until": until, "expires_at": until + seconds(60), "duration": duration},
+                        "$set": {"source": source, "refused": 0},
+                    },
                     upsert=True,
                 )
                 return
@@ -205,7 +236,8 @@ class RateLimits:
                 continue
 
 
-def _seconds_left(lock: dict | None, now: datetime) -> int:
+def seconds_left(lock: dict | None, now: datetime) -> int:
+    """Seconds left until a lock's or a cooldown's `until` (0: over, or none)."""
     if lock is None:
         return 0
     left = (lock["until"] - now).total_seconds()

@@ -146,3 +146,22 @@ def classify_login(identifier: str, region: str) -> tuple[str, str] | None:
 def normalize_password_text(password: str) -> str:
     """NFKC so the same passphrase typed on two keyboards is one password (NIST 800-63B)."""
     return unicodedata.normalize("NFKC", password)
+
+
+NOTE_MAX = 200  # an operator's reason for an action, kept in its audit event
+
+
+def operator_note(note: object) -> str | None:
+    """An operator's free-text reason for an action, as its audit event keeps it: text of
+    at most NOTE_MAX characters on one line (whitespace runs, line breaks included,
+    become one space); other control characters are a 400; none when empty."""
+    if note is None:
+        return None
+    if not isinstance(note, str):
+        raise InvalidRequest("'reason' must be text", field="reason")
+    note = " ".join(note.split())
+    if len(note) > NOTE_MAX:
+        raise InvalidRequest(f"'reason' must be at most {NOTE_MAX} characters", field="reason")
+    if any(ord(c) < 32 or ord(c) == 127 for c in note):
+        raise InvalidRequest("'reason' must be one line of text", field="reason")
+    return note or None
