@@ -52,3 +52,6 @@ SESSION_KIND = Field(str, max_len=16)
 ACTIVE = Field(str, max_len=5)  # "true" / "1" (API) or "1" (console)
 EVENT_TYPE = Field(str, max_len=32)
 TIME = Field(str, max_len=40)  # ISO 8601
+OUTCOME = Field(str, max_len=8)  # an event's: ok / failed
+IP_PREFIX = Field(str, max_len=45)  # an IP address or the start of one
+TIME_ZONE = Field(str, max_len=64)  # an IANA zone name, as the browser reports it
