@@ -22,7 +22,7 @@ from markupsafe import Markup
 from tornado.web import HTTPError
 
 from models.accounts import account_view
-from models.admin import EventExport, EventPage
+from models.admin import EXPORT_CAP, EventExport, EventPage
 from models.audit import account_label, csv_rows, target_label
 from models.audit import actor as event_actor
 from models.errors import (
@@ -579,13 +579,15 @@ class EventsCsvHandler(EventsHandler):
     """The audit log's filtered view as CSV (`Admin.export_events`), at most
     `EXPORT_CAP` rows; a capped file says so in its last line."""
 
+    export_cap = EXPORT_CAP
+
     async def get(self) -> None:
         f = self.event_filters()
         account, missing = await self.filter_account(f)
         if missing:
             export = EventExport([], {}, True)
         else:
-            export = await self.admin.export_events(account=account, **f.admin_filters)
+            export = await self.admin.export_events(self.export_cap, account=account, **f.admin_filters)
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerows(csv_rows(export.items, export.names))

@@ -243,6 +243,7 @@ class Admin:
         until: datetime | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        budget: int = EVENT_SEARCH_BUDGET,
     ) -> EventPage:
         """The audit log, newest first, with the names of the accounts it mentions. A
         filter that matches rarely (an IP, an outcome) stops after reading
@@ -259,7 +260,7 @@ class Admin:
             until=until,
         )
         after = after_event(cursor) if cursor else None
-        found = await self.event_log.search(query, after=after, limit=limit + 1, budget=EVENT_SEARCH_BUDGET)
+        found = await self.event_log.search(query, after=after, limit=limit + 1, budget=budget)
         items = found.items[:limit]
         if len(found.items) > limit:
             nxt = event_cursor(items[-1])
