@@ -474,6 +474,7 @@ class AccountHandler(ConsoleHandler):
             account=account_view(overview.account),
             sessions=overview.sessions,
             events=overview.events,
+            names=overview.names,
             factors=overview.factors,
             recovery_left=overview.recovery_left,
             passkeys=overview.passkeys,

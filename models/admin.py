@@ -98,6 +98,8 @@ class AccountOverview:
     factors: list[Factor] = field(default_factory=list)
     recovery_left: int = 0
     passkeys: list[Passkey] = field(default_factory=list)
+    # The accounts its events mention (subjects and acting administrators), by id.
+    names: dict[int, AccountRef] = field(default_factory=dict)
 
 
 def encode_cursor(*parts: Any) -> str:
@@ -207,7 +209,8 @@ class Admin:
         factors = await self.factors.list(account.id)
         left = await self.factors.recovery_left(account.id) if account.mfa else 0
         passkeys = await PasskeyList(self.factors.coll.database).list(account.id)
-        return AccountOverview(account, sessions, events, factors, left, passkeys)
+        names = await self.accounts.refs(ids_named(events))
+        return AccountOverview(account, sessions, events, factors, left, passkeys, names)
 
     async def sessions(
         self,

@@ -45,8 +45,9 @@ OS_NAMES = {"Mac OS X": "macOS", "Chrome OS": "ChromeOS", "Other": None}
 # Safari and Chrome on every macOS send 10_15_7): their number would mislead.
 UNVERSIONED_OS = frozenset({"Windows", "macOS", "Linux", "ChromeOS", "Ubuntu", "Fedora"})
 # Device families that say nothing the OS does not.
-VAGUE_DEVICES = frozenset({"Other", "Generic Smartphone", "Generic Tablet", "Generic Feature Phone", "Mac"})
-VAGUE_DEVICES |= frozenset({"iOS-Device", "Spider", "K", "Generic Smartphone", "Desktop"})
+VAGUE_DEVICES = frozenset(
+    {"Other", "Generic Smartphone", "Generic Tablet", "Generic Feature Phone", "Mac", "iOS-Device", "Spider", "K"}
+)
 
 
 @dataclass(frozen=True)

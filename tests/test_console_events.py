@@ -322,3 +322,48 @@ async def test_a_capped_export_says_so(admin_console, gatehouse, admin, monkeypa
 async def test_the_export_needs_a_console_login(console):  # noqa: F811 - the fixture
     r = await console.get("/console/events.csv")
     assert r.status_code == 302 and r.headers["location"].startswith("/console/login?")
+
+
+async def test_times_are_local_with_utc_for_hover_keyboard_and_screen_readers(browser, base_url, admin, gatehouse):
+    """In Chromium set to Tokyo (UTC+9): each <time> shows Tokyo's time; the UTC time
+    is its title, a tooltip on keyboard focus, and its accessible description (what a
+    screen reader reads after the text, per Chromium's accessibility tree). The filter
+    form reads typed times as Tokyo's."""
+    from tests.conftest import PASSWORD
+
+    await gatehouse.events.record("login_ok", Context(ip="10.0.0.5"), account_id=admin["id"])
+    context = await browser.new_context(timezone_id="Asia/Tokyo", locale="en-GB")
+    page = await context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    await page.goto(base_url + "/console/login?next=/console/events")
+    await page.fill("input[name=username]", admin["username"])
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/console/events")
+    time = page.locator("table.data time").first
+    iso = await time.get_attribute("datetime")
+    tokyo = datetime.fromisoformat(iso).astimezone(UTC) + timedelta(hours=9)
+    assert tokyo.strftime("%H:%M:%S") in await time.inner_text()
+    title = await time.get_attribute("title")
+    assert title.startswith(datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S UTC"))
+    # Keyboard: focusable, and the tooltip shows on focus.
+    await time.focus()
+    tip = page.locator("#" + await time.get_attribute("aria-describedby"))
+    assert await tip.inner_text() == title and (await tip.bounding_box())["width"] > 20
+    # A screen reader: the node's description is the UTC text.
+    cdp = await context.new_cdp_session(page)
+    tree = await cdp.send("Accessibility.getFullAXTree")
+    local = await time.inner_text()
+    node = next(n for n in tree["nodes"] if n.get("name", {}).get("value") == local and n.get("description"))
+    assert node["description"]["value"] == title
+    # The filter form: the hidden zone is the browser's, and a preset shows Tokyo's time.
+    assert await page.locator("input[name=tz]").input_value() == "Asia/Tokyo"
+    await page.click("text=Last hour")
+    since = await page.locator("input[name=since]").input_value()
+    expected = datetime.now(UTC) + timedelta(hours=9) - timedelta(hours=1)
+    assert abs(datetime.fromisoformat(since) - expected.replace(tzinfo=None)) < timedelta(minutes=2)
+    assert "(local time, Asia/Tokyo)" in await page.locator("[data-zone-hint]").first.inner_text()
+    assert problems == []
+    await context.close()
