@@ -23,7 +23,19 @@ from models.validation import Field, operator_note, parse_fields
 from models.values import Account
 
 from .base import APIHandler
-from .fields import ACCOUNT_REF, ACTIVE, CURSOR, EVENT_TYPE, LIMIT, NOTE, PAGE, SESSION_KIND, TIME
+from .fields import (
+    ACCOUNT_REF,
+    ACTIVE,
+    CURSOR,
+    EVENT_TYPE,
+    IP_PREFIX,
+    LIMIT,
+    NOTE,
+    OUTCOME,
+    PAGE,
+    SESSION_KIND,
+    TIME,
+)
 from .openapi import SESSION
 from .spec import BOOL, EPOCH, INT, STR, Route, Schema, array, doc, nullable, obj, ref
 
@@ -48,8 +60,17 @@ EVENT = obj(
         "ip": nullable(STR),
         "userAgent": nullable(STR),
         "style": nullable(STR),
+        # The login name an unknown account's failed login tried (normalized, at most 64
+        # characters); an operator's reason; the session a kick ended.
+        "login": nullable(STR),
         "note": nullable(STR),
-        "target": nullable(obj({"kind": STR, "ip": nullable(STR), "userAgent": nullable(STR), "created": STR})),
+        "target": nullable(
+            obj(
+                {"kind": nullable(STR), "ip": nullable(STR), "user_agent": nullable(STR), "created": nullable(STR)},
+                optional=("kind", "ip", "user_agent", "created"),
+                closed=False,
+            )
+        ),
     }
 )
 ACCOUNT_STATE = obj({"account": ref("Account"), "sessionsEnded": INT})
@@ -291,6 +312,8 @@ class EventsHandler(AdminAPIHandler):
     QUERY = {
         "account": ACCOUNT_REF,
         "type": EVENT_TYPE,
+        "outcome": OUTCOME,
+        "ip": IP_PREFIX,
         "since": TIME,
         "until": TIME,
         "limit": LIMIT,
@@ -298,7 +321,9 @@ class EventsHandler(AdminAPIHandler):
     }
 
     @doc(
-        "The audit log, newest first",
+        "The audit log, newest first; filters: account, type, outcome (ok or failed), ip (an address, or the"
+        " start of one), since and until (ISO 8601 with a zone). A page stops after reading 5,000 events, so it"
+        " may hold fewer than `limit` and still have a `next`",
         query=QUERY,
         ok=obj({"events": array(EVENT), "next": nullable(STR)}),
         errors=(403, 404),
@@ -308,6 +333,8 @@ class EventsHandler(AdminAPIHandler):
         page = await self.admin.events(
             account=await self.admin.account_ref(q.get("account")),
             type=q.get("type"),
+            outcome=q.get("outcome"),
+            ip=q.get("ip"),
             since=parse_time("since", q.get("since")),
             until=parse_time("until", q.get("until")),
             limit=q.get("limit", 50),

@@ -8,21 +8,30 @@ other. Every POST needs Tornado's XSRF token; pages forbid framing and inline sc
 
 from __future__ import annotations
 
+import csv
+import io
 import re
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from tornado.web import HTTPError
 
 from models.accounts import account_view
+from models.admin import EXPORT_CAP, EventExport, EventPage
+from models.audit import account_label, csv_rows, target_label
+from models.audit import actor as event_actor
 from models.errors import (
+    AccountNotFound,
     ChallengeInvalid,
     CodeInvalid,
     Forbidden,
     InvalidCredentials,
+    InvalidRequest,
     MfaEnrolmentRequired,
     MfaRequired,
     NotAuthenticated,
@@ -37,7 +46,21 @@ from models.values import Account, Assurance, OpaqueLogin, Session
 
 from .admin_api import parse_time
 from .base import GatehouseHandler, translate
-from .fields import ACCOUNT_REF, ACTIVE, CODE, CURSOR, EVENT_TYPE, LOGIN_NAME, PAGE, PASSWORD, SESSION_KIND, TIME
+from .fields import (
+    ACCOUNT_REF,
+    ACTIVE,
+    CODE,
+    CURSOR,
+    EVENT_TYPE,
+    IP_PREFIX,
+    LOGIN_NAME,
+    OUTCOME,
+    PAGE,
+    PASSWORD,
+    SESSION_KIND,
+    TIME,
+    TIME_ZONE,
+)
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -92,6 +115,7 @@ def console_templates(settings: dict) -> Environment:
             autoescape=select_autoescape(default=True, default_for_string=True),
         )
         env.filters.update(ago=ago, exact=exact, device=describe)
+        env.globals.update(account_label=account_label, event_actor=event_actor, target_label=target_label)
         settings["console_templates"] = env
     return env
 
@@ -370,11 +394,27 @@ class DashboardHandler(ConsoleHandler):
         stats = await self.admin.dashboard()
         recent = await self.admin.events(limit=15)
         peak = max([1] + [h["login_ok"] + h["login_failed"] for h in stats["by_hour"]])
-        self.page("dashboard.html", stats=stats, events=recent.items, peak=peak)
+        self.page("dashboard.html", stats=stats, events=recent.items, names=recent.names, peak=peak)
 
 
 SESSION_FILTERS = {"account": ACCOUNT_REF, "kind": SESSION_KIND, "active": ACTIVE, "cursor": CURSOR}
-EVENT_FILTERS = {"account": ACCOUNT_REF, "type": EVENT_TYPE, "since": TIME, "cursor": CURSOR}
+EVENT_FILTERS = {
+    "q": ACCOUNT_REF,
+    "account": ACCOUNT_REF,  # the same as `q`, for older links
+    "type": EVENT_TYPE,
+    "outcome": OUTCOME,
+    "ip": IP_PREFIX,
+    "since": TIME,
+    "until": TIME,
+    "tz": TIME_ZONE,
+    "last": Field(str, max_len=4),
+    "cursor": CURSOR,
+}
+# The audit log's time presets: `last=<key>` sets the range to end now.
+PRESETS = {"1h": ("Last hour", timedelta(hours=1)), "24h": ("Last 24 h", timedelta(hours=24))}
+PRESETS["7d"] = ("Last 7 days", timedelta(days=7))
+LOCAL_TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?")
+ZONE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}")
 
 
 class SessionsHandler(ConsoleHandler):
@@ -432,6 +472,7 @@ class AccountHandler(ConsoleHandler):
             account=account_view(overview.account),
             sessions=overview.sessions,
             events=overview.events,
+            names=overview.names,
             factors=overview.factors,
             recovery_left=overview.recovery_left,
             passkeys=overview.passkeys,
@@ -445,29 +486,129 @@ class AccountHandler(ConsoleHandler):
         )
 
 
+@dataclass(frozen=True)
+class EventFilters:
+    """The audit log's filters as the console's form and links carry them. Times typed
+    in the form are the browser's local time in zone `tz` (console-time.js sends it);
+    without it (no JavaScript) they are UTC, and the form says so."""
+
+    q: str | None
+    query: dict[str, str]  # the filters to repeat in links (no cursor)
+    zone: ZoneInfo | None
+    preset: str | None
+    since: datetime | None
+    until: datetime | None
+    cursor: str | None
+    admin_filters: dict[str, Any]  # for `Admin.events` / `export_events`, but the account
+
+
 class EventsHandler(ConsoleHandler):
-    async def get(self) -> None:
+    def event_filters(self) -> EventFilters:
         f = self.args(EVENT_FILTERS)
-        since = f.get("since")
-        if since and len(since) == 16:  # <input type="datetime-local"> has no zone: UTC
-            since += ":00+00:00"
-        account = await self.admin.account_ref(f.get("account"))
-        page = await self.admin.events(
-            account=account,
-            type=f.get("type"),
-            since=parse_time("since", since),
-            limit=50,
-            cursor=f.get("cursor"),
-        )
-        query = {k: v for k, v in f.items() if v and k != "cursor"}
+        zone = form_zone(f.get("tz"))
+        preset = f.get("last")
+        if preset is not None and preset not in PRESETS:
+            raise InvalidRequest(f"'last' must be one of {', '.join(PRESETS)}", field="last")
+        since = self.clock() - PRESETS[preset][1] if preset else form_time("since", f.get("since"), zone)
+        until = None if preset else form_time("until", f.get("until"), zone)
+        q = f.get("q") or f.get("account")
+        query = {k: v for k, v in f.items() if v and k not in ("cursor", "account")}
+        if q:
+            query["q"] = q
+        kwargs = {"type": f.get("type"), "outcome": f.get("outcome"), "ip": f.get("ip"), "since": since, "until": until}
+        return EventFilters(q, query, zone, preset, since, until, f.get("cursor"), kwargs)
+
+    async def filter_account(self, f: EventFilters) -> tuple[Account | None, bool]:
+        """The account `q` names, and whether it named none (an empty result, not a 404)."""
+        try:
+            return await self.admin.account_ref(f.q), False
+        except AccountNotFound:
+            return None, True
+
+    async def get(self) -> None:
+        f = self.event_filters()
+        account, missing = await self.filter_account(f)
+        if missing:
+            page = EventPage([], None, {})
+        else:
+            page = await self.admin.events(account=account, limit=50, cursor=f.cursor, **f.admin_filters)
+        links = {k: v for k, v in f.query.items() if k not in ("since", "until", "last")}
         self.page(
             "events.html",
             events=page.items,
-            filters=query,
+            names=page.names,
+            searched_to=page.searched_to,
+            filters=f.query,
+            missing_account=missing,
+            zone=f.zone.key if f.zone else None,
+            since_value=form_value(f.since, f.zone),
+            until_value=form_value(f.until, f.zone),
+            presets=preset_links(links),
+            preset=f.preset,
             types=EVENT_TYPES,
-            next_url=("/console/events?" + urlencode({**query, "cursor": page.next})) if page.next else None,
+            next_url=("/console/events?" + urlencode({**f.query, "cursor": page.next})) if page.next else None,
+            first_url=("/console/events?" + urlencode(f.query)) if f.cursor else None,
+            csv_url="/console/events.csv?" + urlencode(f.query),
             now=self.clock(),
         )
+
+
+class EventsCsvHandler(EventsHandler):
+    """The audit log's filtered view as CSV (`Admin.export_events`), at most
+    `EXPORT_CAP` rows; a capped file says so in its last line."""
+
+    export_cap = EXPORT_CAP
+
+    async def get(self) -> None:
+        f = self.event_filters()
+        account, missing = await self.filter_account(f)
+        if missing:
+            export = EventExport([], {}, True)
+        else:
+            export = await self.admin.export_events(self.export_cap, account=account, **f.admin_filters)
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerows(csv_rows(export.items, export.names))
+        if not export.complete:
+            writer.writerow([f"# capped at {len(export.items)} events: narrow the filters to export the rest"])
+        stamp = self.clock().strftime("%Y%m%d-%H%M%S")
+        self.set_header("Content-Type", "text/csv; charset=utf-8")
+        self.set_header("Content-Disposition", f'attachment; filename="gatehouse-events-{stamp}.csv"')
+        self.finish(out.getvalue())
+
+
+def preset_links(query: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(key, label, URL) of each time preset, keeping the other filters."""
+    return [(key, label, "/console/events?" + urlencode({**query, "last": key})) for key, (label, _) in PRESETS.items()]
+
+
+def form_zone(name: str | None) -> ZoneInfo | None:
+    """The browser's time zone (an IANA name); None, meaning UTC, when it sent none or
+    one this server does not know."""
+    if not name or not ZONE_RE.fullmatch(name):
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def form_time(name: str, value: str | None, zone: ZoneInfo | None) -> datetime | None:
+    """A time from the filter form: ISO 8601 with a zone as given, or the zone-less
+    `YYYY-MM-DDTHH:MM[:SS]` of `<input type="datetime-local">` in `zone` (else UTC)."""
+    if not value:
+        return None
+    if LOCAL_TIME_RE.fullmatch(value):
+        try:
+            return datetime.fromisoformat(value).replace(tzinfo=zone or UTC).astimezone(UTC)
+        except ValueError:
+            raise InvalidRequest(f"'{name}' is not a date and time", field=name) from None
+    return parse_time(name, value)
+
+
+def form_value(when: datetime | None, zone: ZoneInfo | None) -> str:
+    """A time as `<input type="datetime-local">` shows it, in the form's zone."""
+    return when.astimezone(zone or UTC).strftime("%Y-%m-%dT%H:%M") if when else ""
 
 
 class OutboxHandler(ConsoleHandler):
@@ -510,6 +651,7 @@ def routes() -> list[tuple[str, type]]:
         (r"/console/accounts", AccountsHandler),
         (r"/console/accounts/([0-9]{1,12})", AccountHandler),
         (r"/console/events", EventsHandler),
+        (r"/console/events\.csv", EventsCsvHandler),
         (r"/console/outbox", OutboxHandler),
         (r"/console/alive", AliveHandler),
         (r"/console/.*", ConsoleNotFoundHandler),  # last: the console's own 404 page

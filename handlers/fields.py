@@ -52,6 +52,7 @@ SESSION_KIND = Field(str, max_len=16)
 ACTIVE = Field(str, max_len=5)  # "true" / "1" (API) or "1" (console)
 EVENT_TYPE = Field(str, max_len=32)
 TIME = Field(str, max_len=40)  # ISO 8601
-NOTE = Field(
-    str, max_len=4 * NOTE_MAX
-)  # checked again, on one line, by operator_note  # an administrator's reason for an action, kept in its audit event
+NOTE = Field(str, max_len=4 * NOTE_MAX)  # an administrator's reason (operator_note checks it on one line)
+OUTCOME = Field(str, max_len=8)  # an event's: ok / failed
+IP_PREFIX = Field(str, max_len=45)  # an IP address or the start of one
+TIME_ZONE = Field(str, max_len=64)  # an IANA zone name, as the browser reports it

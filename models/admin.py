@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,9 +23,10 @@ from bson import ObjectId
 from bson.errors import InvalidId
 
 from .accounts import AccountPage, Accounts
+from .audit import ids_named
 from .common import Clock, epoch
 from .errors import AccountNotFound, InvalidRequest
-from .events import EVENT_TYPES, EventLog
+from .events import EVENT_TYPES, EventLog, EventQuery
 from .locks import LockStatus, LoginLocks
 from .mfa import Factor, FactorList
 from .passkeys import Passkey, PasskeyList
@@ -38,6 +40,15 @@ OutboxReader = Callable[[int], Awaitable[list[dict]]]
 OVERVIEW_SESSIONS = 100
 OVERVIEW_EVENTS = 30
 BAD_CURSOR = "'cursor' is not one this server handed out"
+OUTCOMES = ("ok", "failed")
+# The most events one page of the audit log reads before it stops and offers to look
+# further back (see `Admin.events`), and the CSV export's limits.
+EVENT_SEARCH_BUDGET = 5_000
+EXPORT_CAP = 10_000
+EXPORT_PAGE = 500
+EXPORT_PAGES = 100
+# An `ip` filter: an address or its start, in the characters addresses are written in.
+IP_FILTER_RE = re.compile(r"[0-9a-f.:]{1,45}")
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,27 @@ class SessionRow:
 
     session: Session
     owner: AccountRef | None
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """A page of the audit log: its events, the cursor of the next (older) page, the
+    accounts they mention by id (subjects and acting administrators; a deleted one is
+    absent), and when the search stopped early, how far back it looked."""
+
+    items: list[dict]
+    next: str | None
+    names: dict[int, AccountRef]
+    searched_to: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EventExport:
+    """The CSV export's events; `complete` is False when more matched than it holds."""
+
+    items: list[dict]
+    names: dict[int, AccountRef]
+    complete: bool
 
 
 @dataclass(frozen=True)
@@ -81,6 +113,9 @@ class AccountOverview:
 
     def live_sessions(self, now: datetime) -> int:
         return sum(1 for s in self.sessions if s.alive(now))
+
+    # The accounts its events mention (subjects and acting administrators), by id.
+    names: dict[int, AccountRef] = field(default_factory=dict)
 
 
 def encode_cursor(*parts: Any) -> str:
@@ -131,6 +166,24 @@ def after_event(cursor: str) -> tuple[datetime, ObjectId]:
     return cursor_time(at_ms), last
 
 
+def resume_cursor(searched_to: datetime) -> str:
+    """A cursor that continues a search that stopped early before `searched_to`: every
+    event at or after it was read. Stored times are whole milliseconds, so rounding up
+    to one skips none."""
+    micros = (searched_to - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    ms = -(-micros // 1000)
+    return encode_cursor(ms, "0" * 24)
+
+
+def ip_filter(value: str | None) -> str | None:
+    if not value:
+        return None
+    ip = value.strip().lower()
+    if not IP_FILTER_RE.fullmatch(ip):
+        raise InvalidRequest("'ip' must be an IP address or the start of one, like 10.0. or 2001:db8:", field="ip")
+    return ip
+
+
 def one_of(field: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise InvalidRequest(f"'{field}' must be one of {', '.join(allowed)}", field=field)
@@ -175,7 +228,8 @@ class Admin:
         left = await self.factors.recovery_left(account.id) if account.mfa else 0
         passkeys = await PasskeyList(self.factors.coll.database).list(account.id)
         lock = await self.locks.status(account.id) if self.locks else None
-        return AccountOverview(account, sessions, events, factors, left, passkeys, lock)
+        names = await self.accounts.refs(ids_named(events))
+        return AccountOverview(account, sessions, events, factors, left, passkeys, lock=lock, names=names)
 
     async def lock_statuses(self, account_ids: list[int]) -> dict[int, LockStatus]:
         """The login record of each account of a list's page (a "locked" badge), in one
@@ -210,22 +264,52 @@ class Admin:
         *,
         account: Account | None = None,
         type: str | None = None,
+        outcome: str | None = None,
+        ip: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> Page[dict]:
-        """The audit log, newest first."""
-        found = await self.event_log.page(
+        budget: int = EVENT_SEARCH_BUDGET,
+    ) -> EventPage:
+        """The audit log, newest first, with the names of the accounts it mentions. A
+        filter that matches rarely (an IP, an outcome) stops after reading
+        `EVENT_SEARCH_BUDGET` events: the page is then short, says how far back it
+        looked, and its `next` resumes from there."""
+        if since is not None and until is not None and since >= until:
+            raise InvalidRequest("'since' must be before 'until'", field="since")
+        query = EventQuery(
             account_id=account.id if account is not None else None,
             type=one_of("type", type, EVENT_TYPES) if type else None,
+            outcome=one_of("outcome", outcome, OUTCOMES) if outcome else None,
+            ip=ip_filter(ip),
             since=since,
             until=until,
-            after=after_event(cursor) if cursor else None,
-            limit=limit + 1,
         )
-        nxt = event_cursor(found[limit - 1]) if len(found) > limit else None
-        return Page(found[:limit], nxt)
+        after = after_event(cursor) if cursor else None
+        found = await self.event_log.search(query, after=after, limit=limit + 1, budget=budget)
+        items = found.items[:limit]
+        if len(found.items) > limit:
+            nxt = event_cursor(items[-1])
+        else:
+            nxt = resume_cursor(found.searched_to) if found.searched_to else None
+        names = await self.accounts.refs(ids_named(items))
+        return EventPage(items, nxt, names, found.searched_to)
+
+    async def export_events(self, cap: int = EXPORT_CAP, **filters: Any) -> EventExport:
+        """Up to `cap` events of the audit log's filtered view, newest first, for the CSV
+        export: the `events` pages one after another, at most `EXPORT_PAGES` of them."""
+        items: list[dict] = []
+        names: dict[int, AccountRef] = {}
+        cursor = None
+        for _ in range(EXPORT_PAGES):
+            page = await self.events(limit=min(EXPORT_PAGE, cap - len(items)), cursor=cursor, **filters)
+            items += page.items
+            names.update(page.names)
+            cursor = page.next
+            if cursor is None or len(items) >= cap:
+                break
+        return EventExport(items, names, complete=cursor is None)
 
     async def dashboard(self) -> dict[str, Any]:
         """The console's front page numbers, all over the last 24 hours, from counters

@@ -291,6 +291,9 @@ class AuthService:
             reason = "unknown_account"
         else:
             reason = "wrong_password" if not ok else "disabled" if account.disabled else "not_admitted"
+        # An unknown account's key is its login name, normalized (`login_key`): the log
+        # shows what was tried, printable and at most 64 characters.
+        tried = {"login": "".join(c for c in key.partition("=")[2] if c.isprintable())[:64]} if account is None else {}
         await self.events.record(
             "login_failed",
             ctx,
@@ -298,6 +301,7 @@ class AuthService:
             outcome="failed",
             reason=reason,
             via=via,
+            **tried,
         )
         raise InvalidCredentials()
 

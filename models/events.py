@@ -6,7 +6,9 @@ free text from clients (user agents) is stored as data, never interpolated into 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -158,26 +160,102 @@ class EventLog:
         limit: int = 50,
     ) -> list[dict]:
         """Events newest first by (at, _id), in [since, until) when given, and after
-        `after`, the (at, _id) of the last one already seen, when given.
+        `after`, the (at, _id) of the last one already seen, when given."""
+        query = EventQuery(account_id=account_id, type=type, since=since, until=until)
+        return (await self.search(query, after=after, limit=limit)).items
+
+    async def search(
+        self,
+        query: EventQuery,
+        *,
+        after: tuple[datetime, ObjectId] | None = None,
+        limit: int = 50,
+        budget: int | None = None,
+    ) -> Found:
+        """The events `query` matches, newest first by (at, _id), after `after`.
 
         Read in bounded slices of `at` (`newest_first`), on `account_at` with an
         account, else on `type_at` with a type, else on `at`: the filter is that one
         equality, then the `at` range (the key order the embedded planner needs:
-        equalities, then one range on the next key). The rest is checked here."""
+        equalities, then one range on the next key). The rest (outcome, IP) is checked
+        here, so a rare match could read the whole retention period: with a `budget`,
+        the search stops once it has read that many events, and says how far back it
+        looked (`Found.searched_to`), for the caller to offer "search older"."""
         now = self.clock()
-        lead: dict[str, Any] = {"account_id": account_id} if account_id is not None else {"type": type} if type else {}
-
-        def keep(event: dict) -> bool:
-            return (not type or event["type"] == type) and (after is None or (event["at"], event["_id"]) < after)
+        lead: dict[str, Any] = {"type": query.type} if query.type else {}
+        if query.account_id is not None:
+            lead = {"account_id": query.account_id}
+        keep = query.matcher()
+        floor = max(query.since or now - self.retention, now - self.retention)
+        collected: list[dict] = []
+        read, stopped = 0, []
 
         async def fetch(lo: datetime, hi: datetime, first: bool) -> list[dict]:
-            query = {**lead, "at": {"$gte": lo, ("$lte" if first else "$lt"): hi}}
-            docs = await self.coll.find(query).sort(NEWEST).to_list(length=None)
-            return [e for e in docs if keep(e)]
+            nonlocal read
+            if stopped:
+                raise _BudgetSpent
+            docs = self.coll.find({**lead, "at": {"$gte": lo, ("$lte" if first else "$lt"): hi}}).sort(NEWEST)
+            found = await docs.to_list(length=None)
+            read += len(found)
+            got = [e for e in found if keep(e) and (after is None or (e["at"], e["_id"]) < after)]
+            collected.extend(got)
+            if budget is not None and read >= budget and lo > floor:
+                stopped.append(lo)
+            return got
 
-        top = min(t for t in (now, after[0] if after else None, until - MS if until else None) if t is not None)
-        floor = max(since or now - self.retention, now - self.retention)
-        return await newest_first(fetch, top=top, floor=floor, need=limit)
+        until = query.until - MS if query.until else None
+        top = min(t for t in (now, after[0] if after else None, until) if t is not None)
+        try:
+            items = await newest_first(fetch, top=top, floor=floor, need=limit)
+        except _BudgetSpent:
+            return Found(collected[:limit], stopped[0])
+        return Found(items, None)
+
+
+class _BudgetSpent(Exception):
+    """A search read its budget of events before finding a page (`EventLog.search`)."""
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """Which events a list shows; every part optional. `ip` is an address (that one
+    only) or the start of one (`10.0.`, `2001:db8:`)."""
+
+    account_id: int | None = None
+    type: str | None = None
+    outcome: str | None = None
+    ip: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def matcher(self) -> Callable[[dict], bool]:
+        type, outcome, ip = self.type, self.outcome, self.ip
+        exact = ip is not None and is_address(ip)
+
+        def keep(event: dict) -> bool:
+            if (type and event["type"] != type) or (outcome and event.get("outcome") != outcome):
+                return False
+            seen = event.get("ip") or ""
+            return not ip or (seen == ip if exact else seen.startswith(ip))
+
+        return keep
+
+
+@dataclass(frozen=True)
+class Found:
+    """A search's events, and when it stopped early for its budget, the time it had
+    looked back to (every event in [searched_to, top] was read)."""
+
+    items: list[dict]
+    searched_to: datetime | None
+
+
+def is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def event_view(event: dict) -> dict:
@@ -193,19 +271,16 @@ def event_view(event: dict) -> dict:
         "ip": event.get("ip"),
         "userAgent": event.get("user_agent"),
         "style": event.get("style"),
+        # Present on some types only: the login name an unknown account's failed login
+        # tried, an operator's reason, and the session a kick ended.
+        "login": event.get("login"),
         "note": event.get("note"),
-        "target": _target_view(event.get("target")),
+        "target": _jsonable(event.get("target")),
     }
 
 
-def _target_view(target: dict | None) -> dict | None:
-    """The session a kick ended, as the admin API shows it."""
-    if not target:
-        return None
-    created = target.get("created")
-    return {
-        "kind": target.get("kind"),
-        "ip": target.get("ip"),
-        "userAgent": target.get("user_agent"),
-        "created": created.isoformat() if created else None,
-    }
+def _jsonable(value: Any) -> Any:
+    """A stored sub-document as JSON: its times as ISO 8601."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value.isoformat() if isinstance(value, datetime) else value

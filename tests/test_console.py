@@ -203,7 +203,7 @@ async def test_hostile_text_is_shown_as_text(admin_console, api):
     assert HOSTILE not in r.text
 
 
-async def test_account_actions(admin_console, api, gatehouse):
+async def test_account_actions(admin_console, api, gatehouse, admin):
     user = await register(api)
     token = await login(api, user)
     r = await admin_console.post(f"/console/accounts/{user['id']}/disable")
@@ -226,7 +226,7 @@ async def test_account_actions(admin_console, api, gatehouse):
     events = await admin_console.get(f"/console/events?account={user['id']}")
     for kind in ("disable", "enable", "kick", "code_sent"):
         assert f">{kind}<" in events.text, kind
-    assert "admin:" in events.text
+    assert f">{admin['username']} (admin)</a>" in events.text and "admin:" not in events.text
 
 
 async def test_the_console_and_the_admin_api_show_an_account_alike(admin_console, api, admin, gatehouse, clock):
@@ -280,7 +280,8 @@ async def test_events_filter_and_dashboard(admin_console, api):
     user = await register(api)
     await api.post("/auth/auth", {"username": user["username"], "password": "wrong-password-1"})
     r = await admin_console.get("/console/events?type=login_failed&since=2000-01-01T00:00")
-    assert r.status_code == 200 and f"#{user['id']}" in r.text and "login_ok" not in r.text.split("<tbody>")[1]
+    rows = r.text.split("<tbody>")[1]
+    assert r.status_code == 200 and f">{user['username']}</a>" in rows and "login_ok" not in rows
     r = await admin_console.get("/console/")
     assert r.status_code == 200 and "failed logins in 24 h" in r.text and "<svg" in r.text
 
