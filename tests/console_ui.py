@@ -216,12 +216,15 @@ async def seed_console(gatehouse, api, *, accounts: int = 300, sessions: int = 1
                        rng_seed: int = 22) -> dict[str, Any]:  # fmt: skip
     """Insert a console's worth of data directly (a second or two, where the API would
     take minutes): copies of an account, session and event the server itself wrote
-    through its API (bench/seed.py), renamed and given devices. Then the dashboard's
-    counters are recounted. Returns {"ids": [account ids], "busy": an account id with
+    through its API (bench/seed.py), renamed and given devices; a reset code sent to
+    the template account puts a message in the (development) outbox. Then the
+    dashboard's counters are recounted. Returns {"ids": [account ids], "busy": an account id with
     several sessions, "user": the template account's login (username, password)}."""
     rng, db, now = random.Random(rng_seed), gatehouse.db, datetime.now(UTC)
     user = await register(api)
     await login(api, user)
+    r = await api.post("/auth/reset", {"username": user["username"]})  # a message in the outbox
+    assert r.status == 200, r.data
     account = await db.accounts.find_one({"id": user["id"]})
     session = await db.sessions.find_one({"account_id": user["id"], "kind": "opaque"})
     event = await db.events.find_one({"account_id": user["id"], "type": "login_ok"})

@@ -9,6 +9,7 @@ GATEHOUSE_SCREENSHOT=1."""
 
 from __future__ import annotations
 
+import fnmatch
 import time
 
 from tests.conftest import PASSWORD
@@ -36,6 +37,26 @@ def console_pages(seeded: dict) -> list[str]:
         "/console/outbox",
         "/console/accounts/999999",  # the console's own error page
     ]
+
+
+# Pages whose tables do not carry data-label yet (their templates are being changed in
+# other branches): at phone width their cards show values without column names. Empty
+# this once those land; every page's table cells must then be labelled.
+UNLABELLED_YET = ("/console/", "/console/sessions", "/console/accounts", "/console/accounts/*", "/console/events")
+
+_UNLABELLED = """() => [...document.querySelectorAll("table.data tbody td")]
+  .filter(td => !td.classList.contains("empty") && !td.classList.contains("act") && !td.querySelector("form"))
+  .filter(td => getComputedStyle(td, "::before").content !== JSON.stringify(td.dataset.label || "\u0000"))
+  .slice(0, 3).map(td => td.outerHTML.slice(0, 60))"""
+
+
+async def unlabelled_cells(page, url: str) -> list[str]:
+    """At phone width each data cell shows its column's name (td::before, from
+    data-label)."""
+    if any(fnmatch.fnmatch(url.split("?")[0], pattern) for pattern in UNLABELLED_YET):
+        return []
+    cells = await page.evaluate(_UNLABELLED)
+    return [f"cells without a shown data-label: {cells}"] if cells else []
 
 
 async def log_in(page, base_url: str, admin: dict) -> None:
@@ -73,6 +94,8 @@ async def check_page(page, url: str, phone: bool) -> list[str]:
             await check(page)
         except AssertionError as e:
             problems.append(str(e))
+    if phone:
+        problems += await unlabelled_cells(page, url)
     problems += await skip_link_problems(page)
     return [f"{'phone' if phone else 'laptop'} {url}: {p}" for p in problems]
 
