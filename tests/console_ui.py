@@ -102,12 +102,12 @@ async def assert_tap_targets(page, min_px: int = 44) -> None:
     assert small == [], f"{page.url}: tap targets under {min_px} px: {small[:8]}{' ...' if len(small) > 8 else ''}"
 
 
-async def screenshot(page, name: str, tmp_path: Path) -> Path:
-    """A full-page screenshot: docs/<name> with GATEHOUSE_SCREENSHOT=1 (the README's
-    pictures: console.png at laptop width, console-phone.png at phone width), else in
-    the test's tmp directory."""
+async def screenshot(page, name: str, tmp_path: Path, full_page: bool = True) -> Path:
+    """A screenshot (of the whole page, or of the first screen): docs/<name> with
+    GATEHOUSE_SCREENSHOT=1 (the README's pictures: console.png at laptop width,
+    console-phone.png at phone width), else in the test's tmp directory."""
     shot = ROOT / "docs" / name if os.environ.get("GATEHOUSE_SCREENSHOT") == "1" else tmp_path / name
-    await page.screenshot(path=str(shot), full_page=True)
+    await page.screenshot(path=str(shot), full_page=full_page)
     assert shot.stat().st_size > 10_000
     return shot
 

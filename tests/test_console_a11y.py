@@ -16,6 +16,7 @@ from tests.conftest import PASSWORD
 from tests.console_ui import (
     LAPTOP,
     PHONE,
+    USER_AGENTS,
     assert_no_sideways_scroll,
     assert_tap_targets,
     axe_violations,
@@ -103,7 +104,8 @@ async def check_page(page, url: str, phone: bool) -> list[str]:
 async def sweep(browser, base_url: str, admin: dict, pages: list[str], viewport: dict, tmp_path) -> list[str]:
     """The login page logged out, then every console page logged in, in one context."""
     phone = viewport == PHONE
-    context = await browser.new_context(viewport=viewport, user_agent="Gatehouse a11y test")
+    agent = USER_AGENTS[4] if phone else USER_AGENTS[0]  # an iPhone's Safari, a Windows Chrome
+    context = await browser.new_context(viewport=viewport, user_agent=agent)
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -115,7 +117,8 @@ async def sweep(browser, base_url: str, admin: dict, pages: list[str], viewport:
         await page.goto(base_url + url)
         problems += await check_page(page, url, phone)
     await page.goto(base_url + "/console/sessions")
-    await screenshot(page, "console-phone.png" if phone else "console.png", tmp_path)
+    # The README's pictures; at phone width the first screen (the whole page is 50 cards long).
+    await screenshot(page, "console-phone.png" if phone else "console.png", tmp_path, full_page=not phone)
     await context.close()
     return problems + [f"script error: {e}" for e in errors]
 
