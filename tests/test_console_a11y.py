@@ -169,3 +169,57 @@ async def test_the_keyboard_reaches_nav_filters_and_table_actions_with_visible_f
     invisible = [s for s in stops if not s["visible"]]
     assert invisible == [], invisible
     await context.close()
+
+
+# The markup the console's notices, confirmations and badges are meant to have (see
+# static/console.css), checked here before the pages carry it: an announcement, the
+# "session ended" banner, the "you" and "locked" badges, a confirmation naming what it
+# acts on with a reason and a danger button, and table rows (kicked; the operator's own,
+# with a link-styled action) as cards.
+STYLE_KIT_HTML = """
+<p class="notice" role="status">3 new sessions <a href="#">Show</a></p>
+<p class="notice ended" role="alert"><strong>Your console session has ended.</strong>
+  <a href="/console/login">Log in again</a></p>
+<p><span class="you">this is you</span> <span class="badge locked">locked until 10:42</span>
+  <span class="badge on">live</span></p>
+<section class="confirm">
+  <h1>Kick this session?</h1>
+  <dl class="target"><dt>Account</dt><dd>Дмитрий Иванов (dmitri)</dd><dt>Device</dt><dd>Safari 17 on iOS</dd>
+    <dt>IP</dt><dd>203.0.113.7</dd><dt>Age</dt><dd>3 days</dd></dl>
+  <p class="self">This is your own session: kicking it logs you out.</p>
+  <form method="post" action="#">
+    <label>Reason (optional, goes into the audit log) <textarea name="reason"></textarea></label>
+    <div class="buttons"><button type="submit" class="danger solid">Kick session</button><a href="#">Cancel</a></div>
+  </form>
+</section>
+<div class="table-wrap"><table class="data">
+  <thead><tr><th>Account</th><th>Kind</th><th><span class="visually-hidden">Actions</span></th></tr></thead>
+  <tbody>
+    <tr class="revoked"><td data-label="Account"><a href="#">gone</a></td><td data-label="Kind">jwt</td>
+      <td class="act"></td></tr>
+    <tr class="mine"><td data-label="Account"><a href="#">me</a> <span class="you">you</span></td>
+      <td data-label="Kind">opaque</td>
+      <td class="act"><a class="button danger small" href="#">Kick…</a></td></tr>
+  </tbody>
+</table></div>
+"""
+
+
+async def test_the_style_kit_for_notices_confirmations_and_badges_is_accessible(browser, base_url, admin, tmp_path):
+    for viewport in (LAPTOP, PHONE):
+        context = await browser.new_context(viewport=viewport)
+        page = await context.new_page()
+        await page.goto(base_url + "/console/login")
+        await log_in(page, base_url, admin)
+        await page.goto(base_url + "/console/outbox")
+        await page.evaluate(
+            "html => document.querySelector('main').insertAdjacentHTML('afterbegin', html)", STYLE_KIT_HTML
+        )
+        assert await axe_violations(page) == []
+        await assert_no_sideways_scroll(page)
+        if viewport == PHONE:
+            await assert_tap_targets(page)
+            label = await page.evaluate("getComputedStyle(document.querySelector('tr.mine td'), '::before').content")
+            assert label == '"Account"'
+        await screenshot(page, f"style-kit-{viewport['width']}.png", tmp_path)
+        await context.close()
