@@ -221,5 +221,5 @@ async def test_the_style_kit_for_notices_confirmations_and_badges_is_accessible(
             await assert_tap_targets(page)
             label = await page.evaluate("getComputedStyle(document.querySelector('tr.mine td'), '::before').content")
             assert label == '"Account"'
-        await screenshot(page, f"style-kit-{viewport['width']}.png", tmp_path)
+        await page.screenshot(path=str(tmp_path / f"style-kit-{viewport['width']}.png"), full_page=True)
         await context.close()
