@@ -159,7 +159,7 @@ async def test_the_keyboard_reaches_nav_filters_and_table_actions_with_visible_f
         await page.keyboard.press("Tab")
         stop = await page.evaluate(_FOCUS)
         stops.append(stop)
-        if stop["where"] == "table" and stop["tag"] == "button":
+        if stop["where"] == "table" and stop["text"].startswith("Kick"):
             break
     places = [s["where"] for s in stops]
     assert stops[0]["text"] == "Skip to content", stops[0]
