@@ -52,7 +52,8 @@ function sessionEnded() {
 // refreshing then could swap what they are about to click or copy, so it waits.
 function operatorBusy() {
   var active = document.activeElement;
-  if (active && active.matches("a, button, input, select, textarea, summary, [contenteditable]") &&
+  var controls = "a, button, input, select, textarea, summary, [contenteditable], [tabindex]:not([tabindex='-1'])";
+  if (active && active.matches(controls) &&
       active.closest("main")) return true;
   var selection = window.getSelection && window.getSelection();
   return !!(selection && selection.toString());
@@ -68,13 +69,21 @@ function startSessionsRefresh(tbody, note, announce) {
   var shown = new Date();
   var pending = [];
 
+  // What the server last sent for each row: a row is redrawn only when that changes
+  // (console-time.js rewrites the times in the page, so the page's own HTML differs).
+  var served = {};
+
   function merge(html) {
     var fresh = document.createElement("tbody");
     fresh.innerHTML = html; // server-rendered by Jinja with autoescape
     Array.prototype.forEach.call(fresh.querySelectorAll("tr[id]"), function (row) {
       var current = document.getElementById(row.id);
       if (current) {
-        if (current.innerHTML !== row.innerHTML) { current.className = row.className; current.innerHTML = row.innerHTML; }
+        if (served[row.id] !== row.innerHTML && !current.contains(document.activeElement)) {
+          served[row.id] = row.innerHTML;
+          current.className = row.className;
+          current.innerHTML = row.innerHTML;
+        }
       } else if (!pending.some(function (p) { return p.id === row.id; })) {
         pending.push(row);
       }
