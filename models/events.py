@@ -14,7 +14,7 @@ from bson import ObjectId
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from .common import Clock, Context, newest_first, seconds
+from .common import Clock, Context, newest_first, parse_ip, seconds
 from .db import insert_once
 from .followups import Followups
 from .stats import Stats, hour_of, hour_of_field
@@ -23,6 +23,8 @@ NEWEST = [("at", DESCENDING), ("_id", DESCENDING)]
 MS = timedelta(milliseconds=1)  # the stored times' resolution
 # Events counted by the hour for the dashboard (models/stats.py, series `logins`).
 COUNTED = ("login_ok", "login_failed", "mfa_verified", "mfa_failed")
+# The most events an IP-prefix search reads (models/search.py).
+IP_PREFIX_CAP = 1001
 
 EVENT_TYPES = (
     "signup",
@@ -153,16 +155,40 @@ class EventLog:
         until: datetime | None = None,
         after: tuple[datetime, ObjectId] | None = None,
         limit: int = 50,
+        account_ids: list[int] | None = None,
+        ip_prefix: str | None = None,
     ) -> list[dict]:
         """Events newest first by (at, _id), in [since, until) when given, and after
         `after`, the (at, _id) of the last one already seen, when given.
+
+        A search (models/search.py) passes `account_ids` (several accounts: each one's
+        page, merged) or `ip_prefix` (`by_ip`).
 
         Read in bounded slices of `at` (`newest_first`), on `account_at` with an
         account, else on `type_at` with a type, else on `at`: the filter is that one
         equality, then the `at` range (the key order the embedded planner needs:
         equalities, then one range on the next key). The rest is checked here."""
-        now = self.clock()
+        window: dict[str, Any] = {"type": type, "since": since, "until": until, "after": after, "limit": limit}
+        if ip_prefix is not None:
+            return await self.by_ip(ip_prefix, **window)
+        if account_ids is not None:
+            pages = [await self.page(account_id=i, **window) for i in dict.fromkeys(account_ids)]
+            return sorted((e for p in pages for e in p), key=lambda e: (e["at"], e["_id"]), reverse=True)[:limit]
         lead: dict[str, Any] = {"account_id": account_id} if account_id is not None else {"type": type} if type else {}
+        return await self._page_led(lead, **window)
+
+    async def _page_led(
+        self,
+        lead: dict[str, Any],
+        *,
+        type: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        after: tuple[datetime, ObjectId] | None,
+        limit: int,
+    ) -> list[dict]:
+        """`page` on the index `lead`'s equality leads (see `page`)."""
+        now = self.clock()
 
         def keep(event: dict) -> bool:
             return (not type or event["type"] == type) and (after is None or (event["at"], event["_id"]) < after)
@@ -175,6 +201,34 @@ class EventLog:
         top = min(t for t in (now, after[0] if after else None, until - MS if until else None) if t is not None)
         floor = max(since or now - self.retention, now - self.retention)
         return await newest_first(fetch, top=top, floor=floor, need=limit)
+
+    async def by_ip(
+        self,
+        ip: str,
+        *,
+        type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: tuple[datetime, ObjectId] | None = None,
+        limit: int = 50,
+    ) -> list[dict]:
+        """Events from an address (`ip`, a whole one: the `ip_at` range of that address,
+        in slices of time as `page`) or from any address starting with it (one range
+        of `ip_at`, at most IP_PREFIX_CAP events read, newest first here)."""
+        whole = parse_ip(ip)
+        if whole is not None and str(whole) == ip:
+            return await self._page_led({"ip": ip}, type=type, since=since, until=until, after=after, limit=limit)
+        query = {"ip": {"$gte": ip, "$lt": ip + "\uffff"}}
+        docs = await self.coll.find(query).limit(IP_PREFIX_CAP).to_list(None)
+        docs = [
+            e
+            for e in docs
+            if (not type or e["type"] == type)
+            and (since is None or e["at"] >= since)
+            and (until is None or e["at"] < until)
+            and (after is None or (e["at"], e["_id"]) < after)
+        ]
+        return sorted(docs, key=lambda e: (e["at"], e["_id"]), reverse=True)[:limit]
 
 
 def event_view(event: dict) -> dict:
