@@ -605,11 +605,10 @@ class EventsHandler(ConsoleHandler):
             since += ":00+00:00"
         # The search box (models/search.py): an address or its prefix, or the accounts
         # the text matches; a miss is an empty list, never a 404.
-        ip_prefix = self.admin.search_ip(f.get("account"))
-        matches = None if ip_prefix else await self.admin.search_matches(f.get("account"))
+        scope = await self.admin.search_scope(f.get("account"))
         page = await self.admin.events(
-            account_ids=list(matches) if matches is not None else None,
-            ip_prefix=ip_prefix,
+            account_ids=scope.account_ids,
+            ip_prefix=scope.ip_prefix,
             type=f.get("type"),
             since=parse_time("since", since),
             limit=50,

@@ -61,6 +61,16 @@ class Page(Generic[T]):
 
 
 @dataclass(frozen=True)
+class SearchScope:
+    """A search's selection (`Admin.search_scope`): these accounts (None: not by
+    account), or sessions and events from this address or prefix."""
+
+    account_ids: list[int] | None
+    ip_prefix: str | None
+    matched_by: dict[int, list[str]]
+
+
+@dataclass(frozen=True)
 class SessionRow:
     """A session in a list across accounts, with whose it is (None: a deleted account)."""
 
@@ -183,19 +193,18 @@ class Admin:
         """A search text's forms (models/search.py), phones read in the server's region."""
         return parse(q, self.accounts.region)
 
-    async def search_matches(self, q: str | None) -> dict[int, list[str]] | None:
-        """The accounts a search text matches (id -> what it matched by), the first
-        SEARCH_ACCOUNTS of them; None without a text or for an IP (see `search_ip`)."""
+    async def search_scope(self, q: str | None) -> SearchScope:
+        """What a search text selects on the sessions and events lists: the address or
+        prefix it is, or the first SEARCH_ACCOUNTS accounts it matches (none matched:
+        an empty list, never a 404); nothing without a text."""
         terms = self.terms(q)
-        if terms is None or terms.ip or terms.ip_prefix:
-            return None
+        if terms is None:
+            return SearchScope(None, None, {})
+        if terms.ip or terms.ip_prefix:
+            return SearchScope(None, terms.ip or terms.ip_prefix, {})
         found = await match_accounts(self.accounts, self.session_store, terms)
-        return {m.id: m.matched_by for m in found[:SEARCH_ACCOUNTS]}
-
-    def search_ip(self, q: str | None) -> str | None:
-        """The address or address prefix a search text is, None when it is not one."""
-        terms = self.terms(q)
-        return (terms.ip or terms.ip_prefix) if terms is not None else None
+        matched = {m.id: m.matched_by for m in found[:SEARCH_ACCOUNTS]}
+        return SearchScope(list(matched), None, matched)
 
     async def sessions(
         self,
@@ -215,7 +224,7 @@ class Admin:
         says how many there are (`count`, up to a cap) and what matched."""
         kind = one_of("kind", kind, KINDS) if kind else None
         after = after_session(cursor) if cursor else None
-        terms = self.terms(q)
+        terms = self.terms(q) if account is None else None  # one account named: that one's
         if terms is not None:
             return await self._searched_sessions(terms, kind, active, limit, after, oldest)
         found = await self.session_store.listing(
@@ -234,20 +243,23 @@ class Admin:
     async def _searched_sessions(
         self, terms: Terms, kind: str | None, active: bool, limit: int, after: tuple | None, oldest: bool
     ) -> Page[SessionRow]:
-        ip = ip_filter(terms)
-        matched: dict[int, list[str]] = {}
-        if ip is None:
-            matches = await match_accounts(self.accounts, self.session_store, terms)
-            matched = {m.id: m.matched_by for m in matches[:SEARCH_ACCOUNTS]}
+        scope = await self.search_scope(terms.text)
         found = await self.session_store.matching(
-            account_ids=list(matched), ip=ip, kind=kind, live_only=active, cap=SEARCH_CAP + 1
+            account_ids=scope.account_ids,
+            ip=ip_filter(terms),
+            kind=kind,
+            live_only=active,
+            cap=SEARCH_CAP + 1,
         )
-        total = len(found[:SEARCH_CAP])
+        total, capped = len(found[:SEARCH_CAP]), len(found) > SEARCH_CAP
         if oldest:
             found.reverse()
         if after is not None:
             found = [s for s in found if ((s.last_active, s.id) > after) == oldest]
-        return await self._session_page(found, limit, total, len(found) > SEARCH_CAP, matched)
+        page = await self._session_page(found, limit, total, capped, scope.matched_by)
+        if scope.ip_prefix:  # each shown session's account matched by the address
+            return replace(page, matched_by={r.session.account_id: [f"ip {scope.ip_prefix}"] for r in page.items})
+        return page
 
     async def _session_page(
         self, found: list[Session], limit: int, total: int, capped: bool, matched: dict[int, list[str]]
@@ -279,8 +291,8 @@ class Admin:
             until=until,
             after=after_event(cursor) if cursor else None,
             limit=limit + 1,
-            account_ids=account_ids,
-            ip_prefix=ip_prefix,
+            account_ids=account_ids if account is None else None,
+            ip_prefix=ip_prefix if account is None else None,
         )
         nxt = event_cursor(found[limit - 1]) if len(found) > limit else None
         return Page(found[:limit], nxt)
