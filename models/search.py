@@ -65,11 +65,6 @@ class Terms:
     ip: str | None = None  # a whole IP address, canonical
     ip_prefix: str | None = None  # the start of an IP address
 
-    @property
-    def names(self) -> bool:
-        """Whether the text can be a name or an e-mail prefix at all."""
-        return not self.key.startswith("@") and not any(c.isspace() for c in self.key)
-
 
 @dataclass
 class Match:
@@ -194,10 +189,14 @@ async def match_accounts(accounts: Accounts, sessions: Sessions, terms: Terms) -
 
 
 def _prefix_forms(terms: Terms) -> list[tuple[str, str, str]]:
+    """(index, label, prefix) of the prefix forms: a nickname may hold spaces, a
+    username or an e-mail address none."""
     forms = []
-    if terms.names:
-        forms += [("username_key", "username", terms.key), ("nickname_key", "nickname", terms.key)]
-        forms.append(("email_key", "e-mail", terms.key))
+    if not terms.key.startswith("@"):
+        one_word = not any(c.isspace() for c in terms.key)
+        forms += [("username_key", "username", terms.key)] if one_word else []
+        forms.append(("nickname_key", "nickname", terms.key))
+        forms += [("email_key", "e-mail", terms.key)] if one_word else []
     if terms.domain:
         forms.append(("email_domain", "e-mail domain", terms.domain))
     return forms
