@@ -209,6 +209,7 @@ class Gatehouse:
         if self.db_clock is not None:
             await self.db_clock.measure()
         await ensure_indexes(self.db)
+        await self.accounts.backfill_search_keys()
         if background:
             if self.db_clock is not None:
                 self.db_clock.start()

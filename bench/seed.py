@@ -68,6 +68,7 @@ def accounts(template: dict, first_id: int, count: int, prefix: str) -> Iterator
             "username_key": name.lower(),
             "email": f"{name}@example.test",
             "email_key": f"{name}@example.test",
+            "email_domain": "example.test",  # the search's key (models/search.py)
         }
 
 

@@ -25,15 +25,19 @@ from models.values import Account
 from .base import APIHandler
 from .fields import (
     ACCOUNT_REF,
+    ACCOUNT_SORT,
     ACTIVE,
     CURSOR,
     EVENT_TYPE,
     IP_PREFIX,
     LIMIT,
+    LIST_ORDER,
     NOTE,
     OUTCOME,
     PAGE,
+    SEARCH,
     SESSION_KIND,
+    SORT_ORDER,
     TIME,
 )
 from .openapi import SESSION
@@ -47,6 +51,15 @@ ADMIN_SESSION = obj(
         "revokedBy": nullable(STR),
     }
 )
+# What a search (`q`, models/search.py) matched each account by: account id -> labels
+# ("username", "id 134", "phone ending 0134", "ip 10.1.", …).
+MATCHED_BY: Schema = {"type": "object", "additionalProperties": array(STR)}
+
+
+def matched_view(matched: dict[int, list[str]]) -> dict[str, list[str]]:
+    return {str(k): list(v) for k, v in matched.items()}
+
+
 EVENT = obj(
     {
         "id": STR,
@@ -143,26 +156,57 @@ def parse_time(name: str, value: str | None) -> datetime | None:
 
 
 class SessionsHandler(AdminAPIHandler):
-    QUERY = {"account": ACCOUNT_REF, "kind": SESSION_KIND, "active": ACTIVE, "limit": LIMIT, "cursor": CURSOR}
+    QUERY = {
+        "q": SEARCH,
+        "account": ACCOUNT_REF,
+        "kind": SESSION_KIND,
+        "active": ACTIVE,
+        "order": LIST_ORDER,
+        "limit": LIMIT,
+        "cursor": CURSOR,
+    }
 
     @doc(
-        "Sessions across accounts, newest activity first (kicked ones stay listed until they expire)",
+        "Sessions across accounts, newest activity first (kicked ones stay listed until they expire); "
+        "`q` searches (the search rule: names, e-mail, phone, id, uid, IP), `order=oldest` starts at the end; "
+        "`count` is the list's size up to a cap (`capped`: more)",
         query=QUERY,
-        ok=obj({"sessions": array(ADMIN_SESSION), "next": nullable(STR)}),
+        ok=obj(
+            {
+                "sessions": array(ADMIN_SESSION),
+                "next": nullable(STR),
+                "count": nullable(INT),
+                "capped": BOOL,
+                "matchedBy": MATCHED_BY,
+            }
+        ),
         errors=(403, 404),
     )
     async def get(self) -> None:
         q = self.query(self.QUERY)
         if q.get("active") not in (None, "true", "false", "1", "0"):
             raise InvalidRequest("'active' must be true or false", field="active")
+        order = q.get("order") or "newest"
+        if order not in ("newest", "oldest"):
+            raise InvalidRequest("'order' must be one of newest, oldest", field="order")
         page = await self.admin.sessions(
             account=await self.admin.account_ref(q.get("account")),
+            q=q.get("q"),
             kind=q.get("kind"),
             active=q.get("active") in ("true", "1"),
             limit=q.get("limit", 50),
             cursor=q.get("cursor"),
+            oldest=order == "oldest",
         )
-        self.reply({"sessions": [admin_session_view(s) for s in page.items], "next": page.next})
+        self.reply(
+            {
+                "sessions": [admin_session_view(s) for s in page.items],
+                "next": page.next,
+                "count": page.count,
+                "capped": page.capped,
+                "matchedBy": matched_view(page.matched_by),
+            }
+        )
 
 
 class SessionHandler(AdminAPIHandler):
@@ -178,19 +222,44 @@ class SessionHandler(AdminAPIHandler):
 
 
 class AccountsHandler(AdminAPIHandler):
-    QUERY = {"q": ACCOUNT_REF, "page": PAGE, "limit": LIMIT}
+    QUERY = {"q": SEARCH, "page": PAGE, "limit": LIMIT, "sort": ACCOUNT_SORT, "order": SORT_ORDER}
 
     @doc(
-        "Search accounts by username prefix, e-mail, phone, id or uid",
+        "Accounts: all by id, or a search `q` (the search rule: username or nickname prefix, e-mail or its "
+        "part or domain, phone in any format or its last digits, id, uid prefix, IP prefix), with what each "
+        "matched by; `sort` created | last_active | sessions (the last two for a search's matches), `order`",
         query=QUERY,
-        ok=obj({"accounts": array(ref("Account")), "count": INT, "page": INT}),
+        ok=obj(
+            {
+                "accounts": array(ref("Account")),
+                "count": INT,
+                "capped": BOOL,
+                "page": INT,
+                "pages": INT,
+                "matchedBy": MATCHED_BY,
+            }
+        ),
         errors=(403,),
     )
     async def get(self) -> None:
         q = self.query(self.QUERY)
         page = q.get("page", 1)
-        found = await self.admin.account_page(page=page, limit=q.get("limit", 50), q=q.get("q"))
-        self.reply({"accounts": [account_view(a) for a in found.accounts], "count": found.count, "page": page})
+        order = q.get("order") or "asc"
+        if order not in ("asc", "desc"):
+            raise InvalidRequest("'order' must be one of asc, desc", field="order")
+        found = await self.admin.account_page(
+            page=page, limit=q.get("limit", 50), q=q.get("q"), sort=q.get("sort"), desc=order == "desc"
+        )
+        self.reply(
+            {
+                "accounts": [account_view(a) for a in found.accounts],
+                "count": found.count,
+                "capped": found.capped,
+                "page": page,
+                "pages": found.pages,
+                "matchedBy": matched_view(found.matched_by),
+            }
+        )
 
 
 class AccountHandler(AdminAPIHandler):
@@ -310,6 +379,7 @@ class ResetCodeHandler(AdminAPIHandler):
 
 class EventsHandler(AdminAPIHandler):
     QUERY = {
+        "q": SEARCH,
         "account": ACCOUNT_REF,
         "type": EVENT_TYPE,
         "outcome": OUTCOME,
@@ -321,17 +391,21 @@ class EventsHandler(AdminAPIHandler):
     }
 
     @doc(
-        "The audit log, newest first; filters: account, type, outcome (ok or failed), ip (an address, or the"
-        " start of one), since and until (ISO 8601 with a zone). A page stops after reading 5,000 events, so it"
-        " may hold fewer than `limit` and still have a `next`",
+        "The audit log, newest first; `q` searches (the search rule): the events of the accounts it matches"
+        " (`matchedBy`), or from the IP address or prefix it is; filters: account, type, outcome (ok or failed),"
+        " ip (an address, or the start of one), since and until (ISO 8601 with a zone). A page stops after"
+        " reading 5,000 events, so it may hold fewer than `limit` and still have a `next`",
         query=QUERY,
-        ok=obj({"events": array(EVENT), "next": nullable(STR)}),
+        ok=obj({"events": array(EVENT), "next": nullable(STR), "matchedBy": MATCHED_BY}),
         errors=(403, 404),
     )
     async def get(self) -> None:
         q = self.query(self.QUERY)
+        scope = await self.admin.search_scope(q.get("q"))
         page = await self.admin.events(
             account=await self.admin.account_ref(q.get("account")),
+            account_ids=scope.account_ids,
+            ip_prefix=scope.ip_prefix,
             type=q.get("type"),
             outcome=q.get("outcome"),
             ip=q.get("ip"),
@@ -340,7 +414,8 @@ class EventsHandler(AdminAPIHandler):
             limit=q.get("limit", 50),
             cursor=q.get("cursor"),
         )
-        self.reply({"events": [event_view(e) for e in page.items], "next": page.next})
+        events = [event_view(e) for e in page.items]
+        self.reply({"events": events, "next": page.next, "matchedBy": matched_view(scope.matched_by)})
 
 
 class StatsHandler(AdminAPIHandler):

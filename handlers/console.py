@@ -21,12 +21,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from tornado.web import HTTPError
 
-from models.accounts import account_view
-from models.admin import EXPORT_CAP, EventExport, EventPage
+from models.accounts import AccountPage, account_view
+from models.admin import EXPORT_CAP, Page, SessionRow, one_of
 from models.audit import account_label, csv_rows, target_label
 from models.audit import actor as event_actor
 from models.errors import (
-    AccountNotFound,
     ChallengeInvalid,
     CodeInvalid,
     Forbidden,
@@ -48,16 +47,21 @@ from .admin_api import parse_time
 from .base import GatehouseHandler, translate
 from .fields import (
     ACCOUNT_REF,
+    ACCOUNT_SORT,
     ACTIVE,
     CODE,
     CURSOR,
     EVENT_TYPE,
     IP_PREFIX,
+    LIST_ORDER,
     LOGIN_NAME,
     OUTCOME,
     PAGE,
     PASSWORD,
+    SEARCH,
     SESSION_KIND,
+    SORT_ORDER,
+    START,
     TIME,
     TIME_ZONE,
 )
@@ -397,9 +401,17 @@ class DashboardHandler(ConsoleHandler):
         self.page("dashboard.html", stats=stats, events=recent.items, names=recent.names, peak=peak)
 
 
-SESSION_FILTERS = {"account": ACCOUNT_REF, "kind": SESSION_KIND, "active": ACTIVE, "cursor": CURSOR}
+SESSION_FILTERS = {
+    "q": SEARCH,
+    "account": ACCOUNT_REF,
+    "kind": SESSION_KIND,
+    "active": ACTIVE,
+    "cursor": CURSOR,
+    "order": LIST_ORDER,
+    "start": START,
+}
 EVENT_FILTERS = {
-    "q": ACCOUNT_REF,
+    "q": SEARCH,
     "account": ACCOUNT_REF,  # the same as `q`, for older links
     "type": EVENT_TYPE,
     "outcome": OUTCOME,
@@ -415,29 +427,85 @@ PRESETS = {"1h": ("Last hour", timedelta(hours=1)), "24h": ("Last 24 h", timedel
 PRESETS["7d"] = ("Last 7 days", timedelta(days=7))
 LOCAL_TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?")
 ZONE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}")
+# The accounts table's sortable columns: (sort key, header).
+ACCOUNT_COLUMNS = (("created", "Created"), ("last_active", "Last active"), ("sessions", "Sessions"))
+
+
+def showing(start: int, shown: int, count: int | None, capped: bool, oldest: bool) -> str:
+    """ "51–100 of 1,000" for a cursor page (positions counted from the newest; `start`
+    is the page's first row's, from the list's end when it runs `oldest` first)."""
+    if count is None or not shown:
+        return ""
+    total = f"{count:,}+" if capped else f"{count:,}"
+    first, last = start, start + shown - 1
+    if oldest and not capped:
+        first, last = count - last + 1, count - start + 1
+    elif oldest:
+        return f"the oldest {start:,}–{last:,} of {total}"
+    return f"{first:,}–{last:,} of {total}"
 
 
 class SessionsHandler(ConsoleHandler):
     template = "sessions.html"
 
     async def get(self) -> None:
+        """The sessions list; `q` searches (models/search.py: a miss is an empty list,
+        never a 404); `account=` (the account page's link) names one account exactly;
+        `order=oldest` starts from the list's end."""
         f = self.args(SESSION_FILTERS)
-        account = await self.admin.account_ref(f.get("account"))
-        page = await self.admin.sessions(
-            account=account, kind=f.get("kind"), active=f.get("active") == "1", limit=50, cursor=f.get("cursor")
-        )
-        query = {k: v for k, v in f.items() if v and k != "cursor"}
+        oldest = one_of("order", f.get("order") or "newest", ("newest", "oldest")) == "oldest"
+        account = await self.admin.find_account(f.get("account"))
+        if f.get("account") and account is None:
+            page: Page[SessionRow] = Page([], None, count=0)
+        else:
+            page = await self.admin.sessions(
+                account=account,
+                q=None if account else f.get("q"),
+                kind=f.get("kind"),
+                active=f.get("active") == "1",
+                limit=50,
+                cursor=f.get("cursor"),
+                oldest=oldest,
+            )
+        if account is None and len(page.matched_by) == 1:  # one account found: its "kick all"
+            account = await self.admin.find_account(str(next(iter(page.matched_by))))
+        rows = page.items[::-1] if oldest else page.items  # a page reads newest first either way
+        start = f.get("start", 1)
+        query = {k: v for k, v in f.items() if v and k not in ("cursor", "order", "start")}
         self.page(
             self.template,
-            sessions=page.items,
+            sessions=rows,
             account=account,
             filters=query,
+            q=f.get("q") or f.get("account") or "",
             kinds=KINDS,
-            next_url=("/console/sessions?" + urlencode({**query, "cursor": page.next})) if page.next else None,
-            first_url=("/console/sessions?" + urlencode(query)) if f.get("cursor") else None,
+            matched=await self.matched_names(page.matched_by),
+            showing=showing(start, len(rows), page.count, page.capped, oldest),
+            oldest=oldest,
+            next_url=list_url(query, page.next, start + len(rows), oldest) if page.next else None,
+            first_url=list_url(query) if f.get("cursor") or oldest else None,
+            last_url=list_url(query, None, 1, True) if page.next or f.get("cursor") else None,
             now=self.clock(),
             back=self.request.uri.replace("/console/sessions/rows", "/console/sessions", 1),
         )
+
+    async def matched_names(self, matched: dict[int, list[str]]) -> list[dict[str, Any]]:
+        """The accounts a search matched, named, with what they matched by."""
+        if not matched:
+            return []
+        refs = await self.accounts.refs(matched)
+        named = [(i, refs.get(i)) for i in matched]
+        return [{"id": i, "name": (r and (r.username or r.phone)) or f"#{i}", "by": matched[i]} for i, r in named]
+
+
+def list_url(query: dict[str, Any], cursor: str | None = None, start: int = 1, oldest: bool = False) -> str:
+    """A sessions list URL with its filters, a cursor page's position, `order=oldest`."""
+    extra: dict[str, Any] = {"cursor": cursor} if cursor else {}
+    if start > 1 or cursor:
+        extra["start"] = start
+    if oldest:
+        extra["order"] = "oldest"
+    return "/console/sessions?" + urlencode({**query, **extra})
 
 
 class SessionRowsHandler(SessionsHandler):
@@ -446,21 +514,69 @@ class SessionRowsHandler(SessionsHandler):
     template = "_session_rows.html"
 
 
+ACCOUNT_SEARCH = {"q": SEARCH, "page": PAGE, "sort": ACCOUNT_SORT, "order": SORT_ORDER}
+
+
 class AccountsHandler(ConsoleHandler):
     async def get(self) -> None:
-        f = self.args({"q": ACCOUNT_REF, "page": PAGE})
-        page = f.get("page", 1)
-        found = await self.admin.account_page(page=page, limit=50, q=f.get("q"))
+        """Accounts, all or a search's (models/search.py), sortable by the columns in
+        ACCOUNT_COLUMNS, a page of 50 with "page N of M" and first/previous/next/last."""
+        f = self.args(ACCOUNT_SEARCH)
+        page, q, sort = f.get("page", 1), f.get("q") or "", f.get("sort")
+        desc = one_of("order", f.get("order") or "asc", ("asc", "desc")) == "desc"
+        found = await self.admin.account_page(page=page, limit=50, q=q, sort=sort, desc=desc)
+
+        def url(**change: Any) -> str:
+            args = {"q": q, "sort": sort, "order": "desc" if desc else None, "page": page, **change}
+            return "/console/accounts?" + urlencode({k: v for k, v in args.items() if v and (k, v) != ("page", 1)})
+
         self.page(
             "accounts.html",
-            accounts=[account_view(a) for a in found.accounts],
+            accounts=account_rows(found),
             locks=await self.admin.lock_statuses([a.id for a in found.accounts]),
-            q=f.get("q") or "",
+            q=q,
             total=found.count,
             capped=found.capped,
             page_no=page,
+            pages=found.pages,
             more=found.more,
+            sort=sort or "",
+            order="desc" if desc else "asc",
+            columns=sort_columns(sort, desc, bool(q), url),
+            pager={
+                "first": url(page=1) if page > 1 else None,
+                "previous": url(page=page - 1) if page > 1 else None,
+                "next": url(page=page + 1) if found.more else None,
+                "last": url(page=found.pages) if page < found.pages else None,
+            },
+            now=self.clock(),
         )
+
+
+def account_rows(found: AccountPage) -> list[dict[str, Any]]:
+    """The accounts table's rows: each account's view, what a search matched it by, and
+    its session count and last activity."""
+    rows = []
+    for a in found.accounts:
+        sessions, last = found.activity.get(a.id, (0, None))
+        matched = found.matched_by.get(a.id, [])
+        rows.append(
+            {**account_view(a), "created_at": a.created, "matched_by": matched, "sessions": sessions, "last": last}
+        )
+    return rows
+
+
+def sort_columns(sort: str | None, desc: bool, searching: bool, url: Any) -> dict[str, dict[str, Any]]:
+    """Each sortable column's link (the other order when it is the current sort) and its
+    aria-sort. Last activity and sessions sort a search's matches only."""
+    columns = {}
+    for key, header in ACCOUNT_COLUMNS:
+        current = (sort or "created") == key and (sort is not None or not searching)
+        aria = ("descending" if desc else "ascending") if current else "none"
+        link = url(sort=key, order="asc" if current and desc else "desc", page=1)
+        sortable = key == "created" or searching
+        columns[key] = {"header": header, "aria": aria, "url": link if sortable else None}
+    return columns
 
 
 class AccountHandler(ConsoleHandler):
@@ -518,20 +634,17 @@ class EventsHandler(ConsoleHandler):
         kwargs = {"type": f.get("type"), "outcome": f.get("outcome"), "ip": f.get("ip"), "since": since, "until": until}
         return EventFilters(q, query, zone, preset, since, until, f.get("cursor"), kwargs)
 
-    async def filter_account(self, f: EventFilters) -> tuple[Account | None, bool]:
-        """The account `q` names, and whether it named none (an empty result, not a 404)."""
-        try:
-            return await self.admin.account_ref(f.q), False
-        except AccountNotFound:
-            return None, True
+    async def search_scope(self, f: EventFilters) -> tuple[dict[str, Any], bool]:
+        """The search box (models/search.py): an address or its prefix, or the accounts
+        the text matches, as `Admin.events` filters; and whether it matched no account
+        (an empty list with the text kept, never a 404)."""
+        scope = await self.admin.search_scope(f.q)
+        return {"account_ids": scope.account_ids, "ip_prefix": scope.ip_prefix}, scope.account_ids == []
 
     async def get(self) -> None:
         f = self.event_filters()
-        account, missing = await self.filter_account(f)
-        if missing:
-            page = EventPage([], None, {})
-        else:
-            page = await self.admin.events(account=account, limit=50, cursor=f.cursor, **f.admin_filters)
+        scope, missing = await self.search_scope(f)
+        page = await self.admin.events(limit=50, cursor=f.cursor, **f.admin_filters, **scope)
         links = {k: v for k, v in f.query.items() if k not in ("since", "until", "last")}
         self.page(
             "events.html",
@@ -561,11 +674,8 @@ class EventsCsvHandler(EventsHandler):
 
     async def get(self) -> None:
         f = self.event_filters()
-        account, missing = await self.filter_account(f)
-        if missing:
-            export = EventExport([], {}, True)
-        else:
-            export = await self.admin.export_events(self.export_cap, account=account, **f.admin_filters)
+        scope, _ = await self.search_scope(f)
+        export = await self.admin.export_events(self.export_cap, **f.admin_filters, **scope)
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerows(csv_rows(export.items, export.names))

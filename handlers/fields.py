@@ -45,6 +45,11 @@ TOKEN = Field(str, required=True, max_len=4096)  # an opaque token, a JWT or a r
 # ---- lists (admin) ----------------------------------------------------------------------
 
 ACCOUNT_REF = Field(str, max_len=320)  # an account by id, uid, username, e-mail or phone
+SEARCH = Field(str, max_len=320)  # a search text (models/search.py: what it is tried as)
+ACCOUNT_SORT = Field(str, max_len=16)  # created | last_active | sessions
+SORT_ORDER = Field(str, max_len=8)  # asc | desc
+LIST_ORDER = Field(str, max_len=8)  # newest (the default) | oldest: a list's end first
+START = Field(int, lo=1, hi=1_000_000)  # the position of a cursor page's first row
 PAGE = Field(int, lo=1, hi=1_000_000)
 LIMIT = Field(int, lo=1, hi=200)
 CURSOR = Field(str, max_len=200)

@@ -6,10 +6,11 @@ import logging
 import re
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -19,6 +20,7 @@ from .db import insert_once
 from .errors import AccountExists, AccountNotFound, InvalidRequest
 from .passwords import PasswordHasher
 from .ratelimit import upsert_inc
+from .search import SEARCH_CAP, contact_keys, prefix_slices
 from .validation import (
     classify_login,
     email_key,
@@ -32,11 +34,10 @@ from .values import Account, AccountRef
 IDENTITY_TIERS = (0, 1, 2)  # normal, VIP, VVIP
 # How many matches an account search counts and pages through (see `Accounts.search`).
 log = logging.getLogger("gatehouse")
-SEARCH_CAP = 1000
-# Where a one-character username prefix is cut into ranges (usernames are
-# [a-z][a-z0-9._-]* once lowered): the embedded database walks a whole range even
-# under a limit, and 1/26 of all accounts is too many to walk for one page.
-_SLICE_AT = ("", "0", "a", "e", "i", "m", "q", "u", "\uffff")
+# The search keys' version (models/search.py): accounts stored before it get theirs
+# once (`backfill_search_keys`), and the counter remembers it was done.
+SEARCH_KEYS_VERSION = 1
+BACKFILL_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,12 @@ class AccountPage:
     count: int
     capped: bool
     more: bool
+    # A search's (models/search.py): what each account matched by ("id 134", "phone
+    # ending 0134", …); and pages: how many (of the first SEARCH_CAP matches, or of ids).
+    matched_by: dict[int, list[str]] = field(default_factory=dict)
+    pages: int = 1
+    # Each shown account's (session count, last activity): live and kicked-but-unexpired sessions.
+    activity: dict[int, tuple[int, datetime | None]] = field(default_factory=dict)
 
 
 _FIELD_BY_INDEX = {"username_key": "username", "email_key": "email", "phone": "phone"}
@@ -129,6 +136,7 @@ class Accounts:
             "created": now,
             "password_changed": now,
             "style": style,
+            **contact_keys(email=email, phone=phone, nickname=nickname),
         }
         # Never store nulls under the uniquely indexed keys: leave the field out.
         doc = {k: v for k, v in doc.items() if v is not None or k not in _FIELD_BY_INDEX}
@@ -286,6 +294,7 @@ class Accounts:
         phone: str | None = None,
         username: str | None = None,
         q: str | None = None,
+        newest_first: bool = False,
     ) -> AccountPage:
         """One page of accounts, every read a bounded index range (the console, the
         admin API and drf's `users/` alike).
@@ -299,7 +308,7 @@ class Accounts:
         beyond: "1,000+", as Keycloak's console does for large realms, rather than
         counting every match), and pages reach no further than that."""
         if not (phone or username or q):
-            return await self._id_page(page, limit)
+            return await self._id_page(page, limit, newest_first)
         keys = await self._matching(phone, username, q)
         shown = keys[:SEARCH_CAP]  # a page past them is empty
         chosen = shown[(page - 1) * limit : page * limit]
@@ -307,12 +316,14 @@ class Accounts:
         accounts = [found[i] for i in chosen if i in found]
         return AccountPage(accounts, len(shown), len(keys) > SEARCH_CAP, len(shown) > page * limit)
 
-    async def _id_page(self, page: int, limit: int) -> AccountPage:
-        first = (page - 1) * limit
-        found = await self._by_ids(range(first + 1, first + limit + 1))
-        last = await self.counters.find_one({"_id": "accounts"})
-        more = bool(last) and int(last["seq"]) > first + limit
-        return AccountPage(found, await self.estimated_count(), False, more)
+    async def _id_page(self, page: int, limit: int, newest_first: bool = False) -> AccountPage:
+        """Page p of ids 1, 2, …, or (`newest_first`) of ids last, last - 1, … down."""
+        first, last = (page - 1) * limit, await self.last_id()
+        if newest_first:
+            found = (await self._by_ids(range(max(last - first - limit + 1, 1), last - first + 1)))[::-1]
+        else:
+            found = await self._by_ids(range(first + 1, first + limit + 1))
+        return AccountPage(found, await self.estimated_count(), False, last > first + limit)
 
     async def _by_ids(self, ids: Iterable[int]) -> list[Account]:
         """The accounts with these ids, in id order. A range of ids is asked as a range
@@ -344,13 +355,55 @@ class Accounts:
         by_ref = await self.find_any(q)
         if by_ref is not None:
             ids.append(by_ref.id)
-        for prefix_range in _prefix_slices(q.lower()):
+        for prefix_range in prefix_slices(q.lower()):
             if len(ids) > SEARCH_CAP:
                 break
             query = {"username_key": prefix_range}
             docs = self.coll.find(query, {"id": 1}).sort("username_key", ASCENDING).limit(SEARCH_CAP + 1)
             ids += [d["id"] for d in await docs.to_list(length=None) if d["id"] not in ids[:1]]
         return ids[: SEARCH_CAP + 1]
+
+    async def ids_in_range(self, index: str, value: Any, cap: int = SEARCH_CAP + 1) -> list[int]:
+        """The ids of the accounts whose `index` key is `value` (a value or a range),
+        at most `cap`, in key order: one bounded range of that key's index (a search's
+        form, models/search.py)."""
+        docs = self.coll.find({index: value}, {"id": 1, "_id": 0}).sort(index, ASCENDING).limit(cap)
+        return [d["id"] for d in await docs.to_list(length=None)]
+
+    async def by_ids(self, ids: list[int]) -> dict[int, Account]:
+        """The accounts with these ids (at most a page of them), by id."""
+        return {a.id: a for a in await self._by_ids(sorted(set(ids)))}
+
+    async def last_id(self) -> int:
+        """The highest id handed out (the id sequence; deleted accounts leave gaps)."""
+        last = await self.counters.find_one({"_id": "accounts"}, {"seq": 1})
+        return int(last["seq"]) if last and "seq" in last else 0
+
+    async def backfill_search_keys(self) -> int:
+        """Give accounts stored before the search keys existed (`nickname_key`,
+        `email_domain`, `phone_rev`) theirs: once per database (the counter remembers
+        the version done), in id order a batch at a time (a bounded range of
+        `id_unique` each), rewriting only accounts whose keys differ. Idempotent: two
+        processes starting at once write the same values. Returns how many changed."""
+        done = await self.counters.find_one({"_id": "search_keys"})
+        if done is not None and done.get("version") == SEARCH_KEYS_VERSION:
+            return 0
+        changed, after = 0, -1
+        fields = {"id": 1, "email": 1, "phone": 1, "nickname": 1, "nickname_key": 1, "email_domain": 1, "phone_rev": 1}
+        while True:
+            found = self.coll.find({"id": {"$gt": after}}, fields).sort("id", ASCENDING).limit(BACKFILL_BATCH)
+            batch = await found.to_list(None)
+            if not batch:
+                break
+            after = batch[-1]["id"]
+            writes = [w for w in map(_search_keys_update, batch) if w is not None]
+            if writes:
+                await self.coll.bulk_write(writes, ordered=False)
+                changed += len(writes)
+        await self.counters.update_one({"_id": "search_keys"}, {"$set": {"version": SEARCH_KEYS_VERSION}}, upsert=True)
+        if changed:
+            log.info("gave %d accounts their search keys (nickname, e-mail domain, phone ending)", changed)
+        return changed
 
     async def estimated_count(self) -> int:
         """How many accounts there are, without counting them: the `live` figure kept
@@ -385,12 +438,17 @@ class Accounts:
         return {doc["id"]: AccountRef.from_doc(doc) for doc in await found.to_list(length=None)}
 
 
-def _prefix_slices(prefix: str) -> list[dict[str, str]]:
-    """`username_key` ranges that together hold exactly the keys starting with
-    `prefix`, in order: one range, or several for a one-character prefix."""
-    if len(prefix) > 1:
-        return [{"$gte": prefix, "$lt": prefix + "\uffff"}]
-    return [{"$gte": prefix + lo, "$lt": prefix + hi} for lo, hi in zip(_SLICE_AT, _SLICE_AT[1:], strict=False)]
+def _search_keys_update(doc: dict[str, Any]) -> UpdateOne | None:
+    """The write giving a stored account its search keys, None when it has them."""
+    keys = contact_keys(email=doc.get("email"), phone=doc.get("phone"), nickname=doc.get("nickname"))
+    stored = {k: doc[k] for k in ("nickname_key", "email_domain", "phone_rev") if k in doc}
+    if keys == stored:
+        return None
+    update: dict[str, Any] = {"$set": keys} if keys else {}
+    unset = {k: "" for k in stored if k not in keys}
+    if unset:
+        update["$unset"] = unset
+    return UpdateOne({"id": doc["id"]}, update)
 
 
 def _matches(account: Account, q: str) -> bool:
@@ -406,7 +464,7 @@ def _matches(account: Account, q: str) -> bool:
 
 def _contact_fields(field: str) -> dict[str, str]:
     """The stored fields of a contact, for `$unset` (an e-mail has its lookup key too)."""
-    return {"email": "", "email_key": ""} if field == "email" else {"phone": ""}
+    return {"email": "", "email_key": "", "email_domain": ""} if field == "email" else {"phone": "", "phone_rev": ""}
 
 
 def epoch_query(epoch: int) -> int | dict:

@@ -15,7 +15,7 @@ import binascii
 import json
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -30,6 +30,8 @@ from .events import EVENT_TYPES, EventLog, EventQuery
 from .locks import LockStatus, LoginLocks
 from .mfa import Factor, FactorList
 from .passkeys import Passkey, PasskeyList
+from .search import SEARCH_CAP, Terms, match_accounts, parse
+from .search import ip_filter as ip_range
 from .sessions import KINDS, Sessions, session_view
 from .values import Account, AccountRef, Session
 
@@ -39,6 +41,15 @@ OutboxReader = Callable[[int], Awaitable[list[dict]]]
 # An account's overview: how many of its sessions and events it shows.
 OVERVIEW_SESSIONS = 100
 OVERVIEW_EVENTS = 30
+# The column sorts of the account search (`account_page`); last activity and session
+# count sort a search's matches only, up to SORT_CAP of them (a bounded set).
+ACCOUNT_SORTS = ("created", "last_active", "sessions")
+SORT_CAP = 200
+# A search on the sessions and events pages shows the sessions / events of at most
+# this many of the accounts it matches (each one index range).
+SEARCH_ACCOUNTS = 50
+# Session lists are counted up to this ("10,000+").
+SESSION_COUNT_CAP = 10_000
 BAD_CURSOR = "'cursor' is not one this server handed out"
 OUTCOMES = ("ok", "failed")
 # The most events one page of the audit log reads before it stops and offers to look
@@ -55,6 +66,21 @@ IP_FILTER_RE = re.compile(r"[0-9a-f.:]{1,45}")
 class Page(Generic[T]):
     items: list[T]
     next: str | None
+    # How many the whole list holds (None: not counted), up to a cap (`capped`: more);
+    # a search's matches (account id -> what it matched by, models/search.py).
+    count: int | None = None
+    capped: bool = False
+    matched_by: dict[int, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchScope:
+    """A search's selection (`Admin.search_scope`): these accounts (None: not by
+    account), or sessions and events from this address or prefix."""
+
+    account_ids: list[int] | None
+    ip_prefix: str | None
+    matched_by: dict[int, list[str]]
 
 
 @dataclass(frozen=True)
@@ -176,6 +202,7 @@ def resume_cursor(searched_to: datetime) -> str:
 
 
 def ip_filter(value: str | None) -> str | None:
+    """An `ip` filter as typed (the audit log's field): an address or its start."""
     if not value:
         return None
     ip = value.strip().lower()
@@ -236,6 +263,28 @@ class Admin:
         read (`LoginLocks.statuses`)."""
         return await self.locks.statuses(account_ids) if self.locks else {}
 
+    async def find_account(self, ref: str | None) -> Account | None:
+        """The account an exact reference names (`account_ref`), None for none: a link's
+        `account=` whose account is gone shows an empty list, not a 404."""
+        return await self.accounts.find_any(ref.strip()) if ref and ref.strip() else None
+
+    def terms(self, q: str | None) -> Terms | None:
+        """A search text's forms (models/search.py), phones read in the server's region."""
+        return parse(q, self.accounts.region)
+
+    async def search_scope(self, q: str | None) -> SearchScope:
+        """What a search text selects on the sessions and events lists: the address or
+        prefix it is, or the first SEARCH_ACCOUNTS accounts it matches (none matched:
+        an empty list, never a 404); nothing without a text."""
+        terms = self.terms(q)
+        if terms is None:
+            return SearchScope(None, None, {})
+        if terms.ip or terms.ip_prefix:
+            return SearchScope(None, terms.ip or terms.ip_prefix, {})
+        found = await match_accounts(self.accounts, self.session_store, terms)
+        matched = {m.id: m.matched_by for m in found[:SEARCH_ACCOUNTS]}
+        return SearchScope(list(matched), None, matched)
+
     async def sessions(
         self,
         *,
@@ -244,20 +293,61 @@ class Admin:
         active: bool = False,
         limit: int = 50,
         cursor: str | None = None,
+        q: str | None = None,
+        oldest: bool = False,
     ) -> Page[SessionRow]:
-        """Sessions by lastActive, newest first. Without `active`, revoked sessions that
-        have not expired yet are listed too (marked), so a kick stays visible."""
+        """Sessions by lastActive, newest first (`oldest`: oldest first, the list's
+        end). Without `active`, revoked sessions that have not expired yet are listed
+        too (marked), so a kick stays visible. `q`: a search (models/search.py), of
+        the sessions of the accounts it matches or from the address it is; the page
+        says how many there are (`count`, up to a cap) and what matched."""
+        kind = one_of("kind", kind, KINDS) if kind else None
+        after = after_session(cursor) if cursor else None
+        terms = self.terms(q) if account is None else None  # one account named: that one's
+        if terms is not None:
+            return await self._searched_sessions(terms, kind, active, limit, after, oldest)
         found = await self.session_store.listing(
             account_id=account.id if account is not None else None,
-            kind=one_of("kind", kind, KINDS) if kind else None,
+            kind=kind,
             live_only=active,
-            after=after_session(cursor) if cursor else None,
+            after=after,
             limit=limit + 1,
+            oldest=oldest,
         )
+        total = await self.session_store.count_listing(
+            account_id=account.id if account is not None else None, kind=kind, cap=SESSION_COUNT_CAP
+        )
+        return await self._session_page(found, limit, total, total >= SESSION_COUNT_CAP, {})
+
+    async def _searched_sessions(
+        self, terms: Terms, kind: str | None, active: bool, limit: int, after: tuple | None, oldest: bool
+    ) -> Page[SessionRow]:
+        scope = await self.search_scope(terms.text)
+        found = await self.session_store.matching(
+            account_ids=scope.account_ids,
+            ip=ip_range(terms),
+            kind=kind,
+            live_only=active,
+            cap=SEARCH_CAP + 1,
+        )
+        total, capped = len(found[:SEARCH_CAP]), len(found) > SEARCH_CAP
+        if oldest:
+            found.reverse()
+        if after is not None:
+            found = [s for s in found if ((s.last_active, s.id) > after) == oldest]
+        page = await self._session_page(found, limit, total, capped, scope.matched_by)
+        if scope.ip_prefix:  # each shown session's account matched by the address
+            return replace(page, matched_by={r.session.account_id: [f"ip {scope.ip_prefix}"] for r in page.items})
+        return page
+
+    async def _session_page(
+        self, found: list[Session], limit: int, total: int, capped: bool, matched: dict[int, list[str]]
+    ) -> Page[SessionRow]:
         nxt = session_cursor(found[limit - 1]) if len(found) > limit else None
         found = found[:limit]
         owners = await self.accounts.refs(s.account_id for s in found)
-        return Page([SessionRow(s, owners.get(s.account_id)) for s in found], nxt)
+        rows = [SessionRow(s, owners.get(s.account_id)) for s in found]
+        return Page(rows, nxt, count=total, capped=capped, matched_by=matched)
 
     async def events(
         self,
@@ -271,20 +361,24 @@ class Admin:
         limit: int = 50,
         cursor: str | None = None,
         budget: int = EVENT_SEARCH_BUDGET,
+        account_ids: list[int] | None = None,
+        ip_prefix: str | None = None,
     ) -> EventPage:
         """The audit log, newest first, with the names of the accounts it mentions. A
         filter that matches rarely (an IP, an outcome) stops after reading
         `EVENT_SEARCH_BUDGET` events: the page is then short, says how far back it
-        looked, and its `next` resumes from there."""
+        looked, and its `next` resumes from there. A search box (models/search.py) gives
+        `account_ids` (its matches) or `ip_prefix`."""
         if since is not None and until is not None and since >= until:
             raise InvalidRequest("'since' must be before 'until'", field="since")
         query = EventQuery(
             account_id=account.id if account is not None else None,
             type=one_of("type", type, EVENT_TYPES) if type else None,
             outcome=one_of("outcome", outcome, OUTCOMES) if outcome else None,
-            ip=ip_filter(ip),
+            ip=ip_filter(ip) or (ip_filter(ip_prefix) if account is None else None),
             since=since,
             until=until,
+            account_ids=tuple(account_ids) if account_ids is not None and account is None else None,
         )
         after = after_event(cursor) if cursor else None
         found = await self.event_log.search(query, after=after, limit=limit + 1, budget=budget)
@@ -337,14 +431,70 @@ class Admin:
             "by_hour": list(chart.values()),
         }
 
-    async def account_page(self, *, page: int = 1, limit: int = 50, **filters: str | None) -> AccountPage:
-        """One page of accounts (`Accounts.search`: bounded index ranges, a capped count):
-        the console's and the admin API's account search and drf's `users/`, so they run
-        as administrator reads (app.py), not on authentication's pool."""
-        return await self.accounts.search(page=page, limit=limit, **filters)
+    async def account_page(
+        self,
+        *,
+        page: int = 1,
+        limit: int = 50,
+        sort: str | None = None,
+        desc: bool = False,
+        q: str | None = None,
+        **filters: str | None,
+    ) -> AccountPage:
+        """One page of accounts, each read a bounded index range: all of them by id
+        (`sort` created, `desc` newest first), or a search `q` (models/search.py: its
+        first SEARCH_CAP matches, in match order or sorted by a column, last activity
+        and session count only for SORT_CAP matches or fewer); `phone` / `username`:
+        drf's exact filters (`Accounts.search`). Each shown account comes with its
+        session count and last activity. The console's and the admin API's account
+        search and drf's `users/`, so they run as administrator reads (app.py)."""
+        sort = one_of("sort", sort, ACCOUNT_SORTS) if sort else None
+        terms = self.terms(q)
+        if terms is None or any(filters.values()):
+            if sort not in (None, "created") and terms is None:
+                raise InvalidRequest("only a search's matches sort by last activity or sessions", field="sort")
+            found = await self.accounts.search(page=page, limit=limit, q=q, newest_first=desc, **filters)
+            pages = -(-max(await self.accounts.last_id(), 1) // limit) if terms is None else -(-found.count // limit)
+            activity = await self.session_store.activity([a.id for a in found.accounts])
+            return replace(found, pages=max(pages, 1), activity=activity)
+        return await self._search_page(terms, page, limit, sort, desc)
+
+    async def _search_page(self, terms: Terms, page: int, limit: int, sort: str | None, desc: bool) -> AccountPage:
+        matches = await match_accounts(self.accounts, self.session_store, terms)
+        shown = matches[:SEARCH_CAP]
+        ids = [m.id for m in shown]
+        activity: dict[int, tuple[int, datetime | None]] = {}
+        if sort in ("last_active", "sessions"):
+            if len(ids) > SORT_CAP:
+                too_many = f"narrow the search to {SORT_CAP} accounts or fewer to sort by {sort}"
+                raise InvalidRequest(too_many, field="sort")
+            activity = await self.session_store.activity(ids)
+            ids.sort(key=lambda i: _activity_key(activity[i], sort))
+        elif sort == "created":
+            ids.sort()
+        if desc:
+            ids.reverse()
+        chosen = ids[(page - 1) * limit : page * limit]
+        by_id = await self.accounts.by_ids(chosen)
+        activity = {i: activity[i] for i in chosen} if activity else await self.session_store.activity(chosen)
+        return AccountPage(
+            [by_id[i] for i in chosen if i in by_id],
+            len(shown),
+            len(matches) > SEARCH_CAP,
+            len(ids) > page * limit,
+            matched_by={m.id: m.matched_by for m in shown if m.id in by_id},
+            pages=max(-(-len(ids) // limit), 1),
+            activity=activity,
+        )
 
     async def outbox(self, limit: int = 100) -> list[dict]:
         return await self.read_outbox(limit)
+
+
+def _activity_key(activity: tuple[int, datetime | None], sort: str) -> tuple:
+    """Ascending order of an account's activity: fewest sessions / longest idle first."""
+    count, last = activity
+    return (count,) if sort == "sessions" else (last is not None, last or datetime.min.replace(tzinfo=UTC))
 
 
 def admin_session_view(row: SessionRow) -> dict:

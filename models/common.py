@@ -127,3 +127,31 @@ async def newest_first(
             width = min(width * 4, max(width, width * 2 * missing / len(got)))
         hi, initial = lo, False
     return found[:need]
+
+
+async def oldest_first(
+    fetch: Callable[[datetime, datetime, bool], Awaitable[list[T]]],
+    *,
+    bottom: datetime,
+    top: datetime,
+    need: int,
+    first: timedelta = FIRST_WINDOW,
+) -> list[T]:
+    """`newest_first` the other way: up to `need` items, oldest first, read up from
+    `bottom` in slices [lo, hi) until `need` are found or `top` is reached
+    (`fetch(lo, hi, first_slice)` answers the items of [lo, hi), oldest first). The
+    end of a list (the oldest sessions) is reached this way in as many bounded
+    ranges as its first page is."""
+    found: list[T] = []
+    lo, width, initial = bottom, first, True
+    while len(found) < need and lo < top:
+        hi = min(lo + width, top)
+        got = await fetch(lo, hi, initial)
+        found += got
+        missing = need - len(found)
+        if not got:
+            width *= 2
+        else:
+            width = min(width * 4, max(width, width * 2 * missing / len(got)))
+        lo, initial = hi, False
+    return found[:need]

@@ -39,6 +39,12 @@ INDEXES: dict[str, list[IndexModel]] = {
         _sparse_unique("phone"),
         # The session cache's change feed: what changed in the last seconds.
         IndexModel([("changed_at", ASCENDING)], sparse=True, name="changed_at"),
+        # The search's forms (models/search.py), each read as one prefix range: a
+        # nickname (NFKC, casefolded), an e-mail domain, a phone's digits reversed (its
+        # endings). Sparse: accounts without one are not in it.
+        IndexModel([("nickname_key", ASCENDING)], sparse=True, name="nickname_key"),
+        IndexModel([("email_domain", ASCENDING)], sparse=True, name="email_domain"),
+        IndexModel([("phone_rev", ASCENDING)], sparse=True, name="phone_rev"),
     ],
     "sessions": [
         IndexModel([("changed_at", ASCENDING)], sparse=True, name="changed_at"),
@@ -53,6 +59,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         ),
         IndexModel([("kind", ASCENDING), ("last_active", DESCENDING), ("_id", DESCENDING)], name="kind_last_active"),
         IndexModel([("last_active", DESCENDING), ("_id", DESCENDING)], name="last_active_id"),
+        # A search by IP (models/search.py): one address's sessions by lastActive, or a
+        # prefix's range of addresses.
+        IndexModel([("ip", ASCENDING), ("last_active", DESCENDING), ("_id", DESCENDING)], name="ip_last_active"),
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],
     "refresh_tokens": [
@@ -86,6 +95,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("at", DESCENDING), ("_id", DESCENDING)], name="at"),
         IndexModel([("account_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)], name="account_at"),
         IndexModel([("type", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)], name="type_at"),
+        # A search by IP: one address's events by time, or a prefix's range of addresses.
+        IndexModel([("ip", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)], name="ip_at"),
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],
     "stats": [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +25,7 @@ NEWEST = [("at", DESCENDING), ("_id", DESCENDING)]
 MS = timedelta(milliseconds=1)  # the stored times' resolution
 # Events counted by the hour for the dashboard (models/stats.py, series `logins`).
 COUNTED = ("login_ok", "login_failed", "mfa_verified", "mfa_failed")
+# The most events an IP-prefix search reads (models/search.py).
 
 EVENT_TYPES = (
     "signup",
@@ -174,6 +175,9 @@ class EventLog:
     ) -> Found:
         """The events `query` matches, newest first by (at, _id), after `after`.
 
+        A search (models/search.py) passes `account_ids` (several accounts: each one's
+        page, merged) or `ip_prefix` (`by_ip`).
+
         Read in bounded slices of `at` (`newest_first`), on `account_at` with an
         account, else on `type_at` with a type, else on `at`: the filter is that one
         equality, then the `at` range (the key order the embedded planner needs:
@@ -181,10 +185,14 @@ class EventLog:
         here, so a rare match could read the whole retention period: with a `budget`,
         the search stops once it has read that many events, and says how far back it
         looked (`Found.searched_to`), for the caller to offer "search older"."""
+        if query.account_ids is not None:  # a search's matches: each one's events, merged
+            return await self._of_accounts(query, after=after, limit=limit)
         now = self.clock()
         lead: dict[str, Any] = {"type": query.type} if query.type else {}
         if query.account_id is not None:
             lead = {"account_id": query.account_id}
+        elif query.ip and is_address(query.ip):
+            lead = {"ip": query.ip}  # `ip_at`: that address's events only
         keep = query.matcher()
         floor = max(query.since or now - self.retention, now - self.retention)
         collected: list[dict] = []
@@ -211,6 +219,15 @@ class EventLog:
             return Found(collected[:limit], stopped[0])
         return Found(items, None)
 
+    async def _of_accounts(self, query: EventQuery, *, after: tuple[datetime, ObjectId] | None, limit: int) -> Found:
+        """Several accounts' events (at most a search's SEARCH_ACCOUNTS of them), newest
+        first: one bounded search per account on `account_at`, merged."""
+        found: list[dict] = []
+        for account_id in dict.fromkeys(query.account_ids or ()):
+            one = replace(query, account_ids=None, account_id=account_id)
+            found += (await self.search(one, after=after, limit=limit)).items
+        return Found(sorted(found, key=lambda e: (e["at"], e["_id"]), reverse=True)[:limit], None)
+
 
 class _BudgetSpent(Exception):
     """A search read its budget of events before finding a page (`EventLog.search`)."""
@@ -219,9 +236,11 @@ class _BudgetSpent(Exception):
 @dataclass(frozen=True)
 class EventQuery:
     """Which events a list shows; every part optional. `ip` is an address (that one
-    only) or the start of one (`10.0.`, `2001:db8:`)."""
+    only, read on `ip_at`) or the start of one (`10.0.`, `2001:db8:`: checked on the
+    events the other filters read)."""
 
     account_id: int | None = None
+    account_ids: tuple[int, ...] | None = None  # a search's matches (None: no such filter)
     type: str | None = None
     outcome: str | None = None
     ip: str | None = None

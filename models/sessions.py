@@ -18,12 +18,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from .changes import CHANGED, Changes
-from .common import Clock, Context, epoch, newest_first, seconds, sha256_hex
+from .common import Clock, Context, epoch, newest_first, oldest_first, seconds, sha256_hex
 from .db import insert_once
 from .stats import HOUR, Stats, hour_of, hour_of_field, sketch_entry
 from .values import Account, Assurance, Session
@@ -34,6 +34,7 @@ KINDS = ("opaque", "jwt", "console", "enrol")
 # The admin lists' order, which the `last_active_id`, `kind_last_active` and
 # `account_last_active` indexes keep (after their equality key).
 NEWEST = [("last_active", DESCENDING), ("_id", DESCENDING)]
+OLDEST = [("last_active", ASCENDING), ("_id", ASCENDING)]
 # The longest a session can live when the store is not told (the settings' ceiling).
 YEAR = timedelta(days=366)
 
@@ -296,7 +297,7 @@ class Sessions:
         return await self.stats.distinct("active", hour_of(since))
 
     async def _of_account(
-        self, account_id: int, keep: Callable[[Session], bool], limit: int | None = None
+        self, account_id: int, keep: Callable[[Session], bool], limit: int | None = None, oldest: bool = False
     ) -> list[Session]:
         """The account's sessions that `keep` keeps, newest activity first, from one
         bounded range of the `account_last_active` index: its sessions active within
@@ -306,7 +307,7 @@ class Sessions:
         is served in milliseconds; a filter led by `expires_at` walked the TTL index)."""
         now = self.clock()
         query = {"account_id": account_id, "last_active": {"$gte": now - self.max_lifetime}}
-        docs = await self.coll.find(query, {"token_hash": 0}).sort(NEWEST).to_list(length=None)
+        docs = await self.coll.find(query, {"token_hash": 0}).sort(OLDEST if oldest else NEWEST).to_list(length=None)
         kept = [s for s in map(Session.from_doc, docs) if keep(s)]
         return kept[:limit] if limit is not None else kept
 
@@ -335,36 +336,113 @@ class Sessions:
         live_only: bool = False,
         after: tuple[datetime, str] | None = None,
         limit: int = 50,
+        oldest: bool = False,
     ) -> list[Session]:
-        """Unexpired sessions across accounts by lastActive then id, newest first,
-        starting after `after`, the (lastActive, id) of the last one already seen.
-        Revoked sessions are listed too unless `live_only`.
+        """Unexpired sessions across accounts by lastActive then id, newest first (or
+        `oldest` first: the end of the list), starting after `after`, the (lastActive,
+        id) of the last one already seen. Revoked sessions are listed too unless
+        `live_only`.
 
         Every read is a bounded range of one index: with `account_id` the account's
         sessions (`_of_account`); else slices of lastActive back from the cursor
         (`newest_first`: 10 seconds, then slices sized by what they find, down to the
-        longest session lifetime), on `kind_last_active` with `kind` and on
-        `last_active_id` without. Only the equality that leads the index goes into the
-        filter, before the range (the key order the embedded planner needs: equalities,
-        then one range on the next key); expiry and revocation are checked here."""
+        longest session lifetime; `oldest_first` up from that floor), on
+        `kind_last_active` with `kind` and on `last_active_id` without. Only the
+        equality that leads the index goes into the filter, before the range (the key
+        order the embedded planner needs: equalities, then one range on the next key);
+        expiry and revocation are checked here."""
         now = self.clock()
-
-        def keep(s: Session) -> bool:
-            if s.expires_at <= now or (live_only and s.revoked_at is not None) or (kind and s.kind != kind):
-                return False
-            return after is None or (s.last_active, s.id) < after
-
+        keep = _keeper(now, kind, live_only, after, oldest)
         if account_id is not None:
-            return await self._of_account(account_id, keep, limit)
+            return await self._of_account(account_id, keep, limit, oldest)
         lead: dict[str, Any] = {"kind": kind} if kind else {}
 
         async def fetch(lo: datetime, hi: datetime, first: bool) -> list[Session]:
-            query = {**lead, "last_active": {"$gte": lo, ("$lte" if first else "$lt"): hi}}
-            docs = await self.coll.find(query, {"token_hash": 0}).sort(NEWEST).to_list(length=None)
+            query = {**lead, "last_active": {"$gte": lo, ("$lte" if first and not oldest else "$lt"): hi}}
+            docs = await self.coll.find(query, {"token_hash": 0}).sort(OLDEST if oldest else NEWEST).to_list(None)
             return [s for s in map(Session.from_doc, docs) if keep(s)]
 
+        floor = now - self.max_lifetime
+        if oldest:
+            bottom = max(after[0], floor) if after is not None else floor
+            return await oldest_first(fetch, bottom=bottom, top=now + timedelta(milliseconds=1), need=limit)
         top = after[0] if after is not None else now
-        return await newest_first(fetch, top=top, floor=now - self.max_lifetime, need=limit)
+        return await newest_first(fetch, top=top, floor=floor, need=limit)
+
+    async def count_listing(self, *, account_id: int | None = None, kind: str | None = None, cap: int) -> int:
+        """How many sessions a list holds, counted up to `cap` (`cap` means "cap or more"):
+        the list's own index range (`account_last_active`, `kind_last_active`,
+        `last_active_id`), which mongod counts from the index and stops at `cap`. It
+        counts sessions expired in the last minute that the TTL monitor has not removed
+        yet, and revoked ones (listed unless "live only")."""
+        lead: dict[str, Any] = {"account_id": account_id} if account_id is not None else {"kind": kind} if kind else {}
+        query = {**lead, "last_active": {"$gte": self.clock() - self.max_lifetime}}
+        return await self.coll.count_documents(query, limit=cap)
+
+    def _ip_query(self, ip: str | dict[str, str]) -> dict[str, Any]:
+        """The sessions from an address (with the lists' time range: equality, then a
+        range, on `ip_last_active`) or from a prefix of one (a range of `ip`)."""
+        if isinstance(ip, str):
+            return {"ip": ip, "last_active": {"$gte": self.clock() - self.max_lifetime}}
+        return {"ip": ip}
+
+    async def account_ids_by_ip(self, ip: str | dict[str, str], cap: int) -> list[int]:
+        """The accounts with sessions from an address or a prefix (`_ip_query`), from at
+        most `cap` of those sessions: a search's IP form on the accounts page."""
+        docs = await self.coll.find(self._ip_query(ip), {"account_id": 1, "_id": 0}).limit(cap).to_list(None)
+        return list(dict.fromkeys(d["account_id"] for d in docs))
+
+    async def matching(
+        self,
+        *,
+        account_ids: list[int] | None = None,
+        ip: str | dict[str, str] | None = None,
+        kind: str | None = None,
+        live_only: bool = False,
+        cap: int,
+    ) -> list[Session]:
+        """The sessions of a search (models/search.py): of these accounts (one
+        `account_last_active` range each) or from this address or prefix (`_ip_query`),
+        at most `cap` read, newest activity first. The caller pages through them."""
+        now = self.clock()
+        keep = _keeper(now, kind, live_only, None, False)
+        found: list[Session] = []
+        if ip is not None:
+            docs = await self.coll.find(self._ip_query(ip), {"token_hash": 0}).limit(cap).to_list(None)
+            found = [s for s in map(Session.from_doc, docs) if keep(s)]
+        for account_id in account_ids or ():
+            if len(found) >= cap:
+                break
+            found += await self._of_account(account_id, keep, cap - len(found))
+        found.sort(key=lambda s: (s.last_active, s.id), reverse=True)
+        return found
+
+    async def activity(self, account_ids: list[int]) -> dict[int, tuple[int, datetime | None]]:
+        """Each account's session count and last activity, from its sessions that are
+        live or revoked but not expired (one `account_last_active` range each: callers
+        pass a page or a bounded search result)."""
+        now = self.clock()
+        out: dict[int, tuple[int, datetime | None]] = {}
+        for account_id in dict.fromkeys(account_ids):
+            shown = await self._of_account(account_id, lambda s: s.expires_at > now)
+            out[account_id] = (len(shown), shown[0].last_active if shown else None)
+        return out
+
+
+def _keeper(
+    now: datetime, kind: str | None, live_only: bool, after: tuple[datetime, str] | None, oldest: bool
+) -> Callable[[Session], bool]:
+    """Which read sessions a list shows: unexpired, of the kind, live when asked, and
+    beyond the cursor (older than it, or newer when the list runs `oldest` first)."""
+
+    def keep(s: Session) -> bool:
+        if s.expires_at <= now or (live_only and s.revoked_at is not None) or (kind and s.kind != kind):
+            return False
+        if after is None:
+            return True
+        return (s.last_active, s.id) > after if oldest else (s.last_active, s.id) < after
+
+    return keep
 
 
 def session_view(session: Session, current_id: str | None = None) -> dict:

@@ -86,6 +86,13 @@ def username_key(name: str) -> str:
     return name.lower()
 
 
+def search_key(text: str) -> str:
+    """The form every searched name is stored and asked in: NFKC (full-width ＡＬＩＣＥ is
+    ALICE, ligatures and compatibility forms fold) then casefold (any script's case), so
+    a search is case- and width-insensitive. For an ASCII username it is `username_key`."""
+    return unicodedata.normalize("NFKC", text).casefold().strip()
+
+
 def normalize_email(raw: str) -> str:
     email = raw.strip()
     if len(email) > 254 or not EMAIL_RE.match(email):

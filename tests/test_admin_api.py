@@ -99,7 +99,7 @@ async def test_account_search_and_detail(api, admin):
     assert "password_hash" not in r.data["account"]
     assert len(r.data["sessions"]) == 1 and r.data["events"][0]["type"] == "login_ok"
     r = await api.get("/admin/api/accounts?q=nobody-like-this", token=admin["token"])
-    assert r.data == {"accounts": [], "count": 0, "page": 1}
+    assert r.data == {"accounts": [], "count": 0, "capped": False, "page": 1, "pages": 1, "matchedBy": {}}
     assert_admin_error(await api.get("/admin/api/accounts/123456789", token=admin["token"]), 404, "NOT_FOUND")
 
 
@@ -143,7 +143,7 @@ async def test_events_filters(api, admin):
         f"/admin/api/events?account={user['id']}&since=2000-01-01T00:00:00Z&until=2000-01-02T00:00:00Z",
         token=admin["token"],
     )
-    assert r.data == {"events": [], "next": None}
+    assert r.data == {"events": [], "next": None, "matchedBy": {}}
     forged = [forged_cursor(ms, "0" * 24) for ms in (10**20, 1e300)]  # no time a cursor could hold
     for bad in ("type=nope", "since=yesterday", "since=2026-01-01T00:00:00", "cursor=eyJ4Ijox", *forged):
         assert_admin_error(await api.get(f"/admin/api/events?{bad}", token=admin["token"]), 400, "INVALID_REQUEST")

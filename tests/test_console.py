@@ -261,7 +261,8 @@ async def test_bad_input_gets_a_clear_error_page(admin_console):
     for path, status in (
         ("/console/sessions?kind=bogus", 400),
         ("/console/sessions?cursor=nonsense", 400),
-        ("/console/sessions?account=nobody-at-all", 404),
+        ("/console/sessions?sort=bogus&order=sideways", 400),
+        ("/console/accounts?sort=bogus", 400),
         ("/console/accounts/99999999", 404),
         ("/console/events?since=yesterday", 400),
         ("/console/events?type=bogus", 400),

@@ -28,6 +28,14 @@ def winning_stages(plan: dict) -> list[str]:
         ("sessions", {"token_hash": "0" * 64}),
         ("sessions", {"changed_at": {"$gte": 0}}),
         ("accounts", {"changed_at": {"$gte": 0}}),
+        # The search's forms (models/search.py).
+        ("accounts", {"nickname_key": {"$gte": "дми", "$lt": "дми\uffff"}}),
+        ("accounts", {"email_domain": {"$gte": "example.", "$lt": "example.\uffff"}}),
+        ("accounts", {"phone_rev": {"$gte": "4310", "$lt": "4310\uffff"}}),
+        ("accounts", {"uid": {"$gte": "3f2a", "$lt": "3f2a\uffff"}}),
+        ("accounts", {"email_key": {"$gte": "ali", "$lt": "ali\uffff"}}),
+        ("sessions", {"ip": {"$gte": "10.1.", "$lt": "10.1.\uffff"}}),
+        ("events", {"ip": {"$gte": "10.1.", "$lt": "10.1.\uffff"}}),
     ],
 )
 async def test_hot_lookups_use_an_index(gatehouse, api, collection, query):
