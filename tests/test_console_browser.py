@@ -174,12 +174,12 @@ async def test_a_refresh_never_moves_the_row_under_the_pointer(browser, base_url
     assert await rows.evaluate_all("rs => rs.map(r => r.id)") == before
 
     # A focused control pauses the refresh: no poll while the account filter has focus.
-    await page.focus("input[name=account]")
+    await page.focus("input[name=q]")
     polls: list[str] = []
     page.on("request", lambda r: polls.append(r.url) if "/console/sessions/rows" in r.url else None)
     await page.wait_for_timeout(7_000)
     assert polls == []
-    await page.locator("input[name=account]").blur()
+    await page.locator("input[name=q]").blur()
     await page.wait_for_timeout(4_000)
     assert polls, "the refresh did not resume once the control lost focus"
     await notice.locator("button").click()
