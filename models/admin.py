@@ -307,12 +307,7 @@ class Admin:
         if terms is not None:
             return await self._searched_sessions(terms, kind, active, limit, after, oldest)
         found = await self.session_store.listing(
-            account_id=account.id if account is not None else None,
-            kind=kind,
-            live_only=active,
-            after=after,
-            limit=limit + 1,
-            oldest=oldest,
+            holder=account, kind=kind, live_only=active, after=after, limit=limit + 1, oldest=oldest
         )
         total = await self.session_store.count_listing(
             account_id=account.id if account is not None else None, kind=kind, cap=SESSION_COUNT_CAP

@@ -337,6 +337,7 @@ class Sessions:
         after: tuple[datetime, str] | None = None,
         limit: int = 50,
         oldest: bool = False,
+        holder: Account | None = None,
     ) -> list[Session]:
         """Unexpired sessions across accounts by lastActive then id, newest first (or
         `oldest` first: the end of the list), starting after `after`, the (lastActive,
@@ -350,9 +351,17 @@ class Sessions:
         `kind_last_active` with `kind` and on `last_active_id` without. Only the
         equality that leads the index goes into the filter, before the range (the key
         order the embedded planner needs: equalities, then one range on the next key);
-        expiry and revocation are checked here."""
+        expiry and revocation are checked here. With `holder` (an account), its
+        sessions as its page shows them: a session voided by a credential change
+        without being revoked is left out there, so it is here too."""
         now = self.clock()
         keep = _keeper(now, kind, live_only, after, oldest)
+        if holder is not None:  # one account, as its page shows it (`recent_for_account`)
+
+            def shown(s: Session) -> bool:
+                return keep(s) and (s.revoked_at is not None or holder.holds_session(s))
+
+            return await self._of_account(holder.id, shown, limit, oldest)
         if account_id is not None:
             return await self._of_account(account_id, keep, limit, oldest)
         lead: dict[str, Any] = {"kind": kind} if kind else {}

@@ -255,6 +255,11 @@ async def test_the_console_and_the_admin_api_show_an_account_alike(admin_console
     page = (await admin_console.get(f"/console/accounts/{user['id']}")).text
     assert f"/console/sessions/{live_id}/kick" in page and voided_id not in page
     assert f'<tr id="s-{kicked_id}" class="revoked">' in page and f'<tr id="s-{live_id}" class="">' in page
+    # The sessions list of that one account (console and admin API) is the same read.
+    listed = (await api.get(f"/admin/api/sessions?account={user['id']}", token=admin["token"])).data["sessions"]
+    assert [s["id"] for s in listed] == [live_id, kicked_id]
+    rows = (await admin_console.get(f"/console/sessions?account={user['id']}")).text
+    assert re.findall(r'<tr id="s-([0-9a-f]{32})"', rows) == [live_id, kicked_id]
 
 
 async def test_bad_input_gets_a_clear_error_page(admin_console):
