@@ -91,6 +91,15 @@ class Context:
         return ip_limit_key(self.ip)
 
 
+def next_width(width: timedelta, got: int, missing: int) -> timedelta:
+    """The next slice's length after one of `width` found `got` items with `missing`
+    still wanted: twice as long after an empty slice, else sized from the density just
+    seen to hold about twice what is missing (at most 4 times as long)."""
+    if not got:
+        return width * 2
+    return min(width * 4, max(width, width * 2 * missing / got))
+
+
 async def newest_first(
     fetch: Callable[[datetime, datetime, bool], Awaitable[list[T]]],
     *,
@@ -120,11 +129,7 @@ async def newest_first(
         found += got
         if lo <= floor:
             break
-        missing = need - len(found)
-        if not got:
-            width *= 2
-        else:
-            width = min(width * 4, max(width, width * 2 * missing / len(got)))
+        width = next_width(width, len(got), need - len(found))
         hi, initial = lo, False
     return found[:need]
 
@@ -148,10 +153,6 @@ async def oldest_first(
         hi = min(lo + width, top)
         got = await fetch(lo, hi, initial)
         found += got
-        missing = need - len(found)
-        if not got:
-            width *= 2
-        else:
-            width = min(width * 4, max(width, width * 2 * missing / len(got)))
+        width = next_width(width, len(got), need - len(found))
         lo, initial = hi, False
     return found[:need]
