@@ -225,6 +225,8 @@ async def test_page_to_the_end_of_1000_sessions(browser, base_url, api, admin, g
     assert total > 1000
     status = page.locator("nav.pager [role=status]")
     assert await status.inner_text() == f"1–50 of {total:,}"
+    # Seeded rows (long dates, IPv6, long device names): the Kick column stays in sight.
+    await assert_in_sight(page, page.locator("#session-rows tr[id] a.button").first)
     await page.click("nav.pager a:text('Oldest')")
     await page.wait_for_url(re.compile(r"/console/sessions\?.+"))
     await check(page, viewport)
