@@ -8,7 +8,7 @@ errors are `{"error": "<CODE>", "message": "…"}`.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from models.accounts import account_view
@@ -143,6 +143,10 @@ class AdminAPIHandler(APIHandler):
         return operator_note(self.query(self.REASON).get("reason"))
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
 def parse_time(name: str, value: str | None) -> datetime | None:
     if not value:
         return None
@@ -152,7 +156,19 @@ def parse_time(name: str, value: str | None) -> datetime | None:
         raise InvalidRequest(f"'{name}' must be an ISO 8601 time, like 2026-01-31T12:00:00Z", field=name) from None
     if when.tzinfo is None:
         raise InvalidRequest(f"'{name}' needs a time zone (Z or +hh:mm)", field=name)
-    return when
+    return sane_time(name, when)
+
+
+def sane_time(name: str, when: datetime) -> datetime:
+    """A filter's time in UTC, between 1970 and 2200 (year 1 or 9999 would overflow the
+    arithmetic done with it)."""
+    try:
+        utc = when.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise InvalidRequest(f"'{name}' must be between 1970 and 2200", field=name)
+    return utc
 
 
 class SessionsHandler(AdminAPIHandler):

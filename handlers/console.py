@@ -43,7 +43,7 @@ from models.useragent import describe
 from models.validation import Field, parse_fields
 from models.values import Account, Assurance, OpaqueLogin, Session
 
-from .admin_api import parse_time
+from .admin_api import parse_time, sane_time
 from .base import GatehouseHandler, translate
 from .fields import (
     ACCOUNT_REF,
@@ -447,6 +447,7 @@ def showing(start: int, shown: int, count: int | None, capped: bool, oldest: boo
 
 class SessionsHandler(ConsoleHandler):
     template = "sessions.html"
+    counted = True  # the page says "1–50 of 1,000"; its self-refresh (rows only) does not count
 
     async def get(self) -> None:
         """The sessions list; `q` searches (models/search.py: a miss is an empty list,
@@ -466,8 +467,10 @@ class SessionsHandler(ConsoleHandler):
                 limit=50,
                 cursor=f.get("cursor"),
                 oldest=oldest,
+                counted=self.counted,
             )
-        if account is None and len(page.matched_by) == 1:  # one account found: its "kick all"
+        by_account = not any(label.startswith("ip ") for labels in page.matched_by.values() for label in labels)
+        if account is None and len(page.matched_by) == 1 and by_account:  # one account found: its "kick all"
             account = await self.admin.find_account(str(next(iter(page.matched_by))))
         rows = page.items[::-1] if oldest else page.items  # a page reads newest first either way
         start = f.get("start", 1)
@@ -512,6 +515,7 @@ class SessionRowsHandler(SessionsHandler):
     """The table body alone, for the page's self-refresh."""
 
     template = "_session_rows.html"
+    counted = False
 
 
 ACCOUNT_SEARCH = {"q": SEARCH, "page": PAGE, "sort": ACCOUNT_SORT, "order": SORT_ORDER}
@@ -616,6 +620,7 @@ class EventFilters:
     until: datetime | None
     cursor: str | None
     admin_filters: dict[str, Any]  # for `Admin.events` / `export_events`, but the account
+    account: str | None = None  # `account=`: one account, named exactly
 
 
 class EventsHandler(ConsoleHandler):
@@ -627,17 +632,17 @@ class EventsHandler(ConsoleHandler):
             raise InvalidRequest(f"'last' must be one of {', '.join(PRESETS)}", field="last")
         since = self.clock() - PRESETS[preset][1] if preset else form_time("since", f.get("since"), zone)
         until = None if preset else form_time("until", f.get("until"), zone)
-        q = f.get("q") or f.get("account")
-        query = {k: v for k, v in f.items() if v and k not in ("cursor", "account")}
-        if q:
-            query["q"] = q
+        query = {k: v for k, v in f.items() if v and k != "cursor"}
         kwargs = {"type": f.get("type"), "outcome": f.get("outcome"), "ip": f.get("ip"), "since": since, "until": until}
-        return EventFilters(q, query, zone, preset, since, until, f.get("cursor"), kwargs)
+        return EventFilters(f.get("q"), query, zone, preset, since, until, f.get("cursor"), kwargs, f.get("account"))
 
     async def search_scope(self, f: EventFilters) -> tuple[dict[str, Any], bool]:
         """The search box (models/search.py): an address or its prefix, or the accounts
         the text matches, as `Admin.events` filters; and whether it matched no account
         (an empty list with the text kept, never a 404)."""
+        if f.account:  # `account=` (the account page's link) names one account exactly
+            account = await self.admin.find_account(f.account)
+            return ({"account": account}, False) if account else ({"account_ids": []}, True)
         scope = await self.admin.search_scope(f.q)
         return {"account_ids": scope.account_ids, "ip_prefix": scope.ip_prefix}, scope.account_ids == []
 
@@ -677,7 +682,7 @@ class EventsCsvHandler(EventsHandler):
         scope, _ = await self.search_scope(f)
         export = await self.admin.export_events(self.export_cap, **f.admin_filters, **scope)
         out = io.StringIO()
-        writer = csv.writer(out)
+        writer = csv.writer(out, quoting=csv.QUOTE_ALL)  # every cell one cell, whatever the locale splits on
         writer.writerows(csv_rows(export.items, export.names))
         if not export.complete:
             writer.writerow([f"# capped at {len(export.items)} events: narrow the filters to export the rest"])
@@ -710,9 +715,10 @@ def form_time(name: str, value: str | None, zone: ZoneInfo | None) -> datetime |
         return None
     if LOCAL_TIME_RE.fullmatch(value):
         try:
-            return datetime.fromisoformat(value).replace(tzinfo=zone or UTC).astimezone(UTC)
+            local = datetime.fromisoformat(value).replace(tzinfo=zone or UTC)
         except ValueError:
             raise InvalidRequest(f"'{name}' is not a date and time", field=name) from None
+        return sane_time(name, local)
     return parse_time(name, value)
 
 

@@ -178,7 +178,7 @@ class Accounts:
 
     async def find_any(self, ref: str) -> Account | None:
         """An account by id, uid, username, e-mail or phone (admin tools take any of them)."""
-        if ref.isdigit() and len(ref) < 12:
+        if ref.isascii() and ref.isdigit() and len(ref) < 12:  # (not ፩: a digit int() refuses)
             found = await self.find_by_id(int(ref))
             if found:
                 return found

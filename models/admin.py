@@ -295,12 +295,14 @@ class Admin:
         cursor: str | None = None,
         q: str | None = None,
         oldest: bool = False,
+        counted: bool = True,
     ) -> Page[SessionRow]:
         """Sessions by lastActive, newest first (`oldest`: oldest first, the list's
         end). Without `active`, revoked sessions that have not expired yet are listed
         too (marked), so a kick stays visible. `q`: a search (models/search.py), of
         the sessions of the accounts it matches or from the address it is; the page
-        says how many there are (`count`, up to a cap) and what matched."""
+        says how many there are (`count`, up to a cap; not when `counted` is off) and
+        what matched."""
         kind = one_of("kind", kind, KINDS) if kind else None
         after = after_session(cursor) if cursor else None
         terms = self.terms(q) if account is None else None  # one account named: that one's
@@ -309,6 +311,8 @@ class Admin:
         found = await self.session_store.listing(
             holder=account, kind=kind, live_only=active, after=after, limit=limit + 1, oldest=oldest
         )
+        if not counted:  # the sessions page's self-refresh shows rows only
+            return await self._session_page(found, limit, None, False, {})
         total = await self.session_store.count_listing(
             account_id=account.id if account is not None else None, kind=kind, cap=SESSION_COUNT_CAP
         )
@@ -329,14 +333,14 @@ class Admin:
         if oldest:
             found.reverse()
         if after is not None:
-            found = [s for s in found if ((s.last_active, s.id) > after) == oldest]
+            found = [s for s in found if ((s.last_active, s.id) > after if oldest else (s.last_active, s.id) < after)]
         page = await self._session_page(found, limit, total, capped, scope.matched_by)
         if scope.ip_prefix:  # each shown session's account matched by the address
             return replace(page, matched_by={r.session.account_id: [f"ip {scope.ip_prefix}"] for r in page.items})
         return page
 
     async def _session_page(
-        self, found: list[Session], limit: int, total: int, capped: bool, matched: dict[int, list[str]]
+        self, found: list[Session], limit: int, total: int | None, capped: bool, matched: dict[int, list[str]]
     ) -> Page[SessionRow]:
         nxt = session_cursor(found[limit - 1]) if len(found) > limit else None
         found = found[:limit]

@@ -20,6 +20,7 @@ ACTORS = {"gatehouse": "system", "service": "service key"}
 CSV_COLUMNS = ("time", "type", "outcome", "reason", "account id", "account name", "actor", "ip", "device", "note")
 # What a spreadsheet reads as a formula (OWASP's CSV injection list), at a cell's start.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+INNER_FORMULA_RE = re.compile(r"([;,\t|]\s*)([=+\-@])")
 
 
 def ids_named(events: Iterable[dict]) -> set[int]:
@@ -75,6 +76,9 @@ def csv_cell(value: Any) -> str:
     """A value as a CSV cell a spreadsheet shows as text, never runs: one that starts
     like a formula gets a leading apostrophe."""
     text = "" if value is None else str(value)
+    # A spreadsheet in a locale that splits on ";" (or a tab, or "|") would start a new
+    # cell there: a formula after one is neutralised too.
+    text = text[:1] + INNER_FORMULA_RE.sub(r"\1'\2", text[1:])  # (a leading one: below)
     return "'" + text if text.startswith(FORMULA_START) else text
 
 

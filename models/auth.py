@@ -47,6 +47,18 @@ def login_key(identifier: str, region: str) -> str:
     return f"{kind[0]}={kind[1]}" if kind else "raw=" + identifier.strip().lower()[:128]
 
 
+def tried_name(key: str) -> str:
+    """What the audit log keeps of the login name an unknown account's login tried: its
+    key (`login_key`: normalized), printable, at most 64 characters. A name that fits no
+    username, e-mail or phone shape is as likely a password typed in the wrong box: only
+    its first two characters and its length are kept."""
+    kind, _, name = key.partition("=")
+    name = "".join(c for c in name if c.isprintable())
+    if kind == "raw":
+        return f"{name[:2]}… ({len(name)} characters)"
+    return name[:64]
+
+
 def assurance_view(session: Session) -> dict:
     """How a session was authenticated, as introspection and the admin API tell it."""
     return {"aal": session.aal, "amr": list(session.amr), "auth_time": epoch(session.auth_time or session.created)}
@@ -291,9 +303,7 @@ class AuthService:
             reason = "unknown_account"
         else:
             reason = "wrong_password" if not ok else "disabled" if account.disabled else "not_admitted"
-        # An unknown account's key is its login name, normalized (`login_key`): the log
-        # shows what was tried, printable and at most 64 characters.
-        tried = {"login": "".join(c for c in key.partition("=")[2] if c.isprintable())[:64]} if account is None else {}
+        tried = {"login": tried_name(key)} if account is None else {}
         await self.events.record(
             "login_failed",
             ctx,

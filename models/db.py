@@ -95,7 +95,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("at", DESCENDING), ("_id", DESCENDING)], name="at"),
         IndexModel([("account_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)], name="account_at"),
         IndexModel([("type", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)], name="type_at"),
-        # A search by IP: one address's events by time, or a prefix's range of addresses.
+        # One address's events by time (a prefix is checked on the time-ordered reads).
         IndexModel([("ip", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)], name="ip_at"),
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_ttl"),
     ],

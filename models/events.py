@@ -186,7 +186,7 @@ class EventLog:
         the search stops once it has read that many events, and says how far back it
         looked (`Found.searched_to`), for the caller to offer "search older"."""
         if query.account_ids is not None:  # a search's matches: each one's events, merged
-            return await self._of_accounts(query, after=after, limit=limit)
+            return await self._of_accounts(query, after=after, limit=limit, budget=budget)
         now = self.clock()
         lead: dict[str, Any] = {"type": query.type} if query.type else {}
         if query.account_id is not None:
@@ -219,14 +219,25 @@ class EventLog:
             return Found(collected[:limit], stopped[0])
         return Found(items, None)
 
-    async def _of_accounts(self, query: EventQuery, *, after: tuple[datetime, ObjectId] | None, limit: int) -> Found:
+    async def _of_accounts(
+        self, query: EventQuery, *, after: tuple[datetime, ObjectId] | None, limit: int, budget: int | None
+    ) -> Found:
         """Several accounts' events (at most a search's SEARCH_ACCOUNTS of them), newest
-        first: one bounded search per account on `account_at`, merged."""
+        first: one bounded search per account on `account_at`, merged, sharing the
+        budget. When some stopped early, the page holds only what every one of them
+        read (back to the latest stop), and says so."""
+        ids = list(dict.fromkeys(query.account_ids or ()))
+        share = max(budget // max(len(ids), 1), 100) if budget else None
         found: list[dict] = []
-        for account_id in dict.fromkeys(query.account_ids or ()):
+        stops: list[datetime] = []
+        for account_id in ids:
             one = replace(query, account_ids=None, account_id=account_id)
-            found += (await self.search(one, after=after, limit=limit)).items
-        return Found(sorted(found, key=lambda e: (e["at"], e["_id"]), reverse=True)[:limit], None)
+            got = await self.search(one, after=after, limit=limit, budget=share)
+            found += got.items
+            stops += [got.searched_to] if got.searched_to else []
+        to = max(stops, default=None)
+        kept = [e for e in found if to is None or e["at"] >= to]
+        return Found(sorted(kept, key=lambda e: (e["at"], e["_id"]), reverse=True)[:limit], to)
 
 
 class _BudgetSpent(Exception):

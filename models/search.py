@@ -84,7 +84,7 @@ def parse(q: str | None, region: str) -> Terms | None:
         raise InvalidRequest("'q' must not contain NUL characters", field="q")
     digits = re.sub(r"\D", "", key) if PHONE_CHARS_RE.fullmatch(key) else ""
     found: dict[str, Any] = {
-        "number": int(key) if key.isdigit() and len(key) < 12 else None,
+        "number": int(key) if key.isascii() and key.isdigit() and len(key) < 12 else None,
         "suffix": digits if len(digits) >= SUFFIX_DIGITS else None,
         "e164": _phone(key, region) if len(digits) >= 6 else None,
         "uid": key if len(key) >= UID_PREFIX and UID_RE.fullmatch(key) else None,

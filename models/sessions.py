@@ -37,6 +37,9 @@ NEWEST = [("last_active", DESCENDING), ("_id", DESCENDING)]
 OLDEST = [("last_active", ASCENDING), ("_id", ASCENDING)]
 # The longest a session can live when the store is not told (the settings' ceiling).
 YEAR = timedelta(days=366)
+# How many of one account's sessions the accounts list counts (a service account with
+# more shows this many): each count is one bounded read.
+ACTIVITY_CAP = 1000
 
 log = logging.getLogger("gatehouse")
 
@@ -417,7 +420,10 @@ class Sessions:
         keep = _keeper(now, kind, live_only, None, False)
         found: list[Session] = []
         if ip is not None:
-            docs = await self.coll.find(self._ip_query(ip), {"token_hash": 0}).limit(cap).to_list(None)
+            # The newest `cap` of the prefix's sessions (on mongod a top-`cap` sort of the
+            # range; the embedded database reads the range whole either way).
+            newest = self.coll.find(self._ip_query(ip), {"token_hash": 0}).sort(NEWEST).limit(cap)
+            docs = await newest.to_list(None)
             found = [s for s in map(Session.from_doc, docs) if keep(s)]
         for account_id in account_ids or ():
             if len(found) >= cap:
@@ -427,14 +433,18 @@ class Sessions:
         return found
 
     async def activity(self, account_ids: list[int]) -> dict[int, tuple[int, datetime | None]]:
-        """Each account's session count and last activity, from its sessions that are
-        live or revoked but not expired (one `account_last_active` range each: callers
-        pass a page or a bounded search result)."""
+        """Each account's session count (up to ACTIVITY_CAP: a service account with
+        thousands shows that many) and last activity, from its sessions that are live or
+        revoked but not expired (one `account_last_active` range each: callers pass a
+        page or a bounded search result)."""
         now = self.clock()
         out: dict[int, tuple[int, datetime | None]] = {}
         for account_id in dict.fromkeys(account_ids):
-            shown = await self._of_account(account_id, lambda s: s.expires_at > now)
-            out[account_id] = (len(shown), shown[0].last_active if shown else None)
+            query = {"account_id": account_id, "last_active": {"$gte": now - self.max_lifetime}}
+            fields = {"last_active": 1, "expires_at": 1}
+            docs = await self.coll.find(query, fields).sort(NEWEST).limit(ACTIVITY_CAP).to_list(None)
+            shown = [d for d in docs if d["expires_at"] > now]
+            out[account_id] = (len(shown), shown[0]["last_active"] if shown else None)
         return out
 
 
