@@ -201,8 +201,11 @@ class RateLimits:
     async def refuse(self, key: str) -> tuple[int, int]:
         """Count one attempt refused by the lock of `key`, if it is locked: returns the
         seconds left on it (0: not locked, and nothing written) and how many attempts it
-        has refused, this one included (1: the first). One command, as the read it
-        replaces: a lookup that matches no locked document writes nothing."""
+        has refused, this one included (1: the first). An unlocked key costs the one
+        read it always did (a login's path and timing are as before); a locked one, for
+        every login name alike, also the counting write."""
+        if not await self.locked_for(key):  # the common case: one read, as before locks were counted
+            return 0, 0
         now = self.clock()
         lock = await self.coll.find_one_and_update(
             {"_id": f"lock:{key}", "until": {"$gt": now}},
