@@ -750,6 +750,14 @@ class ConsoleNotFoundHandler(ConsoleHandler):
 
     login_required = False
 
+    def check_xsrf_cookie(self) -> None:
+        """No form posts here: every method is the 404 page."""
+
+    def xsrf_form_html(self) -> str:
+        # A page for no one logged in has no form: no XSRF cookie is handed out to an
+        # unknown path (a logged-in operator's header has its logout form, as always).
+        return super().xsrf_form_html() if self.operator is not None else ""
+
     async def prepare(self) -> None:
         await super().prepare()
         raise HTTPError(404, "There is no such page in the console.")

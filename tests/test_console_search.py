@@ -8,6 +8,7 @@ shown by the database's own explain()."""
 from __future__ import annotations
 
 import html
+import os
 import random
 import re
 import time
@@ -20,6 +21,7 @@ import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient, monitoring
 
+from devdb import EmbeddedMongo
 from models.common import Context
 from models.search import contact_keys
 from models.validation import email_key, username_key
@@ -253,6 +255,20 @@ def session_doc(account_id: int, last_active, now, ip: str) -> dict[str, Any]:
 
 
 # ---- scale: 100,000 accounts, every search query a bounded index range -----------------
+
+
+@pytest.fixture(scope="module")
+def mongo_uri(tmp_path_factory: pytest.TempPathFactory):
+    """This module's own embedded database: 100,000 accounts would leave the run's shared
+    one slow (its drop alone takes half a minute) for every test after it. A real
+    mongod (TEST_MONGODB_URI) is shared as usual."""
+    if os.environ.get("TEST_MONGODB_URI"):
+        yield os.environ["TEST_MONGODB_URI"]
+        return
+    embedded = EmbeddedMongo(tmp_path_factory.mktemp("secantus-search") / "db", test_commands=True)
+    yield embedded.start()
+    embedded.stop()
+
 
 SCALE = 100_000
 BATCH = 10_000
