@@ -229,3 +229,20 @@ async def test_a_page_of_accounts_reads_its_locks_in_one_bounded_query(gatehouse
     assert len(finds.finds) == 1
     await assert_bounded(db, finds, "_id_", most=3 * len(ids) + 5)
     assert await locks.statuses([]) == {}
+
+
+@pytest.mark.parametrize("settings", [LOCKING])
+async def test_logins_racing_twenty_parallel_unlocks(settings, api, admin, gatehouse):
+    """20 unlocks at once, with 20 logins by the owner racing them: every answer is a
+    200 or the lock's 429 (never a 500), every unlock is audited, and once they are
+    done the owner logs in."""
+    user = await register(api)
+    await lock_out(api, user["username"])
+    path = f"/admin/api/accounts/{user['id']}/unlock"
+    unlocks = [api.post(path, {}, token=admin["token"]) for _ in range(20)]
+    logins = [attempt(api, user["username"], PASSWORD) for _ in range(20)]
+    answers = await asyncio.gather(*unlocks, *logins)
+    assert [r.status for r in answers[:20]] == [200] * 20
+    assert {r.status for r in answers[20:]} <= {200, 429}, [r.status for r in answers[20:]]
+    assert len(await lock_events(gatehouse, account_id=user["id"], type="unlock")) == 20
+    assert (await attempt(api, user["username"], PASSWORD)).status == 200
